@@ -1,0 +1,1 @@
+"""The Hugging Face datasets builder of known-speech and its stages (TTS, ASR, alignment, writing)."""

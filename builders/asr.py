@@ -1,0 +1,89 @@
+"""ASR check: does a Whisper model hear the spoken prompt, and the subject in it?
+
+Reference and transcript are both passed through Whisper's English normaliser (from
+`transformers`), so "seventy-seven" and "77" compare equal; WER is jiwer's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+from known_speech.settings import DEFAULT_ASR_MODEL, bundled_whisper_dir
+
+__all__ = ["AsrCheck", "WhisperChecker", "normalise_text", "word_error_rate", "contains_phrase"]
+
+logger = logging.getLogger(__name__)
+
+_normaliser = None
+
+
+def normalise_text(text: str) -> str:
+    """Whisper's English normalisation (numbers to digits, spelling, punctuation, case)."""
+    global _normaliser
+    if _normaliser is None:
+        from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+        # The British-to-American spelling map ships with Whisper's tokenizer on the Hub; the
+        # normaliser works without it, leaving spelling variants as they are.
+        _normaliser = EnglishTextNormalizer({})
+    return _normaliser(text)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    reference, hypothesis = normalise_text(reference), normalise_text(hypothesis)
+    if not reference.strip():
+        raise ValueError("reference is empty after normalisation")
+    return float(jiwer.wer(reference, hypothesis))
+
+
+def contains_phrase(text: str, phrase: str) -> bool:
+    """Whether the normalised phrase occurs in the normalised text as whole words."""
+    text, phrase = normalise_text(text), normalise_text(phrase)
+    return bool(phrase) and re.search(rf"(?:^|\s){re.escape(phrase)}(?:\s|$)", text) is not None
+
+
+@dataclass(frozen=True)
+class AsrCheck:
+    model: str
+    transcript: str
+    wer: float
+    subject_recognised: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class WhisperChecker:
+    """faster-whisper; `tiny.en` is the bundled offline model, any other name or CTranslate2 dir works."""
+
+    def __init__(self, model: str = DEFAULT_ASR_MODEL, device: str = "cpu", compute_type: str = "int8",
+                 cpu_threads: int = 1, beam_size: int = 5):
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as err:
+            raise ImportError("pip install 'known-speech[asr]'") from err
+        self.model_name = model
+        path = str(bundled_whisper_dir()) if model == DEFAULT_ASR_MODEL and not Path(model).exists() else model
+        self._model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        self.beam_size = beam_size
+
+    def transcribe(self, samples_16k: np.ndarray) -> str:
+        segments, _ = self._model.transcribe(
+            samples_16k, language="en", beam_size=self.beam_size, condition_on_previous_text=False
+        )
+        return " ".join(segment.text.strip() for segment in segments).strip()
+
+    def check(self, samples_16k: np.ndarray, reference: str, subject: str) -> AsrCheck:
+        transcript = self.transcribe(samples_16k)
+        return AsrCheck(
+            model=self.model_name,
+            transcript=transcript,
+            wer=word_error_rate(reference, transcript),
+            subject_recognised=contains_phrase(transcript, subject),
+        )

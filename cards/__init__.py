@@ -1,0 +1,1 @@
+"""Dataset-card templates (Jinja), rendered with `huggingface_hub.DatasetCard.from_template`."""

@@ -1,0 +1,35 @@
+"""Audio I/O: everything is stored as 16 kHz mono FLAC, the rate speech tokenizers expect."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile
+import soxr
+
+__all__ = ["TARGET_SAMPLE_RATE", "to_mono_16k", "encode_flac", "decode_audio"]
+
+TARGET_SAMPLE_RATE = 16_000
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Down-mix to mono and resample (soxr, high quality) to 16 kHz float32 in [-1, 1]."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    if sample_rate != TARGET_SAMPLE_RATE:
+        samples = soxr.resample(samples, sample_rate, TARGET_SAMPLE_RATE, quality="HQ")
+    return np.clip(samples, -1.0, 1.0).astype(np.float32)
+
+
+def encode_flac(samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> bytes:
+    """16-bit FLAC bytes; deterministic for the same samples."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, sample_rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+    samples, sample_rate = soundfile.read(io.BytesIO(data), dtype="float32")
+    return samples, sample_rate

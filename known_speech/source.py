@@ -1,0 +1,127 @@
+"""The Known source: load and validate the factual prompts (known_1000.json format)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+
+__all__ = [
+    "KNOWN_SHA256",
+    "KNOWN_URL",
+    "KnownRecord",
+    "KnownSourceError",
+    "bundled_source_path",
+    "file_sha256",
+    "load_known",
+]
+
+logger = logging.getLogger(__name__)
+
+# The canonical copy, published with the ROME code (MIT, Copyright (c) 2022 Kevin Meng).
+KNOWN_URL = "https://rome.baulab.info/data/dsets/known_1000.json"
+KNOWN_SHA256 = "61daca55318bb5260c1e62e133debef9102c7b278bbc7b19dd2ac655543f333a"
+
+_REQUIRED_FIELDS: dict[str, type] = {
+    "known_id": int,
+    "subject": str,
+    "attribute": str,
+    "template": str,
+    "prompt": str,
+    "relation_id": str,
+}
+
+
+class KnownSourceError(ValueError):
+    """A source record is malformed; the message names the record and the field."""
+
+
+@dataclass(frozen=True)
+class KnownRecord:
+    """One Known fact: `prompt` contains `subject` and should be completed by `attribute`."""
+
+    known_id: int
+    subject: str
+    attribute: str
+    template: str
+    prompt: str
+    relation_id: str
+    prediction: str = ""
+
+    @property
+    def subject_char_span(self) -> tuple[int, int]:
+        """[start, end) of the subject's first occurrence in the prompt, in characters."""
+        start = self.prompt.index(self.subject)
+        return start, start + len(self.subject)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bundled_source_path() -> Path:
+    return Path(str(files("known_speech").joinpath("data/known_1000.json")))
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _validate(raw: object, index: int, source: Path) -> KnownRecord:
+    where = f"{source.name} record #{index}"
+    if not isinstance(raw, dict):
+        raise KnownSourceError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    if "known_id" in raw:
+        where = f"{source.name} record #{index} (known_id={raw['known_id']!r})"
+    for field, expected in _REQUIRED_FIELDS.items():
+        if field not in raw:
+            raise KnownSourceError(f"{where}: missing required field {field!r}")
+        value = raw[field]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise KnownSourceError(
+                f"{where}: field {field!r} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+            )
+        if expected is str and not value.strip():
+            raise KnownSourceError(f"{where}: field {field!r} is empty")
+    if raw["subject"] not in raw["prompt"]:
+        raise KnownSourceError(
+            f"{where}: field 'subject' ({raw['subject']!r}) does not occur in field 'prompt' ({raw['prompt']!r})"
+        )
+    prediction = raw.get("prediction", "")
+    return KnownRecord(
+        known_id=raw["known_id"],
+        subject=raw["subject"],
+        attribute=raw["attribute"],
+        template=raw["template"],
+        prompt=raw["prompt"],
+        relation_id=raw["relation_id"],
+        prediction=prediction if isinstance(prediction, str) else "",
+    )
+
+
+def load_known(path: str | Path | None = None) -> list[KnownRecord]:
+    """Load and validate a Known-format JSON list; the bundled known_1000.json by default.
+
+    Raises `KnownSourceError` naming the record and field of the first problem found.
+    """
+    source = Path(path) if path is not None else bundled_source_path()
+    try:
+        raw_records = json.loads(source.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise KnownSourceError(f"{source}: not valid JSON ({err})") from err
+    if not isinstance(raw_records, list):
+        raise KnownSourceError(f"{source}: expected a JSON list of records, got {type(raw_records).__name__}")
+    records = [_validate(raw, index, source) for index, raw in enumerate(raw_records)]
+    first_index: dict[int, int] = {}
+    for index, record in enumerate(records):
+        if record.known_id in first_index:
+            raise KnownSourceError(
+                f"{source.name} record #{index} (known_id={record.known_id}): field 'known_id' duplicates "
+                f"record #{first_index[record.known_id]}"
+            )
+        first_index[record.known_id] = index
+    if path is None and file_sha256(source) != KNOWN_SHA256:
+        logger.warning("bundled %s does not match the canonical sha256 %s", source, KNOWN_SHA256)
+    return records

@@ -1,0 +1,75 @@
+"""Span arithmetic between characters, seconds and speech-token frames. Spans are [start, end)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["AlignedWord", "TokenSpan", "frame_span", "time_span_of_chars", "SPEECH_TOKENIZER_RATES"]
+
+# Frame rates of the speech tokenizers whose spans every record carries (paper, App. A):
+# mHuBERT-base 25 Hz (SpiritLM, TWIST) and HuBERT-base 50 Hz units.
+SPEECH_TOKENIZER_RATES: dict[str, float] = {"hubert-25hz": 25.0, "hubert-50hz": 50.0}
+
+
+@dataclass(frozen=True)
+class AlignedWord:
+    """A written word of the prompt with its time in the audio (seconds) and a confidence."""
+
+    word: str
+    char_start: int
+    char_end: int
+    start_s: float
+    end_s: float
+    score: float
+
+    def to_dict(self) -> dict:
+        return {
+            "word": self.word,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "score": self.score,
+        }
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """A subject span in a speech tokenizer's frames; dedup fields where the units are known."""
+
+    tokenizer: str
+    rate_hz: float
+    frame_start: int
+    frame_end: int
+    units: tuple[int, ...] | None = None
+    dedup_start: int | None = None
+    dedup_end: int | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "tokenizer": self.tokenizer,
+            "rate_hz": self.rate_hz,
+            "frame_start": self.frame_start,
+            "frame_end": self.frame_end,
+            "units": list(self.units) if self.units is not None else None,
+            "dedup_start": self.dedup_start,
+            "dedup_end": self.dedup_end,
+        }
+
+
+def frame_span(start_s: float, end_s: float, rate_hz: float) -> tuple[int, int]:
+    """Frames covering [start_s, end_s) at `rate_hz`: floor(s*rate), ceil(e*rate) (paper, App. A)."""
+    if end_s < start_s:
+        raise ValueError(f"end_s={end_s} is before start_s={start_s}")
+    # round away float noise first so that 0.2 s at 25 Hz is frame 5, not 4.999...
+    return math.floor(round(start_s * rate_hz, 9)), math.ceil(round(end_s * rate_hz, 9))
+
+
+def time_span_of_chars(words: Sequence[AlignedWord], char_start: int, char_end: int) -> tuple[float, float]:
+    """Start of the first and end of the last aligned word overlapping [char_start, char_end)."""
+    covering = [w for w in words if w.char_start < char_end and char_start < w.char_end]
+    if not covering:
+        raise ValueError(f"no aligned word overlaps characters [{char_start}, {char_end})")
+    return min(w.start_s for w in covering), max(w.end_s for w in covering)

@@ -1,0 +1,140 @@
+"""One spoken form per prompt: what the TTS engine reads, ASR is scored against, and aligners align.
+
+Numbers and symbols are verbalised once, up front ("LGA 775" -> "LGA seven hundred seventy-five",
+"&" -> "and"), and every spoken word keeps the character span of the written word it came from,
+so timings found on the spoken words map back to the written prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from num2words import num2words
+
+__all__ = ["SpokenForm", "SpokenWord", "WrittenWord", "verbalise", "number_to_words"]
+
+_SYMBOL_WORDS = {"&": "and", "%": "percent", "+": "plus", "@": "at", "#": "number"}
+_EDGE_PUNCTUATION = "\"'“”‘’()[]{}<>,.;:!?¿¡«»—–-/\\|*…"
+# digit groups with thousands separators or a decimal part, then an optional suffix
+_NUMBER = re.compile(r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(st|nd|rd|th|s|'s)?", re.IGNORECASE)
+_PIECES = re.compile(r"\d{1,3}(?:,\d{3})+(?:st|nd|rd|th|s|'s)?|\d+(?:\.\d+)?(?:st|nd|rd|th|s|'s)?|[&%+@#]|[^\d&%+@#]+")
+
+
+@dataclass(frozen=True)
+class WrittenWord:
+    """A whitespace-separated word of the prompt, edge punctuation stripped."""
+
+    text: str
+    char_start: int
+    char_end: int
+
+
+@dataclass(frozen=True)
+class SpokenWord:
+    """One word as read aloud, and the written word (by index) it verbalises."""
+
+    text: str
+    written_index: int
+
+
+@dataclass(frozen=True)
+class SpokenForm:
+    written: str
+    written_words: tuple[WrittenWord, ...]
+    words: tuple[SpokenWord, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(word.text for word in self.words)
+
+    def written_indices_in(self, char_start: int, char_end: int) -> list[int]:
+        """Written words overlapping the character range [char_start, char_end)."""
+        return [
+            index
+            for index, word in enumerate(self.written_words)
+            if word.char_start < char_end and char_start < word.char_end
+        ]
+
+    def spoken_indices_in(self, char_start: int, char_end: int) -> list[int]:
+        written = set(self.written_indices_in(char_start, char_end))
+        return [index for index, word in enumerate(self.words) if word.written_index in written]
+
+    def spoken_text_in(self, char_start: int, char_end: int) -> str:
+        return " ".join(self.words[index].text for index in self.spoken_indices_in(char_start, char_end))
+
+
+def _plural_number_words(words: str) -> str:
+    # "nineteen eighty" -> "nineteen eighties", "six" -> "sixes"
+    if words.endswith("y"):
+        return words[:-1] + "ies"
+    if words.endswith(("x", "s")):
+        return words + "es"
+    return words + "s"
+
+
+def number_to_words(digits: str, suffix: str = "", standalone: bool = True) -> str:
+    """Verbalise one number as American English ("775" -> "seven hundred seventy-five").
+
+    A standalone four-digit number from 1100 to 2099 reads as a year ("1980" -> "nineteen eighty"),
+    "1980s" as a decade, "21st" as an ordinal; num2words does the work.
+    """
+    suffix = (suffix or "").lower()
+    plain = digits.replace(",", "")
+    if "." in plain:
+        whole, fraction = plain.split(".")
+        digit_words = " ".join("oh" if digit == "0" else num2words(int(digit)) for digit in fraction)
+        words = f"{num2words(int(whole))} point {digit_words}"
+    else:
+        value = int(plain)
+        is_year = standalone and len(plain) == 4 and 1100 <= value <= 2099 and "," not in digits
+        if suffix in ("st", "nd", "rd", "th"):
+            words = num2words(value, to="ordinal")
+        elif is_year:
+            words = num2words(value, to="year")
+        else:
+            words = num2words(value)
+        if suffix in ("s", "'s"):
+            # decades ("1980s", "90s") are plurals; "iPhone 4s" is a letter
+            words = _plural_number_words(words) if value >= 10 and value % 10 == 0 else f"{words} S"
+    words = words.replace(",", "").replace(" and ", " ")
+    return words
+
+
+def _verbalise_word(text: str) -> list[str]:
+    pieces = _PIECES.findall(text)
+    spoken: list[str] = []
+    for piece in pieces:
+        if piece in _SYMBOL_WORDS:
+            spoken.append(_SYMBOL_WORDS[piece])
+            continue
+        match = _NUMBER.fullmatch(piece)
+        if match:
+            standalone = len(pieces) == 1
+            spoken.extend(number_to_words(match.group(1), match.group(2) or "", standalone).split())
+            continue
+        piece = piece.strip(_EDGE_PUNCTUATION)
+        if piece:
+            spoken.append(piece)
+    return spoken
+
+
+def verbalise(prompt: str) -> SpokenForm:
+    """The spoken form of a written prompt, with the map from spoken words to written words."""
+    written_words: list[WrittenWord] = []
+    spoken_words: list[SpokenWord] = []
+    for match in re.finditer(r"\S+", prompt):
+        raw = match.group(0)
+        stripped = raw.strip(_EDGE_PUNCTUATION)
+        if not stripped:
+            continue
+        if stripped in _SYMBOL_WORDS or raw in _SYMBOL_WORDS:
+            stripped = stripped or raw
+        offset = raw.find(stripped)
+        spoken = _verbalise_word(stripped)
+        if not spoken:
+            continue
+        start = match.start() + offset
+        written_words.append(WrittenWord(stripped, start, start + len(stripped)))
+        spoken_words.extend(SpokenWord(word, len(written_words) - 1) for word in spoken)
+    return SpokenForm(prompt, tuple(written_words), tuple(spoken_words))
