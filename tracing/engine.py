@@ -10,6 +10,7 @@ The numbers equal the reference loop (`reference.py`, ROME's algorithm) to float
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -76,8 +77,8 @@ class _SublayerHooks:
                 self.capture[kind][index] = tensor.detach()
             entry = self.patch.pop((kind, index), None)
             if entry is not None:
-                rows, value = entry
-                tensor[rows, 0] = value  # (B, q, d): position t is the first of the suffix
+                rows, value = entry  # rows: (B,) bool; where() rather than indexing, which syncs on GPU
+                tensor[:, 0] = torch.where(rows[:, None], value, tensor[:, 0])  # position t: first of the suffix
             return output
 
         return hook
@@ -85,6 +86,15 @@ class _SublayerHooks:
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+def _attention_backends(device: torch.device):
+    """On GPU, keep SDPA off cuDNN: it builds a plan per new shape, and restorations make many shapes."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 class CausalTracer:
@@ -165,6 +175,15 @@ class CausalTracer:
         mask = runner.causal_mask(query_length, position)
         position_embeddings = runner.position_embeddings(corrupted.hidden_in[0][:1, position:], positions)
         order = sorted(chunk, key=lambda r: r.start_layer)
+        # which rows restore their MLP / attention output at each layer, built once and moved once;
+        # rows follow `order`, and at any layer the active rows are a prefix of it
+        restored_rows = {
+            kind: torch.tensor(
+                [[r.kind == kind and layer in r.window for r in order] for layer in range(runner.num_layers)]
+            ).repeat_interleave(samples, dim=1).to(runner.device)
+            for kind in ("mlp", "attn")
+            if any(r.kind == kind for r in order)
+        }
         active: list[_Restoration] = []
         state: torch.Tensor | None = None
         for layer in range(order[0].start_layer, runner.num_layers + 1):
@@ -181,10 +200,9 @@ class CausalTracer:
                 active.extend(joining)
             if layer == runner.num_layers:
                 break
-            for kind in ("mlp", "attn"):
-                restored = [r.kind == kind and layer in r.window for r in active]
-                if any(restored):
-                    rows = torch.tensor(restored, device=runner.device).repeat_interleave(samples)
+            for kind, table in restored_rows.items():
+                if any(r.kind == kind and layer in r.window for r in active):
+                    rows = table[layer, : len(active) * samples]
                     hooks.patch[(kind, layer)] = (rows, clean.sublayer_out[kind][layer][0, position])
             prefix = None
             if position > 0:
@@ -204,15 +222,16 @@ class CausalTracer:
         by_restoration = {id(r): score for r, score in zip(active, scores)}
         return torch.stack([by_restoration[id(r)] for r in chunk])
 
-    def _run_group(self, group, position, clean, corrupted, hooks, answer_id, options) -> list[float]:
+    def _run_group(self, group, position, clean, corrupted, hooks, answer_id, options) -> list[torch.Tensor]:
+        """Scores of one position's restorations, left on the device (reading them would sync)."""
         samples, length, _ = corrupted.hidden_in[0].shape
         per_chunk = self._rows_per_chunk(length - position, position, samples, options)
-        scores: list[float] = []
+        scores: list[torch.Tensor] = []
         start = 0
         while start < len(group):
             chunk = group[start : start + per_chunk]
             try:
-                scores.extend(self._run_chunk(chunk, position, clean, corrupted, hooks, answer_id).tolist())
+                scores.extend(self._run_chunk(chunk, position, clean, corrupted, hooks, answer_id))
             except torch.OutOfMemoryError:
                 hooks.patch.clear()
                 if per_chunk == 1:
@@ -271,21 +290,22 @@ class CausalTracer:
 
         hooks = _SublayerHooks(runner)
         try:
-            clean = self._full_run(clean_input, hooks)
-            corrupted = self._full_run(corrupted_input, hooks)
-            high = clean.last_probs[0, answer_id].item()
-            low = corrupted.last_probs[:, answer_id].mean().item()
-            plan = self._restorations(options.kinds, token_range, options.window)
-            if options.self_check:
-                self._self_check(clean, corrupted, hooks, answer_id, options, high, low)
-            tables = {kind: torch.full((length, runner.num_layers), float("nan")) for kind in options.kinds}
-            groups: dict[int, list[_Restoration]] = {}
-            for restoration in plan:
-                groups.setdefault(restoration.position, []).append(restoration)
-            for position, group in groups.items():
-                scores = self._run_group(group, position, clean, corrupted, hooks, answer_id, options)
-                for restoration, score in zip(group, scores):
-                    tables[restoration.kind][restoration.position, restoration.layer] = score
+            with _attention_backends(runner.device):
+                clean = self._full_run(clean_input, hooks)
+                corrupted = self._full_run(corrupted_input, hooks)
+                high = clean.last_probs[0, answer_id].item()
+                low = corrupted.last_probs[:, answer_id].mean().item()
+                plan = self._restorations(options.kinds, token_range, options.window)
+                if options.self_check:
+                    self._self_check(clean, corrupted, hooks, answer_id, options, high, low)
+                tables = {kind: torch.full((length, runner.num_layers), float("nan")) for kind in options.kinds}
+                groups: dict[int, list[_Restoration]] = {}
+                for restoration in plan:
+                    groups.setdefault(restoration.position, []).append(restoration)
+                for position, group in groups.items():
+                    scores = self._run_group(group, position, clean, corrupted, hooks, answer_id, options)
+                    for restoration, score in zip(group, scores):
+                        tables[restoration.kind][restoration.position, restoration.layer] = score.item()
         finally:
             hooks.remove()
         return TraceResult(
@@ -308,7 +328,9 @@ class CausalTracer:
         """Restoring every state must give the clean score, restoring none the corrupted one."""
         every = _Restoration("all", 0, 0, 0, restore_input="all")
         none = _Restoration("none", 0, 0, 0)
-        restored_all, restored_none = self._run_group([every, none], 0, clean, corrupted, hooks, answer_id, options)
+        restored_all, restored_none = (
+            score.item() for score in self._run_group([every, none], 0, clean, corrupted, hooks, answer_id, options)
+        )
         tolerance = 1e-4 if self.runner.dtype == torch.float32 else 2e-2
         for name, got, want in (("every state", restored_all, high), ("no state", restored_none, low)):
             if not math.isclose(got, want, abs_tol=tolerance, rel_tol=tolerance):

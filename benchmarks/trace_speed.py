@@ -1,0 +1,163 @@
+"""Time the fast causal-tracing engine against the reference loop (ROME's algorithm), side by side.
+
+    python benchmarks/trace_speed.py --model smollm2                       # CPU, 10-token Known prompt
+    python benchmarks/trace_speed.py --model llama2-7b-random --device cuda --dtype bfloat16 \
+        --tokens 12 48 --fast-only-tokens 128
+
+For each prompt length: seconds per prompt of both, their ratio, the largest score difference, the
+arithmetic floor (FLOPs the engine must do / the measured matmul rate of this device), and peak GPU
+memory. The last line is `speedup=...` (fast vs reference, per prompt length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from known_speech.tracing import CausalTracer, TraceOptions
+from known_speech.tracing.engine import window_layers
+from known_speech.tracing.reference import reference_trace
+
+LLAMA2_7B_SHAPE = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device: str, dtype: torch.dtype) -> float:
+    """Measured FLOP/s of a large matrix product on this device and dtype."""
+    size = 8192 if device.startswith("cuda") else 1024
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    repeats = 20 if device.startswith("cuda") else 5
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def engine_flops(model, length: int, options: TraceOptions) -> float:
+    """FLOPs of the restorations the engine must compute: rows x positions x layers, plus attention."""
+    layers = model.get_decoder().layers if hasattr(model, "get_decoder") else model.model.layers
+    num_layers = len(layers)
+    per_token_layer = 2 * sum(p.numel() for p in layers[0].parameters())
+    hidden = model.config.hidden_size
+    total = 0.0
+    positions = options.token_range or range(length)
+    for kind in options.kinds:
+        for position in positions:
+            query = length - position
+            attention = 4 * hidden * query * length  # QK^T and AV over the full key length
+            for layer in range(num_layers):
+                start = layer + 1 if kind == "hidden" else window_layers(layer, options.window, num_layers).start
+                total += options.samples * (num_layers - start) * (query * per_token_layer + attention)
+    return total
+
+
+def build_model(name: str, device: str, dtype: torch.dtype):
+    if name == "llama2-7b-random":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        config = LlamaConfig(**LLAMA2_7B_SHAPE)
+        with torch.device(device):
+            default = torch.get_default_dtype()
+            torch.set_default_dtype(dtype)
+            try:
+                model = LlamaForCausalLM(config).eval()
+            finally:
+                torch.set_default_dtype(default)
+        return model, None
+    from known_speech.tracing.loading import load_causal_lm
+
+    return load_causal_lm(name, dtype, device)
+
+
+def known_prompt(tokenizer, tokens: int):
+    """The first Known record whose prompt is `tokens` tokens long: (ids, subject range, answer id)."""
+    from known_speech.source import load_known
+    from known_speech.tracing.prompts import answer_token_id, subject_token_range
+
+    for record in load_known():
+        ids = tokenizer(record.prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) == tokens:
+            return (torch.tensor(ids), subject_token_range(tokenizer, record.prompt, record.subject),
+                    answer_token_id(tokenizer, record.attribute), record.prompt)
+    raise SystemExit(f"no Known prompt has {tokens} tokens")
+
+
+def random_prompt(model, tokens: int, device: str):
+    generator = torch.Generator().manual_seed(tokens)
+    ids = torch.randint(3, model.config.vocab_size, (tokens,), generator=generator)
+    subject = (1, 1 + max(2, tokens // 3))  # a 48-token speech prompt has a ~16-unit subject
+    with torch.no_grad():
+        answer = int(model(input_ids=ids[None].to(device)).logits[0, -1].argmax())
+    return ids, subject, answer, f"random ids, subject positions {subject}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[10], help="prompt lengths timed against the reference")
+    parser.add_argument("--fast-only-tokens", type=int, nargs="*", default=[], help="lengths run by the engine alone")
+    parser.add_argument("--samples", type=int, default=10)
+    args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+    torch.set_grad_enabled(False)
+    model, tokenizer = build_model(args.model, args.device, dtype)
+    options = TraceOptions(samples=args.samples, self_check=False)
+    tracer = CausalTracer(model, model_name=args.model)
+    rate = matmul_rate(args.device, dtype)
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"device {device_name} ({args.device}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
+          f"model {args.model} ({model.config.num_hidden_layers} layers, d={model.config.hidden_size}), {args.dtype}, "
+          f"kinds {','.join(options.kinds)}, {options.samples} samples; matmul {rate / 1e12:.1f} TFLOP/s")
+    ratios = []
+    for tokens in list(args.tokens) + list(args.fast_only_tokens):
+        with_reference = tokens in args.tokens
+        ids, subject, answer, description = (
+            random_prompt(model, tokens, args.device) if tokenizer is None else known_prompt(tokenizer, tokens)
+        )
+        embeds = model.get_input_embeddings()(ids.to(args.device))
+        sigma = 3 * embeds[subject[0]:subject[1]].float().std().item()
+        run_options = TraceOptions(samples=args.samples, noise_std=sigma, self_check=False)
+        tracer.trace(input_ids=ids, subject_range=subject, answer_id=answer,
+                     options=TraceOptions(samples=2, noise_std=sigma, kinds=("hidden",), token_range=(tokens - 1,)))
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        synchronize(args.device)
+        started = time.perf_counter()
+        fast = tracer.trace(input_ids=ids, subject_range=subject, answer_id=answer, options=run_options)
+        synchronize(args.device)
+        fast_seconds = time.perf_counter() - started
+        memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if args.device.startswith("cuda") else ""
+        floor = engine_flops(model, tokens, run_options) / rate
+        print(f"{tokens} tokens ({description}): fast {fast_seconds:.2f} s/prompt; arithmetic floor {floor:.2f} s{memory}")
+        if not with_reference:
+            continue
+        started = time.perf_counter()
+        reference = reference_trace(model, embeds, subject, answer, run_options, sigma)
+        synchronize(args.device)
+        reference_seconds = time.perf_counter() - started
+        difference = max(float((torch.from_numpy(fast.scores[k]) - reference[k]).abs().max()) for k in run_options.kinds)
+        ratio = reference_seconds / fast_seconds
+        ratios.append(f"{ratio:.2f}x@{tokens}tok")
+        print(f"{tokens} tokens: reference {reference_seconds:.2f} s/prompt; ratio {ratio:.2f}; "
+              f"max |fast - reference| = {difference:.2e}")
+    print("speedup=" + ",".join(ratios))
+
+
+if __name__ == "__main__":
+    main()

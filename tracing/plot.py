@@ -1,0 +1,54 @@
+"""Per-prompt heatmaps in the style of ROME's causal-trace figures (tokens x layers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .result import Kind, TraceResult
+
+__all__ = ["plot_trace", "KIND_COLORMAPS"]
+
+KIND_COLORMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
+_KIND_TITLES = {"hidden": "single restored layer", "mlp": "restored MLP", "attn": "restored attention"}
+
+
+def plot_trace(result: TraceResult, path: str | Path, kinds: tuple[Kind, ...] | None = None) -> Path:
+    """PNG or PDF (by suffix) with one panel per kind; subject tokens are starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = kinds or tuple(result.scores)
+    start, end = result.subject_range
+    labels = [f"{token!r}*" if start <= i < end else repr(token) for i, token in enumerate(result.tokens)]
+    height = max(2.5, 0.28 * len(labels) + 1.2)
+    figure, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds) + 1.0, height), squeeze=False, dpi=150)
+    for axis, kind in zip(axes[0], kinds):
+        table = np.ma.masked_invalid(result.scores[kind])
+        image = axis.pcolor(table, cmap=KIND_COLORMAPS[kind], vmin=result.low_score)
+        axis.invert_yaxis()
+        axis.set_yticks(np.arange(len(labels)) + 0.5)
+        axis.set_yticklabels(labels, fontsize=7)
+        layers = table.shape[1]
+        ticks = np.arange(0, layers, max(1, layers // 6))
+        axis.set_xticks(ticks + 0.5)
+        axis.set_xticklabels(ticks)
+        window = f" (window {result.options.window})" if kind != "hidden" else ""
+        axis.set_title(f"Restoring {_KIND_TITLES[kind]}{window}", fontsize=9)
+        axis.set_xlabel("layer")
+        colorbar = figure.colorbar(image, ax=axis)
+        colorbar.ax.set_title(f"p({result.answer.strip() or result.answer_id})", fontsize=7)
+    figure.suptitle(
+        f"{result.model_name}: clean {result.high_score:.3f}, corrupted {result.low_score:.3f}, "
+        f"σ={result.noise_std:.3g}, {result.options.samples} samples",
+        fontsize=8,
+    )
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
