@@ -14,6 +14,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from known_speech import __version__
 from known_speech.atomic import atomic_path, atomic_write_text
+from known_speech.schema import record_features
 from known_speech.source import KNOWN_URL
 
 __all__ = ["write_config", "render_card", "read_build_stats", "BUILD_STATS_FILE"]
@@ -43,7 +44,13 @@ def write_config(dataset: datasets.Dataset, out_dir: str | Path, config_name: st
     for stale in set(config_dir.glob("train-*.parquet")) - set(written):
         stale.unlink()
     all_stats = read_build_stats(out_dir)
-    all_stats[config_name] = {**stats, "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    all_stats[config_name] = {
+        **stats,
+        "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "num_examples": len(dataset),
+        "num_bytes": int(dataset.data.nbytes),
+        "download_size": sum(path.stat().st_size for path in written),
+    }
     atomic_write_text(Path(out_dir) / BUILD_STATS_FILE, json.dumps(all_stats, indent=2, ensure_ascii=False))
     render_card(out_dir)
     return written
@@ -69,6 +76,20 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech") -> DatasetCa
             for index, name in enumerate(config_names)
         ],
     )
+    # The Hub's own `dataset_info` block. `datasets` also keys its local cache on it, so a rebuilt
+    # folder with different data is not served from the cache of the previous build.
+    features_yaml = datasets.DatasetInfo(features=record_features())._to_yaml_dict()["features"]
+    card_data.dataset_info = [
+        {
+            "config_name": name,
+            "features": features_yaml,
+            "splits": [{"name": "train", "num_bytes": stats[name]["num_bytes"],
+                        "num_examples": stats[name]["num_examples"]}],
+            "download_size": stats[name]["download_size"],
+            "dataset_size": stats[name]["num_bytes"],
+        }
+        for name in config_names
+    ]
     template = files("known_speech.cards").joinpath("dataset_card.md").read_text(encoding="utf-8")
     voices = [{"config_name": name, **stats[name]} for name in config_names]
     card = DatasetCard.from_template(

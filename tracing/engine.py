@@ -297,7 +297,7 @@ class CausalTracer:
                 low = corrupted.last_probs[:, answer_id].mean().item()
                 plan = self._restorations(options.kinds, token_range, options.window)
                 if options.self_check:
-                    self._self_check(clean, corrupted, hooks, answer_id, options, high, low)
+                    self._self_check(clean, corrupted, hooks, answer_id, options, high, low, inputs_embeds)
                 tables = {kind: torch.full((length, runner.num_layers), float("nan")) for kind in options.kinds}
                 groups: dict[int, list[_Restoration]] = {}
                 for restoration in plan:
@@ -324,17 +324,25 @@ class CausalTracer:
             seconds=time.perf_counter() - started,
         )
 
-    def _self_check(self, clean, corrupted, hooks, answer_id, options, high, low) -> None:
-        """Restoring every state must give the clean score, restoring none the corrupted one."""
+    def _self_check(self, clean, corrupted, hooks, answer_id, options, high, low, inputs_embeds) -> None:
+        """The layer-by-layer clean run must match the model's own forward; restoring every state must
+        give the clean score, restoring none the corrupted one."""
+        logits = self.model(inputs_embeds=inputs_embeds.unsqueeze(0)).logits
+        model_high = torch.softmax(logits[0, -1].float(), dim=-1)[answer_id].item()
         every = _Restoration("all", 0, 0, 0, restore_input="all")
         none = _Restoration("none", 0, 0, 0)
         restored_all, restored_none = (
             score.item() for score in self._run_group([every, none], 0, clean, corrupted, hooks, answer_id, options)
         )
         tolerance = 1e-4 if self.runner.dtype == torch.float32 else 2e-2
-        for name, got, want in (("every state", restored_all, high), ("no state", restored_none, low)):
+        checks = (
+            ("the layer-by-layer clean run", high, model_high),
+            ("restoring every state", restored_all, high),
+            ("restoring no state", restored_none, low),
+        )
+        for name, got, want in checks:
             if not math.isclose(got, want, abs_tol=tolerance, rel_tol=tolerance):
                 raise TracingSelfCheckError(
-                    f"restoring {name} gave P(answer)={got:.6f}, expected {want:.6f}: the engine's layer "
-                    f"calls do not reproduce the model's forward for model_type={self.model.config.model_type!r}"
+                    f"{name} gave P(answer)={got:.6f}, expected {want:.6f}: the ArchitectureSpec of "
+                    f"model_type={self.model.config.model_type!r} does not reproduce the model's forward"
                 )
