@@ -56,9 +56,13 @@ class KnownSpeechConfig(datasets.BuilderConfig):
 
 
 class KnownSpeech(datasets.GeneratorBasedBuilder):
+    """Configs are voices and voices are open-ended (any Piper .onnx, any engine), so none is
+    predeclared: `datasets` then builds the config from the keyword arguments through
+    `KnownSpeechConfig(**kwargs)`, which validates them and names the config after the voice.
+    (With a predeclared default, `datasets` would copy it and setattr the arguments, skipping both.)"""
+
     BUILDER_CONFIG_CLASS = KnownSpeechConfig
-    BUILDER_CONFIGS = [KnownSpeechConfig()]
-    DEFAULT_CONFIG_NAME = BUILDER_CONFIGS[0].name
+    BUILDER_CONFIGS: list[KnownSpeechConfig] = []
 
     summary: BuildSummary | None = None
 

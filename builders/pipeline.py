@@ -133,17 +133,22 @@ class ItemBuilder:
 
 
 _worker: ItemBuilder | None = None
+_worker_setup_error: str | None = None
 
 
 def _init_worker(options: BuildOptions) -> None:
-    global _worker
+    # an exception here would make the pool respawn workers forever: keep it for the first item
+    global _worker, _worker_setup_error
     logging.basicConfig(level=logging.WARNING)
-    _worker = ItemBuilder(options)
+    try:
+        _worker = ItemBuilder(options)
+    except Exception as err:
+        _worker_setup_error = f"{type(err).__name__}: {err}"
 
 
 def _build_in_worker(record: KnownRecord) -> tuple[ItemOutcome, bytes | None]:
-    if _worker is None:
-        raise RuntimeError("worker used before _init_worker")
+    if _worker is None:  # a set-up failure is the build's, not the item's: abort, cache nothing
+        raise RuntimeError(f"a build worker could not load its models: {_worker_setup_error}")
     return _worker.build(record)
 
 
