@@ -303,6 +303,12 @@ class CausalTracer:
                 for restoration in plan:
                     groups.setdefault(restoration.position, []).append(restoration)
                 for position, group in groups.items():
+                    if position < start:
+                        # before the subject the clean and corrupted runs are the same computation, so
+                        # restoring there copies a state onto itself: the score is the corrupted one
+                        for restoration in group:
+                            tables[restoration.kind][position, restoration.layer] = low
+                        continue
                     scores = self._run_group(group, position, clean, corrupted, hooks, answer_id, options)
                     for restoration, score in zip(group, scores):
                         tables[restoration.kind][restoration.position, restoration.layer] = score.item()
