@@ -11,7 +11,7 @@ from .result import Kind, TraceResult
 __all__ = ["plot_trace", "KIND_COLORMAPS"]
 
 KIND_COLORMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
-_KIND_TITLES = {"hidden": "single restored layer", "mlp": "restored MLP", "attn": "restored attention"}
+_KIND_TITLES = {"hidden": "hidden state", "mlp": "MLP output", "attn": "attention output"}
 
 
 def plot_trace(result: TraceResult, path: str | Path, kinds: tuple[Kind, ...] | None = None) -> Path:
@@ -37,7 +37,7 @@ def plot_trace(result: TraceResult, path: str | Path, kinds: tuple[Kind, ...] | 
         axis.set_xticks(ticks + 0.5)
         axis.set_xticklabels(ticks)
         window = f" (window {result.options.window})" if kind != "hidden" else ""
-        axis.set_title(f"Restoring {_KIND_TITLES[kind]}{window}", fontsize=9)
+        axis.set_title(f"Restoring {_KIND_TITLES[kind]}{window}", fontsize=8)
         axis.set_xlabel("layer")
         colorbar = figure.colorbar(image, ax=axis)
         colorbar.ax.set_title(f"p({result.answer.strip() or result.answer_id})", fontsize=7)
