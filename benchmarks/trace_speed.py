@@ -46,14 +46,15 @@ def matmul_rate(device: str, dtype: torch.dtype) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
-def engine_flops(model, length: int, options: TraceOptions) -> float:
-    """FLOPs of the restorations the engine must compute: rows x positions x layers, plus attention."""
+def engine_flops(model, length: int, options: TraceOptions, subject_start: int) -> float:
+    """FLOPs of the restorations the engine must compute: rows x positions x layers, plus attention.
+    Positions before the subject need none (their restored state is the corrupted one)."""
     layers = model.get_decoder().layers if hasattr(model, "get_decoder") else model.model.layers
     num_layers = len(layers)
     per_token_layer = 2 * sum(p.numel() for p in layers[0].parameters())
     hidden = model.config.hidden_size
     total = 0.0
-    positions = options.token_range or range(length)
+    positions = [p for p in (options.token_range or range(length)) if p >= subject_start]
     for kind in options.kinds:
         for position in positions:
             query = length - position
@@ -143,7 +144,7 @@ def main() -> None:
         synchronize(args.device)
         fast_seconds = time.perf_counter() - started
         memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if args.device.startswith("cuda") else ""
-        floor = engine_flops(model, tokens, run_options) / rate
+        floor = engine_flops(model, tokens, run_options, subject[0]) / rate
         print(f"{tokens} tokens ({description}): fast {fast_seconds:.2f} s/prompt; arithmetic floor {floor:.2f} s{memory}")
         if not with_reference:
             continue
