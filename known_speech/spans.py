@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 __all__ = ["AlignedWord", "TokenSpan", "frame_span", "time_span_of_chars", "SPEECH_TOKENIZER_RATES"]
 
@@ -25,14 +25,7 @@ class AlignedWord:
     score: float
 
     def to_dict(self) -> dict:
-        return {
-            "word": self.word,
-            "char_start": self.char_start,
-            "char_end": self.char_end,
-            "start_s": self.start_s,
-            "end_s": self.end_s,
-            "score": self.score,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -48,15 +41,7 @@ class TokenSpan:
     dedup_end: int | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "tokenizer": self.tokenizer,
-            "rate_hz": self.rate_hz,
-            "frame_start": self.frame_start,
-            "frame_end": self.frame_end,
-            "units": list(self.units) if self.units is not None else None,
-            "dedup_start": self.dedup_start,
-            "dedup_end": self.dedup_end,
-        }
+        return {**asdict(self), "units": list(self.units) if self.units is not None else None}
 
 
 def frame_span(start_s: float, end_s: float, rate_hz: float) -> tuple[int, int]:
