@@ -128,8 +128,6 @@ def verbalise(prompt: str) -> SpokenForm:
         stripped = raw.strip(_EDGE_PUNCTUATION)
         if not stripped:
             continue
-        if stripped in _SYMBOL_WORDS or raw in _SYMBOL_WORDS:
-            stripped = stripped or raw
         offset = raw.find(stripped)
         spoken = _verbalise_word(stripped)
         if not spoken:
