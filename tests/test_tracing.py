@@ -16,6 +16,8 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 from known_speech.tracing import (
@@ -41,6 +43,7 @@ def _tiny(family):
         "llama": lambda: LlamaForCausalLM(LlamaConfig(**SMALL, num_key_value_heads=2)),
         "mistral": lambda: MistralForCausalLM(MistralConfig(**SMALL, num_key_value_heads=2)),
         "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**SMALL, num_key_value_heads=2)),
+        "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**SMALL, num_key_value_heads=2, head_dim=12)),
         "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=101, n_embd=48, n_layer=5, n_head=4, n_positions=32,
                                                    bos_token_id=0, eos_token_id=0)),
         "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(**SMALL)),
@@ -75,7 +78,7 @@ def _assert_equal_to_reference(model, input_ids, subject_range, answer_id, optio
     return result
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox"])
 def test_fast_engine_equals_reference_on_tiny_models(family):
     model = _tiny(family)
     input_ids = torch.randint(0, 101, (9,), generator=torch.Generator().manual_seed(1))
