@@ -169,21 +169,23 @@ def build_items(records: Iterable[KnownRecord], options: BuildOptions, cache: It
     """Build every record not yet in `cache` (failed ones again if `retry_failed`), then summarise."""
     started = time.perf_counter()
     records = list(records)
-    pending = []
-    for record in records:
-        cached = cache.get(record.known_id)
-        if cached is None or (cached.status == "failed" and options.retry_failed):
-            pending.append(record)
+    outcomes = {record.known_id: cache.get(record.known_id) for record in records}
+    pending = [
+        record
+        for record in records
+        if outcomes[record.known_id] is None or (outcomes[record.known_id].status == "failed" and options.retry_failed)
+    ]
     summary = BuildSummary(options.config_name, items=len(records), reused=len(records) - len(pending))
     progress = tqdm(total=len(pending), desc=f"building {options.config_name}", unit="item")
     for outcome, audio in _outcomes(pending, options):
         cache.put(outcome, audio)
+        outcomes[outcome.known_id] = outcome
         summary.built += 1
         progress.update(1)
     progress.close()
     wers, recognised = [], []
     for record in records:
-        outcome = cache.get(record.known_id)
+        outcome = outcomes[record.known_id]
         if outcome is None or outcome.status != "ok":
             summary.failed += 1
             summary.failures.append(

@@ -22,7 +22,7 @@ from torch import nn
 
 from .architectures import ArchitectureSpec
 from .noise import corrupt, subject_noise
-from .result import KINDS, TraceOptions, TraceResult
+from .result import TraceOptions, TraceResult
 from .runner import DecoderRunner, PrefixKV
 
 __all__ = ["CausalTracer", "TracingSelfCheckError", "window_layers"]
@@ -177,12 +177,14 @@ class CausalTracer:
         order = sorted(chunk, key=lambda r: r.start_layer)
         # which rows restore their MLP / attention output at each layer, built once and moved once;
         # rows follow `order`, and at any layer the active rows are a prefix of it
-        restored_rows = {
-            kind: torch.tensor(
-                [[r.kind == kind and layer in r.window for r in order] for layer in range(runner.num_layers)]
-            ).repeat_interleave(samples, dim=1).to(runner.device)
+        restored = {
+            kind: [[r.kind == kind and layer in r.window for r in order] for layer in range(runner.num_layers)]
             for kind in ("mlp", "attn")
             if any(r.kind == kind for r in order)
+        }
+        restored_rows = {
+            kind: torch.tensor(table).repeat_interleave(samples, dim=1).to(runner.device)
+            for kind, table in restored.items()
         }
         active: list[_Restoration] = []
         state: torch.Tensor | None = None
@@ -200,9 +202,9 @@ class CausalTracer:
                 active.extend(joining)
             if layer == runner.num_layers:
                 break
-            for kind, table in restored_rows.items():
-                if any(r.kind == kind and layer in r.window for r in active):
-                    rows = table[layer, : len(active) * samples]
+            for kind, table in restored.items():
+                if any(table[layer][: len(active)]):
+                    rows = restored_rows[kind][layer, : len(active) * samples]
                     hooks.patch[(kind, layer)] = (rows, clean.sublayer_out[kind][layer][0, position])
             prefix = None
             if position > 0:
@@ -302,6 +304,7 @@ class CausalTracer:
                 groups: dict[int, list[_Restoration]] = {}
                 for restoration in plan:
                     groups.setdefault(restoration.position, []).append(restoration)
+                computed: list[tuple[_Restoration, torch.Tensor]] = []
                 for position, group in groups.items():
                     if position < start:
                         # before the subject the clean and corrupted runs are the same computation, so
@@ -309,9 +312,12 @@ class CausalTracer:
                         for restoration in group:
                             tables[restoration.kind][position, restoration.layer] = low
                         continue
-                    scores = self._run_group(group, position, clean, corrupted, hooks, answer_id, options)
-                    for restoration, score in zip(group, scores):
-                        tables[restoration.kind][restoration.position, restoration.layer] = score.item()
+                    computed.extend(zip(group, self._run_group(group, position, clean, corrupted, hooks,
+                                                               answer_id, options)))
+                # read every score at once: reading one waits for the device, stalling the next group
+                values = torch.stack([score for _, score in computed]).tolist() if computed else []
+                for (restoration, _), value in zip(computed, values):
+                    tables[restoration.kind][restoration.position, restoration.layer] = value
         finally:
             hooks.remove()
         return TraceResult(
