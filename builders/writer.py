@@ -14,20 +14,27 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from known_speech import __version__
 from known_speech.atomic import atomic_path, atomic_write_text
-from known_speech.schema import record_features
+from known_speech.schema import filter_features, record_features
 from known_speech.source import KNOWN_URL
 
-__all__ = ["write_config", "render_card", "read_build_stats", "BUILD_STATS_FILE"]
+__all__ = ["write_config", "render_card", "read_build_stats", "read_versions", "BUILD_STATS_FILE", "VERSIONS_FILE"]
 
 logger = logging.getLogger(__name__)
 
 BUILD_STATS_FILE = "build_stats.json"
+VERSIONS_FILE = "versions.json"
 MAX_SHARD_BYTES = 256 * 1024 * 1024
 
 
 def read_build_stats(out_dir: str | Path) -> dict[str, dict]:
     path = Path(out_dir) / BUILD_STATS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def read_versions(out_dir: str | Path) -> list[dict]:
+    """Published versions, newest first (written by `known-speech publish`)."""
+    path = Path(out_dir) / VERSIONS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
 def write_config(dataset: datasets.Dataset, out_dir: str | Path, config_name: str, stats: dict) -> list[Path]:
@@ -56,10 +63,27 @@ def write_config(dataset: datasets.Dataset, out_dir: str | Path, config_name: st
     return written
 
 
-def render_card(out_dir: str | Path, repo_id: str = "known-speech") -> DatasetCard:
-    """README.md with the YAML `configs:` block listing every config built into `out_dir`."""
+def _jsonl_configs(out_dir: Path) -> dict[str, dict]:
+    """Recall filters (`filter-<model>`, every modality and voice) and their views (`known_t2t-<model>`, ...)."""
+    configs: dict[str, dict] = {}
+    for folder in sorted((out_dir / "filters").glob("*/")):
+        files = sorted(folder.glob("*.jsonl"))
+        if files:
+            configs[f"filter-{folder.name}"] = {"path": f"filters/{folder.name}/*.jsonl", "files": files}
+    for view in sorted((out_dir / "views").glob("*.jsonl")):
+        configs[view.stem] = {"path": f"views/{view.name}", "files": [view]}
+    for config in configs.values():
+        config["num_examples"] = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in config["files"])
+        config["num_bytes"] = sum(f.stat().st_size for f in config["files"])
+    return configs
+
+
+def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: list[dict] | None = None) -> DatasetCard:
+    """README.md with the YAML `configs:` block listing every voice config and recall filter in `out_dir`."""
+    out_dir = Path(out_dir)
     stats = read_build_stats(out_dir)
     config_names = sorted(stats)
+    jsonl_configs = _jsonl_configs(out_dir)
     card_data = DatasetCardData(
         language="en",
         license="mit",
@@ -74,21 +98,28 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech") -> DatasetCa
                 **({"default": True} if index == 0 else {}),
             }
             for index, name in enumerate(config_names)
+        ] + [
+            {"config_name": name, "data_files": [{"split": "train", "path": config["path"]}]}
+            for name, config in jsonl_configs.items()
         ],
     )
     # The Hub's own `dataset_info` block. `datasets` also keys its local cache on it, so a rebuilt
     # folder with different data is not served from the cache of the previous build.
-    features_yaml = datasets.DatasetInfo(features=record_features())._to_yaml_dict()["features"]
-    card_data.dataset_info = [
-        {
+    def info(name: str, features: datasets.Features, num_bytes: int, num_examples: int, download_size: int) -> dict:
+        return {
             "config_name": name,
-            "features": features_yaml,
-            "splits": [{"name": "train", "num_bytes": stats[name]["num_bytes"],
-                        "num_examples": stats[name]["num_examples"]}],
-            "download_size": stats[name]["download_size"],
-            "dataset_size": stats[name]["num_bytes"],
+            "features": datasets.DatasetInfo(features=features)._to_yaml_dict()["features"],
+            "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": num_examples}],
+            "download_size": download_size,
+            "dataset_size": num_bytes,
         }
+
+    card_data.dataset_info = [
+        info(name, record_features(), stats[name]["num_bytes"], stats[name]["num_examples"], stats[name]["download_size"])
         for name in config_names
+    ] + [
+        info(name, filter_features(), config["num_bytes"], config["num_examples"], config["num_bytes"])
+        for name, config in jsonl_configs.items()
     ]
     template = files("known_speech.cards").joinpath("dataset_card.md").read_text(encoding="utf-8")
     voices = [{"config_name": name, **stats[name]} for name in config_names]
@@ -101,6 +132,8 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech") -> DatasetCa
         toolkit_version=__version__,
         source_url=KNOWN_URL,
         source_sha256=voices[0].get("source_sha256", "") if voices else "",
+        filters=[{"config_name": name, "num_examples": config["num_examples"]} for name, config in jsonl_configs.items()],
+        versions=versions if versions is not None else read_versions(out_dir),
     )
     atomic_write_text(Path(out_dir) / "README.md", str(card))
     return card

@@ -8,7 +8,7 @@ import numpy as np
 import soundfile
 import soxr
 
-__all__ = ["TARGET_SAMPLE_RATE", "to_mono_16k", "encode_flac", "decode_audio"]
+__all__ = ["TARGET_SAMPLE_RATE", "to_mono_16k", "encode_flac", "decode_audio", "waveform_of"]
 
 TARGET_SAMPLE_RATE = 16_000
 
@@ -33,3 +33,16 @@ def encode_flac(samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> b
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
     samples, sample_rate = soundfile.read(io.BytesIO(data), dtype="float32")
     return samples, sample_rate
+
+
+def waveform_of(audio) -> np.ndarray:
+    """16 kHz mono float32 from a dataset row's `audio`: a torchcodec AudioDecoder (datasets >= 4),
+    a decoded {"array", "sampling_rate"} dict, or undecoded {"bytes"}."""
+    if hasattr(audio, "get_all_samples"):
+        samples = audio.get_all_samples()
+        return to_mono_16k(samples.data.numpy().T, samples.sample_rate)
+    if isinstance(audio, dict) and audio.get("array") is not None:
+        return to_mono_16k(np.asarray(audio["array"]), int(audio["sampling_rate"]))
+    if isinstance(audio, dict) and audio.get("bytes"):
+        return to_mono_16k(*decode_audio(audio["bytes"]))
+    raise ValueError(f"cannot read audio from {type(audio).__name__}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from .settings import DEFAULT_ASR_MODEL, DEFAULT_OUTPUT_DIR, DEFAULT_VOICE
 
@@ -32,6 +34,68 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _records_for(modality: str, dataset: str, voice: str, limit: int | None) -> list[dict]:
+    from known_speech.evaluation.runner import TraceRunConfig, load_records
+
+    records = load_records(TraceRunConfig(model="-", modality=modality, dataset=dataset, voice=voice, adapter="hf-text"))
+    records = sorted(records, key=lambda record: int(record["known_id"]))
+    return records[:limit] if limit is not None else records
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from known_speech.builders.writer import render_card
+    from known_speech.evaluation.adapter import adapter_class
+    from known_speech.evaluation.filtering import filter_file, run_filter, write_views
+    from known_speech.evaluation.runner import default_adapter
+
+    records = _records_for(args.modality, args.dataset, args.config, args.limit)
+    adapter = adapter_class(args.adapter or default_adapter(args.model))(args.model, device=args.device, dtype=args.dtype)
+    path = filter_file(args.dataset, args.model, args.modality, args.config)
+    rows = run_filter(adapter, records, args.modality, path, voice=args.config, max_new_tokens=args.max_new_tokens)
+    write_views(args.dataset, args.model)
+    if (Path(args.dataset) / "build_stats.json").exists():
+        render_card(args.dataset)
+    counts = {match: sum(row.match == match for row in rows.values()) for match in ("exact", "partial", "none")}
+    errors = sum(bool(row.error) for row in rows.values())
+    print(f"{args.model} ({args.modality}): {len(rows)} items, exact {counts['exact']}, partial {counts['partial']}, "
+          f"none {counts['none']} ({errors} could not be run); written to {path}")
+    return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from known_speech.evaluation.runner import TraceRunConfig, run_trace
+
+    config = TraceRunConfig(
+        model=args.model, modality=args.modality, adapter=args.adapter or "", dataset=args.dataset, voice=args.config,
+        kinds=tuple(args.kinds.split(",")), samples=args.samples, window=args.window, noise_factor=args.noise_factor,
+        control=not args.no_control, limit=args.limit, unfiltered=args.unfiltered, dtype=args.dtype,
+    )
+    summary = run_trace(config, out=args.out, device=args.device, retry_failed=args.retry_failed)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"{summary.run_dir}: {summary.traced} of {summary.items} items traced, {summary.failed} failed, "
+              f"{summary.seconds:.1f} s on {summary.world_size} process(es), noise sigma {summary.noise_std:.4g}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from known_speech.evaluation.report import write_report
+
+    report = write_report(args.runs, out_dir=args.out, per_item=args.per_item)
+    print(f"wrote {report.out_dir / 'report.html'}, {report.out_dir / 'report.md'} and {len(report.figures)} figure(s)")
+    return 0
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model name or path (smollm2: the offline SmolLM2-135M)")
+    parser.add_argument("--adapter", default=None, help="adapter name (default: from the model name; see known_speech.adapters)")
+    parser.add_argument("--modality", choices=("text", "speech"), default="text", help="prompt modality (default: text)")
+    parser.add_argument("--dataset", default=DEFAULT_OUTPUT_DIR, help=f"dataset repository folder (default: {DEFAULT_OUTPUT_DIR})")
+    parser.add_argument("--config", default="", help="voice config for speech, e.g. piper-en_US-joe-medium")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N items")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="known-speech", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -47,6 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
     build.add_argument("--retry-failed", action="store_true", help="rebuild items that failed before")
     build.set_defaults(handler=_build)
+
+    filter_ = commands.add_parser("filter", help="which facts a model recalls (Known-t2t / Known-s2t), resumable")
+    _add_model_arguments(filter_)
+    filter_.add_argument("--max-new-tokens", type=int, default=12, help="greedy tokens generated (default: 12)")
+    filter_.set_defaults(handler=_filter)
+
+    trace = commands.add_parser("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")
+    _add_model_arguments(trace)
+    trace.add_argument("--kinds", default="hidden,mlp,attn", help="comma-separated: hidden,mlp,attn (default: all)")
+    trace.add_argument("--samples", type=int, default=10, help="noise samples (default: 10)")
+    trace.add_argument("--window", type=int, default=10, help="layers restored around l for mlp/attn (default: 10)")
+    trace.add_argument("--noise-factor", type=float, default=3.0, help="sigma = factor x subject embedding std (default: 3)")
+    trace.add_argument("--no-control", action="store_true", help="skip the control-span traces")
+    trace.add_argument("--unfiltered", action="store_true", help="trace every record, not only the recalled ones")
+    trace.add_argument("--retry-failed", action="store_true", help="trace items that failed before again")
+    trace.add_argument("--out", default="results", help="results folder (default: results)")
+    trace.set_defaults(handler=_trace)
+
+    report = commands.add_parser("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")
+    report.add_argument("runs", nargs="+", help="trace run folders, or folders holding them")
+    report.add_argument("--out", default=None, help="report folder (default: <results>/report)")
+    report.add_argument("--per-item", type=int, default=0, help="also plot the first N items of each run")
+    report.set_defaults(handler=_report)
     return parser
 
 

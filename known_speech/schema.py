@@ -10,7 +10,7 @@ from datasets import Audio, Features, List, Value
 
 from .audio import TARGET_SAMPLE_RATE
 
-__all__ = ["record_features"]
+__all__ = ["record_features", "filter_features"]
 
 
 def record_features() -> Features:
@@ -78,5 +78,16 @@ def record_features() -> Features:
                 "wer": Value("float32"),
                 "subject_recognised": Value("bool"),
             },
+        }
+    )
+
+
+def filter_features() -> Features:
+    """A model's recall filter row (evaluation.filtering.FilterRow); match is exact / partial / none."""
+    return Features(
+        {
+            "known_id": Value("int32"),
+            **{name: Value("string") for name in
+               ("model", "adapter", "modality", "voice", "generation", "answer", "match", "error")},
         }
     )

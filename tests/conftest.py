@@ -32,3 +32,17 @@ def smollm2():
     from known_speech.tracing.loading import load_causal_lm
 
     return load_causal_lm("smollm2")
+
+
+@pytest.fixture(scope="session")
+def spoken_dataset(tmp_path_factory, known_records):
+    """A real Piper + Whisper build of six facts (plain, digits, "Rome", "&", non-ASCII)."""
+    from known_speech.builders.build import build_dataset
+
+    folder = tmp_path_factory.mktemp("spoken")
+    by_id = {r.known_id: r for r in known_records}
+    source = folder / "source.json"
+    source.write_text(json.dumps([by_id[i].to_dict() for i in (0, 3, 21, 65, 182, 474)]), encoding="utf-8")
+    out = folder / "known-speech"
+    build_dataset(out, source=str(source), workers=1)
+    return out

@@ -1,0 +1,124 @@
+"""`qwen2-audio`: a model whose speech enters as continuous embeddings (Qwen2-Audio via `transformers`).
+
+The audio encoder's outputs (25 per second) replace the `<|AUDIO|>` placeholders; the tracer then runs
+the language model on those input embeddings and corrupts the embedding frames of the subject's time
+span. The embeddings are taken from the model's own merge code, captured as they enter the language model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from known_speech.audio import TARGET_SAMPLE_RATE, waveform_of
+from known_speech.tracing.architectures import ArchitectureSpec, register_architecture
+from known_speech.tracing.prompts import answer_token_id
+
+from .adapter import (
+    Adapter,
+    Modality,
+    ModelInput,
+    register_adapter,
+    subject_frames,
+    subject_text_range,
+    text_token_spans,
+    text_tokens_of_frames,
+)
+from .hf_text import greedy_continuation, text_model_input
+
+__all__ = ["Qwen2AudioAdapter", "AUDIO_RATE_HZ", "SPEECH_PROMPT"]
+
+AUDIO_RATE_HZ = 25.0  # 100 Hz mel frames, stride-2 convolution, then 2x average pooling
+SPEECH_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+
+register_architecture(
+    "qwen2_audio",
+    ArchitectureSpec(
+        embed="model.language_model.embed_tokens",
+        layers="model.language_model.layers",
+        mlp="mlp",
+        attn="self_attn",
+        final_norm="model.language_model.norm",
+        unembed="lm_head",
+        positions="rotary",
+        rotary="model.language_model.rotary_emb",
+    ),
+)
+
+
+@register_adapter
+class Qwen2AudioAdapter(Adapter):
+    name = "qwen2-audio"
+    modalities: tuple[Modality, ...] = ("text", "speech")
+
+    def __init__(self, model_name: str = "Qwen/Qwen2-Audio-7B", device: str = "cpu", dtype: str = "float32"):
+        super().__init__(model_name, device, dtype)
+        from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+        self.processor = AutoProcessor.from_pretrained(model_name)
+        self.tokenizer = self.processor.tokenizer
+        self.model = Qwen2AudioForConditionalGeneration.from_pretrained(model_name, dtype=self.dtype).to(device).eval()
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.model
+
+    @torch.no_grad()
+    def merged_embeddings(self, inputs) -> torch.Tensor:
+        """(positions, hidden) input embeddings with the audio features merged in by the model itself."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def capture(module, args, kwargs):
+            captured["inputs_embeds"] = kwargs["inputs_embeds"]
+
+        handle = self.model.model.language_model.register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            self.model.model(**inputs)
+        finally:
+            handle.remove()
+        return captured["inputs_embeds"][0]
+
+    def prepare(self, record: dict, modality: Modality) -> ModelInput:
+        self.check_modality(modality)
+        if modality == "text":
+            return text_model_input(self.tokenizer, record)
+        known_id = int(record["known_id"])
+        inputs = self.processor(text=SPEECH_PROMPT, audio=[waveform_of(record["audio"])],
+                                sampling_rate=TARGET_SAMPLE_RATE, return_tensors="pt").to(self.device)
+        input_ids = inputs["input_ids"][0].tolist()
+        audio_token_id = self.model.config.audio_token_id
+        audio_positions = [p for p, i in enumerate(input_ids) if i == audio_token_id]
+        first_audio, num_audio = audio_positions[0], len(audio_positions)
+        frame_start, frame_end = subject_frames(record, AUDIO_RATE_HZ)
+        frame_end = min(frame_end, num_audio)
+        if frame_start >= frame_end:
+            raise ValueError(f"known_id={known_id}: field 'subject_time_span' lies past the {num_audio} audio frames")
+        ids, char_spans = text_token_spans(self.tokenizer, record["prompt"])
+        links = text_tokens_of_frames(np.arange(num_audio), num_audio, AUDIO_RATE_HZ, record["words"], char_spans)
+        suffix = len(input_ids) - first_audio - num_audio
+        labels = [self.tokenizer.decode([i]) for i in input_ids]
+        labels[first_audio:first_audio + num_audio] = [f"audio@{k / AUDIO_RATE_HZ:.2f}s" for k in range(num_audio)]
+        return ModelInput(
+            known_id=known_id,
+            modality="speech",
+            subject_range=(first_audio + frame_start, first_audio + frame_end),
+            text_tokens=[self.tokenizer.decode([i]) for i in ids],
+            subject_text_range=subject_text_range(record, char_spans),
+            text_token_of_position=[None] * first_audio + links + [len(ids) - 1] * suffix,
+            labels=labels,
+            inputs_embeds=self.merged_embeddings(inputs),
+            metadata={"num_audio_frames": num_audio},
+        )
+
+    def answer_id(self, record: dict) -> int:
+        return answer_token_id(self.tokenizer, record["attribute"])
+
+    def generate(self, model_input: ModelInput, max_new_tokens: int) -> str:
+        if model_input.inputs_embeds is None:
+            ids = torch.tensor([model_input.input_ids], device=self.device)
+            return greedy_continuation(self.model, self.tokenizer, max_new_tokens, input_ids=ids,
+                                       attention_mask=torch.ones_like(ids))
+        embeds = model_input.inputs_embeds.unsqueeze(0)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+        return greedy_continuation(self.model, self.tokenizer, max_new_tokens, inputs_embeds=embeds, attention_mask=mask)

@@ -1,0 +1,262 @@
+"""The tracing benchmark: adapters, filters, the resumable runner (and its torchrun split), statistics, report.
+
+Spirit LM's weights are Hub-only, so its adapter runs here on a tiny random checkpoint laid out as the
+release (Llama weights, a tokenizer with [Text] [Speech] [Hu0]..[Hu499], a HubertModel with centroids),
+over real Piper speech from a real build. Random weights recall nothing, so those traces use --unfiltered;
+the filter itself is checked on the real SmolLM2.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from transformers import HubertConfig, HubertModel, LlamaConfig, LlamaForCausalLM
+
+from known_speech.cli import main as cli_main
+from known_speech.evaluation.adapter import adapter_class, available_adapters, text_tokens_of_frames
+from known_speech.evaluation.aggregate import collect_effects, estimate_mean
+from known_speech.evaluation.categories import CATEGORIES, category_effects, category_members
+from known_speech.evaluation.filtering import classify_answer, first_answer, read_filter
+from known_speech.evaluation.runner import TraceRunConfig, control_text_range, item_ids, load_item, run_trace
+from known_speech.tracing import TraceResult
+
+VOICE = "piper-en_US-joe-medium"
+
+
+# -- pure pieces, hand-computed ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "generation, match",
+    [(" Rome.\n\nThe Roman Republic", "exact"), (" Rome, Italy", "partial"), (" the city of Rome.", "partial"),
+     (" Roman history", "none"), (" Europe, and it is a member of the Rome group", "none"), ("", "none")],
+)
+def test_answer_classification_follows_the_paper(generation, match):
+    assert classify_answer(generation, "Rome") == match
+
+
+def test_first_answer_stops_at_the_sentence_but_not_at_abbreviations():
+    assert first_answer(" Rome. It is old") == "Rome"
+    assert first_answer(" St. Louis\nand more") == "St. Louis"
+
+
+def test_category_members_of_a_ten_token_prompt():
+    members = category_members((1, 4), 10)
+    assert members == {
+        "first subject token": [1], "middle subject tokens": [2], "last subject token": [3],
+        "first subsequent token": [4], "further tokens": [5, 6, 7, 8], "last token": [9],
+    }
+    one_token = category_members((0, 1), 3)
+    assert one_token["first subject token"] == one_token["last subject token"] == [0]
+    assert one_token["middle subject tokens"] == [] and one_token["further tokens"] == []
+
+
+def test_speech_positions_are_averaged_through_their_text_token_first():
+    # 4 text tokens; positions: marker, 3 units voicing token 0, 1 unit voicing token 1, 2 for token 2, marker -> 3
+    links = [None, 0, 0, 0, 1, 2, 2, 3]
+    effects = np.array([[9.0], [1.0], [2.0], [6.0], [4.0], [8.0], [0.0], [5.0]])
+    table = category_effects(effects, links, (0, 2), 4)
+    assert table[:, 0].tolist()[0] == 3.0  # first subject token: mean of 1, 2, 6
+    assert table[CATEGORIES.index("last subject token"), 0] == 4.0
+    assert table[CATEGORIES.index("first subsequent token"), 0] == 4.0  # token 2: mean of 8 and 0
+    assert np.isnan(table[CATEGORIES.index("further tokens"), 0])
+    assert table[CATEGORIES.index("last token"), 0] == 5.0
+
+
+def test_control_span_has_the_subject_length_and_avoids_subject_and_last_token():
+    assert control_text_range((0, 2), 6) == (2, 4)
+    assert control_text_range((3, 5), 6) == (1, 3)
+    assert control_text_range((0, 3), 4) is None
+
+
+def test_frames_map_to_words_and_split_multi_token_words_by_characters():
+    words = [{"word": "Big", "char_start": 0, "char_end": 3, "start_s": 0.0, "end_s": 0.2},
+             {"word": "Ben", "char_start": 4, "char_end": 7, "start_s": 0.4, "end_s": 0.8}]
+    token_spans = [(0, 3), (3, 5), (5, 7)]  # "Big", " B", "en"
+    links = text_tokens_of_frames(np.arange(25), 25, 25.0, words, token_spans)
+    assert links[:5] == [0] * 5  # 0-0.2 s
+    assert links[7] == 0 and links[8] == 1  # silence: nearest word
+    assert links[10] == 1 and links[15] == 2 and links[24] == 2
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_prompts():
+    rng = np.random.default_rng(0)
+    small, large = estimate_mean(rng.normal(1.0, 1.0, 20)), estimate_mean(rng.normal(1.0, 1.0, 500))
+    assert small.low < small.mean < small.high and large.low < 1.0 < large.high
+    assert (large.high - large.low) < (small.high - small.low) / 3
+
+
+def test_adapters_register_through_entry_points(tmp_path, monkeypatch):
+    (tmp_path / "my_lab_adapter.py").write_text(textwrap.dedent("""
+        from known_speech.evaluation.hf_text import HFTextAdapter
+        class MyLabAdapter(HFTextAdapter):
+            name = "my-lab"
+    """))
+    dist_info = tmp_path / "my_lab_adapter-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-lab-adapter\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[known_speech.adapters]\nmy-lab = my_lab_adapter:MyLabAdapter\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert {"hf-text", "spiritlm", "qwen2-audio", "my-lab"} <= set(available_adapters())
+    assert adapter_class("my-lab").__name__ == "MyLabAdapter"
+    with pytest.raises(ValueError, match="unknown adapter 'nope'"):
+        adapter_class("nope")
+
+
+# -- real SmolLM2 ------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_smollm2_filter_finds_rome_and_resumes_after_a_torn_line(tmp_path, capsys):
+    dataset = tmp_path / "ds"
+    argv = ["filter", "--model", "smollm2", "--modality", "text", "--dataset", str(dataset), "--limit", "24"]
+    assert cli_main(argv) == 0
+    path = dataset / "filters" / "smollm2" / "text.jsonl"
+    rows = read_filter(path)
+    assert len(rows) == 24
+    assert rows[21].match == "exact" and rows[21].answer == "Rome"  # "The capital of Italy is" -> " Rome."
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:20]) + "\n" + lines[20][:15])  # interrupted mid-write
+    assert cli_main(argv) == 0
+    again = read_filter(path)
+    assert len(path.read_text().splitlines()) == 24 and again.keys() == rows.keys()
+    assert [again[k].generation for k in sorted(again)] == [rows[k].generation for k in sorted(rows)]
+    view = [json.loads(line) for line in (dataset / "views" / "known_t2t-smollm2.jsonl").read_text().splitlines()]
+    assert {row["known_id"] for row in view} == {k for k, row in rows.items() if row.match != "none"}
+
+
+# -- a tiny Spirit LM checkpoint over real speech ------------------------------------------------
+@pytest.fixture(scope="module")
+def spiritlm_checkpoint(tmp_path_factory, smollm2, spoken_dataset):
+    """The release layout with random weights: spiritlm_model/spirit-lm-base-7b + speech_tokenizer/hubert_25hz."""
+    from datasets import load_dataset
+
+    from known_speech.audio import waveform_of
+
+    root = tmp_path_factory.mktemp("spiritlm")
+    lm_dir = root / "spiritlm_model" / "spirit-lm-base-7b"
+    tokenizer = _copy_tokenizer(smollm2[1], lm_dir)
+    tokenizer.add_tokens(["[Text]", "[Speech]"] + [f"[Hu{u}]" for u in range(500)], special_tokens=True)
+    tokenizer.save_pretrained(lm_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    LlamaForCausalLM(config).save_pretrained(lm_dir)
+    hubert_dir = root / "speech_tokenizer" / "hubert_25hz"
+    hubert = HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=11, num_attention_heads=2, intermediate_size=64,
+                                      conv_dim=(16, 16, 16), conv_stride=(10, 8, 8), conv_kernel=(10, 8, 8),
+                                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)).eval()
+    hubert.save_pretrained(hubert_dir)
+    # centroids drawn from real frames, so that the units vary as real ones do
+    rows = load_dataset(str(spoken_dataset), VOICE, split="train")
+    with torch.no_grad():
+        frames = torch.cat([hubert(torch.from_numpy(waveform_of(row["audio"]))[None], output_hidden_states=True)
+                            .hidden_states[11][0] for row in rows])
+    picks = torch.randint(len(frames), (500,), generator=torch.Generator().manual_seed(0))
+    np.save(hubert_dir / "centroids.npy", (frames[picks] + 0.01 * torch.randn(500, 32)).numpy())
+    return root
+
+
+def _copy_tokenizer(tokenizer, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.slow
+def test_spiritlm_adapter_builds_the_release_prompt_formats(spiritlm_checkpoint, spoken_dataset):
+    from datasets import load_dataset
+
+    adapter = adapter_class("spiritlm")(str(spiritlm_checkpoint))
+    row = next(r for r in load_dataset(str(spoken_dataset), VOICE, split="train") if r["known_id"] == 21)
+    text = adapter.prepare(row, "text")
+    assert text.labels[0] == "[Text]" and "".join(text.labels[1:]) == row["prompt"]
+    assert "".join(text.labels[slice(*text.subject_range)]).strip() == row["subject"] == "Roman Republic"
+    speech = adapter.prepare(row, "speech")
+    tokens = adapter.tokenizer.convert_ids_to_tokens(speech.input_ids)
+    assert tokens[0] == "[Speech]" and tokens[-1] == "[Text]"
+    assert all(t.startswith("[Hu") for t in tokens[1:-1])
+    units = [int(t[3:-1]) for t in tokens[1:-1]]
+    assert all(a != b for a, b in zip(units, units[1:])), "units must be de-duplicated"
+    assert speech.metadata["units_source"] == "speech_tokenizer"
+    # the subject's positions voice the subject's text tokens; the last marker stands for the last token
+    subject_links = set(speech.text_token_of_position[slice(*speech.subject_range)])
+    assert subject_links & set(range(*speech.subject_text_range))
+    assert speech.text_token_of_position[-1] == len(speech.text_tokens) - 1
+
+
+@pytest.mark.slow
+def test_spiritlm_filter_trace_both_modalities_and_report(spiritlm_checkpoint, spoken_dataset, tmp_path):
+    model = str(spiritlm_checkpoint / "spiritlm_model" / "spirit-lm-base-7b")  # the model folder itself
+    for modality in ("text", "speech"):
+        argv = ["filter", "--model", model, "--modality", modality, "--dataset", str(spoken_dataset)]
+        assert cli_main(argv + (["--config", VOICE] if modality == "speech" else []) + ["--limit", "4"]) == 0
+    out = tmp_path / "results"
+    common = ["--dataset", str(spoken_dataset), "--samples", "3", "--unfiltered", "--out", str(out)]
+    assert cli_main(["trace", "--model", model, "--modality", "text", "--limit", "4", *common]) == 0
+    assert cli_main(["trace", "--model", model, "--modality", "speech", "--config", VOICE, "--limit", "4", *common]) == 0
+    run_root = out / "spirit-lm-base-7b"
+    text_dir, speech_dir = run_root / "text", run_root / f"speech-{VOICE}"
+    # text prompts come from the whole Known source, speech from the built voice: pairs are the shared ones
+    assert item_ids(text_dir) == [0, 1, 2, 3] and item_ids(speech_dir) == [0, 3, 21, 65]
+    speech = load_item(speech_dir, 21)
+    assert speech.tokens[0] == "[Speech]" and speech.metadata["modality"] == "speech"
+    assert speech.scores["mlp"].shape == (len(speech.tokens), 4)
+    # noise is calibrated per modality
+    text_sigma, speech_sigma = (json.loads((d / "run.json").read_text())["noise_std"] for d in (text_dir, speech_dir))
+    assert text_sigma > 0 and speech_sigma > 0 and text_sigma != speech_sigma
+    assert cli_main(["report", str(run_root), "--per-item", "1"]) == 0
+    report = run_root / "report"
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html and "paired S→T vs T→T" in html
+    markdown = (report / "report.md").read_text()
+    assert "subject vs control span" in markdown and "figures/aie.png" in markdown
+    assert (report / "figures" / "difference_spirit-lm-base-7b.png").stat().st_size > 10_000
+    stats = json.loads((report / "statistics.json").read_text())
+    assert stats["paired"][model]["known_ids"] == [0, 3]
+    effects = collect_effects(speech_dir)
+    assert effects.effects["hidden"].shape == (4, len(CATEGORIES), 4)
+
+
+@pytest.mark.slow
+def test_interrupted_trace_resumes_without_redoing_items(spiritlm_checkpoint, spoken_dataset, tmp_path):
+    config = TraceRunConfig(model=str(spiritlm_checkpoint / "spiritlm_model" / "spirit-lm-base-7b"), modality="text", dataset=str(spoken_dataset),
+                            samples=2, kinds=("hidden",), unfiltered=True, limit=2, control=False)
+    first = run_trace(config, out=tmp_path)
+    run_dir = config.run_dir(tmp_path)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run_dir / "items").glob("*.npz")}
+    assert first.traced == 2 and len(stamps) == 2
+    config.limit = 3
+    second = run_trace(config, out=tmp_path)
+    assert second.traced == 3
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "items").glob("*.npz") if p.name in stamps} == stamps
+    with pytest.raises(ValueError, match="other settings"):
+        run_trace(TraceRunConfig(model=config.model, modality="text", dataset=str(spoken_dataset),
+                                 samples=5, kinds=("hidden",), unfiltered=True, limit=2, control=False), out=tmp_path)
+
+
+@pytest.mark.slow
+def test_torchrun_split_equals_one_process(spiritlm_checkpoint, spoken_dataset, tmp_path):
+    args = ["trace", "--model", str(spiritlm_checkpoint / "spiritlm_model" / "spirit-lm-base-7b"), "--modality", "speech", "--config", VOICE,
+            "--dataset", str(spoken_dataset), "--samples", "2", "--unfiltered", "--limit", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "known_speech.cli", *args, "--out", str(tmp_path / "one")],
+                            env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    split = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--module",
+                            "known_speech.cli", *args, "--out", str(tmp_path / "two")],
+                           env=env, capture_output=True, text=True)
+    assert split.returncode == 0, split.stderr[-2000:]
+    one_dir, two_dir = (tmp_path / name / "spirit-lm-base-7b" / f"speech-{VOICE}" for name in ("one", "two"))
+    summary = json.loads((two_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and len(summary["per_rank_seconds"]) == 2
+    assert item_ids(one_dir) == item_ids(two_dir) == [0, 3, 21, 65, 182]
+    for span in ("items", "control"):
+        for known_id in item_ids(one_dir, span):
+            a, b = TraceResult.load(one_dir / span / f"{known_id}.npz"), TraceResult.load(two_dir / span / f"{known_id}.npz")
+            assert a.noise_std == b.noise_std and a.low_score == b.low_score
+            for kind in a.scores:
+                np.testing.assert_array_equal(a.scores[kind], b.scores[kind])
