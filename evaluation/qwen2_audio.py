@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from known_speech.audio import TARGET_SAMPLE_RATE, waveform_of
 from known_speech.tracing.architectures import ArchitectureSpec, register_architecture
 from known_speech.tracing.prompts import answer_token_id
 
@@ -83,6 +82,8 @@ class Qwen2AudioAdapter(Adapter):
         self.check_modality(modality)
         if modality == "text":
             return text_model_input(self.tokenizer, record)
+        from known_speech.audio import TARGET_SAMPLE_RATE, waveform_of  # audio libraries only where audio is decoded
+
         known_id = int(record["known_id"])
         inputs = self.processor(text=SPEECH_PROMPT, audio=[waveform_of(record["audio"])],
                                 sampling_rate=TARGET_SAMPLE_RATE, return_tensors="pt").to(self.device)

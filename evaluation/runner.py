@@ -161,6 +161,10 @@ class _Distributed:
         if self.world_size > 1:
             torch.distributed.barrier()
 
+    def close(self) -> None:
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
     def gather(self, value: object) -> list[object]:
         if self.world_size == 1:
             return [value]
@@ -281,6 +285,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     )
     if dist.rank == 0:
         atomic_write_text(run_dir / "summary.json", json.dumps(asdict(summary), indent=2))
+    dist.close()
     return summary
 
 

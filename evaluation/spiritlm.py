@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from known_speech.audio import waveform_of
 from known_speech.builders.units import HubertUnitTokenizer, dedup_span, deduplicate
 from known_speech.tracing.prompts import answer_token_id
 
@@ -144,6 +143,8 @@ class SpiritLMAdapter(Adapter):
         for span in record.get("speech_token_spans") or []:
             if span.get("units") and abs(span["rate_hz"] - UNIT_RATE_HZ) < 1e-6:
                 return np.asarray(span["units"], dtype=np.int64), f"dataset:{span['tokenizer']}"
+        from known_speech.audio import waveform_of  # audio libraries only where audio is decoded
+
         return self.speech_tokenizer.encode(waveform_of(record["audio"])), "speech_tokenizer"
 
     def prepare(self, record: dict, modality: Modality) -> ModelInput:
