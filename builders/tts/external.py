@@ -1,0 +1,44 @@
+"""`external`: audio made elsewhere, as a folder of files plus a manifest (known_id -> file).
+
+    <folder>/manifest.json   {"engine": "...", "voice": "...", "version": "...",
+                              "files": {"0": "0000.wav", "1": "0001.flac", ...}}
+Audio is decoded with soundfile and resampled to 16 kHz by the build; word times come from Whisper.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import soundfile
+
+from known_speech.spoken import SpokenForm
+
+from .base import Synthesis, VoiceInfo
+
+__all__ = ["ExternalEngine", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+
+
+class ExternalEngine:
+    def __init__(self, voice: str):
+        self.folder = Path(voice)
+        path = self.folder / MANIFEST
+        if not path.is_file():
+            raise ValueError(f"voice={voice!r}: the external engine needs a folder with {MANIFEST}")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(manifest.get("files"), dict):
+            raise ValueError(f"{path}: field 'files' must map known_id to an audio file")
+        self.files = {int(known_id): self.folder / name for known_id, name in manifest["files"].items()}
+        self.info = VoiceInfo(engine="external", voice=str(manifest.get("voice") or self.folder.name),
+                              speaker=manifest.get("engine"), engine_version=manifest.get("version"))
+
+    def synthesize(self, spoken: SpokenForm, known_id: int | None = None) -> Synthesis:
+        if known_id not in self.files:
+            raise ValueError(f"known_id={known_id}: not in {self.folder / MANIFEST}")
+        path = self.files[known_id]
+        if not path.is_file():
+            raise ValueError(f"known_id={known_id}: field 'files' names {path}, which does not exist")
+        samples, sample_rate = soundfile.read(path, dtype="float32")
+        return Synthesis(samples, sample_rate)
