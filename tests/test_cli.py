@@ -30,7 +30,7 @@ def test_malformed_source_exits_with_named_error(tmp_path, capsys):
 
 def test_unknown_engine_is_refused(tmp_path, capsys):
     assert main(["build", "--engine", "festival", "--out", str(tmp_path / "out")]) == 2
-    assert "engine='festival' is not known; choose one of ['piper']" in capsys.readouterr().err
+    assert "engine='festival' is not known; choose one of ['espeak-ng', 'external', 'kokoro', 'melotts', 'piper'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
