@@ -12,6 +12,7 @@ from known_speech.schema import record_features
 from known_speech.settings import DEFAULT_ASR_MODEL, DEFAULT_VOICE
 from known_speech.source import file_sha256, load_known, bundled_source_path
 
+from .align.ctc import DEFAULT_CTC_MODEL
 from .cache import ItemCache
 from .pipeline import BuildOptions, BuildSummary, build_items
 from .tts import ENGINES
@@ -38,6 +39,8 @@ class KnownSpeechConfig(datasets.BuilderConfig):
     workers: int = 1
     retry_failed: bool = False
     aligners: tuple[str, ...] = ("tts", "whisper")
+    ctc_model: str = DEFAULT_CTC_MODEL
+    unit_tokenizer: str | None = None
     work_dir: str = "known-speech/.build"
 
     def __post_init__(self):
@@ -54,7 +57,7 @@ class KnownSpeechConfig(datasets.BuilderConfig):
     @property
     def options(self) -> BuildOptions:
         return BuildOptions(self.engine, self.voice, self.asr_model, self.workers, self.retry_failed,
-                            tuple(self.aligners))
+                            tuple(self.aligners), self.ctc_model, self.unit_tokenizer)
 
 
 class KnownSpeech(datasets.GeneratorBasedBuilder):

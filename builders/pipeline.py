@@ -17,16 +17,19 @@ from known_speech.source import KnownRecord
 from known_speech.spans import SPEECH_TOKENIZER_RATES, TokenSpan, frame_span, time_span_of_chars
 from known_speech.spoken import verbalise
 
+from .align.ctc import DEFAULT_CTC_MODEL, CTCAligner
 from .align.qc import compare_alignments
 from .align.tts import words_from_synthesis
 from .align.whisper import words_from_whisper
 from .cache import ItemCache, ItemOutcome
+from .units import HubertUnitTokenizer, dedup_span, deduplicate, find_centroids
 
 __all__ = ["BuildOptions", "BuildSummary", "ItemBuilder", "build_items", "speech_token_spans"]
 
 logger = logging.getLogger(__name__)
 
-ALIGNERS = ("tts", "whisper")
+ALIGNERS = ("tts", "ctc", "whisper")
+UNIT_LAYER, UNIT_RATE_HZ, UNIT_SPAN = 11, 25.0, "hubert-25hz"  # mHuBERT-base 25 Hz, layer 11 (SpiritLM, TWIST)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class BuildOptions:
     workers: int = 1
     retry_failed: bool = False
     aligners: tuple[str, ...] = ("tts", "whisper")
+    ctc_model: str = DEFAULT_CTC_MODEL
+    unit_tokenizer: str | None = None  # a HubertModel folder with its k-means centroids
 
     def __post_init__(self) -> None:
         unknown = set(self.aligners) - set(ALIGNERS)
@@ -97,25 +102,46 @@ class ItemBuilder:
         self.options = options
         self.engine = create_engine(options.engine, options.voice)
         self.asr = WhisperChecker(options.asr_model)
+        self.ctc = CTCAligner(options.ctc_model) if "ctc" in options.aligners else None
+        self.units = (HubertUnitTokenizer.from_pretrained(options.unit_tokenizer, find_centroids(options.unit_tokenizer, UNIT_LAYER),
+                                                          layer=UNIT_LAYER, rate_hz=UNIT_RATE_HZ)
+                      if options.unit_tokenizer else None)
 
-    def _align(self, spoken, synthesis, asr, duration, subject_chars):
-        """The row's words (the synthesiser's exact times where it has them, else Whisper's) and the
-        estimated alignments with their error against the exact one."""
-        heard = words_from_whisper(spoken, list(asr.words), duration) if asr.words else None
+    def _align(self, spoken, synthesis, asr, samples, subject_chars):
+        """The row's words (the synthesiser's exact times where it has them, else the first estimate:
+        CTC, then Whisper) and the estimated alignments, scored against the exact one where it exists."""
+        duration = samples.size / TARGET_SAMPLE_RATE
+        estimates: dict[str, tuple[str, list]] = {}
+        if self.ctc is not None:
+            estimates["ctc"] = (self.ctc.model_name, self.ctc.align(spoken, samples))
+        if "whisper" in self.options.aligners and asr.words:
+            estimates["whisper"] = (self.asr.model_name, words_from_whisper(spoken, list(asr.words), duration))
         if synthesis.word_times_s is None:
-            if heard is None:
-                raise ValueError("the engine reports no word durations and Whisper heard no words to align")
-            return heard, {"method": "whisper", "model": self.asr.model_name,
-                           "mean_score": float(np.mean([w.score for w in heard])), "error_ms_vs_tts": None}, []
+            if not estimates:
+                raise ValueError("the engine reports no word durations and no aligner produced word times")
+            method, (model, words) = next(iter(estimates.items()))
+            return words, {"method": method, "model": model, "mean_score": float(np.mean([w.score for w in words])),
+                           "error_ms_vs_tts": None}, []
         words = words_from_synthesis(spoken, synthesis)
         alignment = {"method": "tts", "model": self.engine.info.voice,
                      "mean_score": float(np.mean([w.score for w in words])), "error_ms_vs_tts": 0.0}
-        estimated = []
-        if heard is not None and "whisper" in self.options.aligners:
-            qc = compare_alignments(words, heard, subject_chars)
-            estimated.append({"method": "whisper", "model": self.asr.model_name,
-                              "words": [w.to_dict() for w in heard], **qc.to_dict()})
+        estimated = [{"method": method, "model": model, "words": [w.to_dict() for w in heard],
+                      **compare_alignments(words, heard, subject_chars).to_dict()}
+                     for method, (model, heard) in estimates.items()]
         return words, alignment, estimated
+
+    def _speech_token_spans(self, samples, subject_time) -> list[dict]:
+        spans = [span.to_dict() for span in speech_token_spans(subject_time)]
+        if self.units is not None:
+            units = self.units.encode(samples)
+            _, run_starts = deduplicate(units)
+            for span in spans:
+                if span["tokenizer"] == UNIT_SPAN:
+                    frame_end = min(span["frame_end"], len(units))
+                    span["units"] = units.tolist()
+                    span["dedup_start"], span["dedup_end"] = dedup_span(run_starts, span["frame_start"], frame_end,
+                                                                        len(units))
+        return spans
 
     def build(self, record: KnownRecord) -> tuple[ItemOutcome, bytes | None]:
         started = time.perf_counter()
@@ -132,10 +158,12 @@ class ItemBuilder:
             stage = "asr"
             asr = self.asr.check(samples, spoken.text, spoken.spoken_text_in(*subject_chars))
             stage = "alignment"
-            words, alignment, estimated = self._align(spoken, synthesis, asr, duration, subject_chars)
+            words, alignment, estimated = self._align(spoken, synthesis, asr, samples, subject_chars)
             subject_time = time_span_of_chars(words, *subject_chars)
             if not 0 <= subject_time[0] < subject_time[1] <= duration + 1e-6:
                 raise ValueError(f"subject time span {subject_time} is empty or outside the audio ({duration:.3f} s)")
+            stage = "units"
+            token_spans = self._speech_token_spans(samples, subject_time)
         except Exception as err:  # recorded with its stage; the build goes on
             logger.warning("known_id=%s failed at %s: %s", record.known_id, stage, err)
             return (
@@ -151,7 +179,7 @@ class ItemBuilder:
             "words": [word.to_dict() for word in words],
             "subject_char_span": list(subject_chars),
             "subject_time_span": list(subject_time),
-            "speech_token_spans": [span.to_dict() for span in speech_token_spans(subject_time)],
+            "speech_token_spans": token_spans,
             "alignment": alignment,
             "estimated_alignments": estimated,
             "asr": asr.to_dict(),

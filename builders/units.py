@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["HubertUnitTokenizer", "deduplicate", "dedup_span", "load_centroids", "UNIT_TOKENIZERS"]
+__all__ = ["HubertUnitTokenizer", "deduplicate", "dedup_span", "load_centroids", "find_centroids", "UNIT_TOKENIZERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,16 @@ def load_centroids(path: str | Path) -> np.ndarray:
     if centroids.ndim != 2:
         raise ValueError(f"{path}: centroids must be (units, dim), got shape {centroids.shape}")
     return centroids.astype(np.float32)
+
+
+def find_centroids(folder: str | Path, layer: int = 11) -> Path:
+    """The k-means centroids beside a HubertModel: SpiritLM's L<layer>_quantizer_*.pt, or *centroids*.npy/.pt."""
+    folder = Path(folder)
+    for pattern in (f"L{layer}_quantizer_*.pt", "*centroids*.npy", "*centroids*.pt", "*.npy"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    raise ValueError(f"{folder}: no k-means centroids (L{layer}_quantizer_500.pt or *centroids*.npy)")
 
 
 def deduplicate(units: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from known_speech.builders.units import HubertUnitTokenizer, dedup_span, deduplicate
+from known_speech.builders.units import HubertUnitTokenizer, dedup_span, deduplicate, find_centroids
 from known_speech.tracing.prompts import answer_token_id
 
 from .adapter import (
@@ -76,14 +76,6 @@ class SpiritLMCheckpoint:
         return cls(lm_dir, speech)
 
 
-def _centroid_file(folder: Path) -> Path:
-    for pattern in (f"L{HUBERT_LAYER}_quantizer_*.pt", "*centroids*.npy", "*centroids*.pt", "*.npy"):
-        found = sorted(folder.glob(pattern))
-        if found:
-            return found[0]
-    raise ValueError(f"{folder}: no k-means centroids (L{HUBERT_LAYER}_quantizer_500.pt or *.npy)")
-
-
 class _ReleaseSpeechTokenizer:
     """The spiritlm package's own tokenizer (fairseq mHuBERT + linear quantizer), when it is installed."""
 
@@ -133,7 +125,7 @@ class SpiritLMAdapter(Adapter):
                 raise ValueError(f"no speech_tokenizer/hubert_25hz folder beside {self.checkpoint.lm_dir}, and the row has no units")
             if (folder / "config.json").exists():
                 self._speech_tokenizer = HubertUnitTokenizer.from_pretrained(
-                    folder, _centroid_file(folder), layer=HUBERT_LAYER, rate_hz=UNIT_RATE_HZ, device=self.device)
+                    folder, find_centroids(folder, HUBERT_LAYER), layer=HUBERT_LAYER, rate_hz=UNIT_RATE_HZ, device=self.device)
             else:
                 self._speech_tokenizer = _ReleaseSpeechTokenizer(folder)
         return self._speech_tokenizer

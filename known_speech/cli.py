@@ -26,6 +26,8 @@ def _build(args: argparse.Namespace) -> int:
         workers=args.workers,
         retry_failed=args.retry_failed,
         aligners=tuple(args.aligner or ("tts", "whisper")),
+        ctc_model=args.ctc_model,
+        unit_tokenizer=args.unit_tokenizer,
     )
     summary = result.summary
     print(summary.describe())
@@ -86,6 +88,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_alignment(args: argparse.Namespace) -> int:
+    import datasets
+
+    from known_speech.audio import waveform_of
+    from known_speech.builders.align.plot import plot_alignment
+    from known_speech.builders.writer import read_build_stats
+
+    configs = sorted(read_build_stats(args.dataset))
+    if not configs:
+        raise ValueError(f"{args.dataset} holds no built voice; run `known-speech build` first")
+    config = args.config or configs[0]
+    rows = datasets.load_dataset(str(args.dataset), config, split="train").filter(
+        lambda known_id: known_id == args.known_id, input_columns="known_id")
+    if len(rows) == 0:
+        raise ValueError(f"known_id={args.known_id} is not in config {config!r} of {args.dataset}")
+    row = rows[0]
+    out = args.out or f"alignment_{config}_{args.known_id}.png"
+    print(f"wrote {plot_alignment(row, waveform_of(row['audio']), out)}")
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from huggingface_hub import get_token
 
@@ -135,9 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--asr-model", default=DEFAULT_ASR_MODEL, help=f"faster-whisper model (default: bundled {DEFAULT_ASR_MODEL})")
     build.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
     build.add_argument("--retry-failed", action="store_true", help="rebuild items that failed before")
-    build.add_argument("--aligner", action="append", choices=("tts", "whisper"), default=None,
+    build.add_argument("--aligner", action="append", choices=("tts", "ctc", "whisper"), default=None,
                        help="alignments to record (repeatable; default: tts and whisper)")
+    build.add_argument("--ctc-model", default="facebook/hubert-large-ls960-ft",
+                       help="CTC model for --aligner ctc, name or path (default: facebook/hubert-large-ls960-ft)")
+    build.add_argument("--unit-tokenizer", default=None,
+                       help="HubertModel folder with k-means centroids (e.g. mHuBERT-base 25 Hz): store units")
     build.set_defaults(handler=_build)
+
+    show = commands.add_parser("show-alignment", help="PNG of an item's spectrogram with every alignment (paper Fig. 3)")
+    show.add_argument("known_id", type=int)
+    show.add_argument("--config", default=None, help="voice config (default: the first built)")
+    show.add_argument("--dataset", default=DEFAULT_OUTPUT_DIR, help=f"dataset folder (default: {DEFAULT_OUTPUT_DIR})")
+    show.add_argument("--out", default=None, help="output .png or .pdf (default: alignment_<config>_<id>.png)")
+    show.set_defaults(handler=_show_alignment)
 
     publish = commands.add_parser("publish", help="upload the dataset folder to the Hub as one commit plus a tag")
     publish.add_argument("--repo", required=True, help="ORG/NAME of the Hub dataset")
