@@ -260,3 +260,35 @@ def test_torchrun_split_equals_one_process(spiritlm_checkpoint, spoken_dataset, 
             assert a.noise_std == b.noise_std and a.low_score == b.low_score
             for kind in a.scores:
                 np.testing.assert_array_equal(a.scores[kind], b.scores[kind])
+
+
+@pytest.mark.slow
+def test_qwen2_audio_adapter_corrupts_embedding_frames_of_the_subject(tmp_path, smollm2, spoken_dataset):
+    """Continuous-embedding speech: a tiny random Qwen2-Audio saved with its processor, loaded by name."""
+    from datasets import load_dataset
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    from known_speech.tracing import CausalTracer, TraceOptions
+
+    tokenizer = _copy_tokenizer(smollm2[1], tmp_path)
+    tokenizer.add_tokens(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"], special_tokens=True)
+    Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    config = Qwen2AudioConfig(
+        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=128),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    Qwen2AudioForConditionalGeneration(config).save_pretrained(tmp_path)
+    adapter = adapter_class("qwen2-audio")(str(tmp_path))
+    row = next(r for r in load_dataset(str(spoken_dataset), VOICE, split="train") if r["known_id"] == 21)
+    model_input = adapter.prepare(row, "speech")
+    frames = model_input.metadata["num_audio_frames"]
+    assert frames == pytest.approx(row["duration_s"] * 25, abs=2)  # 25 audio embeddings per second
+    assert model_input.inputs_embeds.shape[0] == model_input.length == frames + 2  # bos, audio, eos
+    start, end = model_input.subject_range
+    assert (start - 1, end - 1) == (int(row["subject_time_span"][0] * 25), min(frames, int(np.ceil(row["subject_time_span"][1] * 25))))
+    assert isinstance(adapter.generate(model_input, 3), str)
+    result = CausalTracer(adapter.decoder).trace(inputs_embeds=model_input.inputs_embeds, subject_range=(start, end),
+                                                 answer_id=adapter.answer_id(row), options=TraceOptions(samples=2, kinds=("hidden",)))
+    assert result.scores["hidden"].shape == (model_input.length, 2)  # the self-check against the model's forward passed
