@@ -24,6 +24,8 @@ __all__ = ["PiperEngine", "assign_phonemes_to_words"]
 
 logger = logging.getLogger(__name__)
 
+PIPER_VOICE_CACHE = Path.home() / ".cache" / "known-speech" / "piper-voices"
+
 _SKIPPED_PHONEMES = {" ", "^", "$", "_", ".", ",", "!", "?", ";", ":", "—", "…"}
 
 
@@ -71,15 +73,27 @@ class PiperEngine:
 
     @staticmethod
     def _resolve(voice: str) -> Path:
+        """The bundled joe voice, a local .onnx, or any voice of the Piper list by name (downloaded once with
+        piper's own downloader into ~/.cache/known-speech/piper-voices; needs the Hub)."""
         if voice == DEFAULT_VOICE:
             return bundled_piper_voice()
         path = Path(voice)
         if path.suffix == ".onnx" and path.is_file():
             return path
-        raise ValueError(
-            f"voice={voice!r}: offline, Piper takes {DEFAULT_VOICE!r} (bundled) or a path to a voice .onnx "
-            f"with its .onnx.json beside it; fetch other voices with `python -m piper.download_voices NAME`"
-        )
+        from piper.download_voices import VOICE_PATTERN, download_voice
+
+        if not VOICE_PATTERN.match(voice):
+            raise ValueError(f"voice={voice!r}: give a Piper voice name such as en_US-lessac-medium, or a path to a "
+                             f"voice .onnx with its .onnx.json beside it")
+        cached = PIPER_VOICE_CACHE / f"{voice}.onnx"
+        if not cached.is_file():
+            PIPER_VOICE_CACHE.mkdir(parents=True, exist_ok=True)
+            try:
+                download_voice(voice, PIPER_VOICE_CACHE)
+            except OSError as err:
+                raise ValueError(f"voice={voice!r} is not cached in {PIPER_VOICE_CACHE} and could not be downloaded "
+                                 f"from the Hub ({err}); offline, pass a local .onnx path") from err
+        return cached
 
     def _phonemes_of(self, text: str) -> list[str]:
         return [p for sentence in self._voice.phonemize(text) for p in sentence if p not in _SKIPPED_PHONEMES]
