@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from known_speech.plotting import pyplot, save_figure
 from known_speech.tracing.plot import KIND_COLORMAPS
 
 from .aggregate import Estimate
@@ -17,15 +18,6 @@ _KIND_TITLES = {"hidden": "hidden state", "mlp": "MLP", "attn": "attention"}
 LOG_FLOOR = 1e-4  # AIE at or below this is drawn as the floor on the log scale
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _layer_ticks(axis, layers: int) -> None:
     ticks = np.arange(0, layers, max(1, layers // 8))
     axis.set_xticks(ticks + 0.5)
@@ -35,7 +27,7 @@ def _layer_ticks(axis, layers: int) -> None:
 
 def plot_aie_heatmaps(panels: list[tuple[str, dict[str, Estimate], int]], path: str | Path) -> Path:
     """One row per run (label, estimates per kind, prompts), one column per kind; log10 of AIE."""
-    plt = _pyplot()
+    plt = pyplot()
     kinds = [kind for kind in ("hidden", "mlp", "attn") if any(kind in estimates for _, estimates, _ in panels)]
     figure, axes = plt.subplots(len(panels), len(kinds), figsize=(4.2 * len(kinds), 2.3 * len(panels) + 0.4),
                                 squeeze=False, dpi=150)
@@ -54,12 +46,12 @@ def plot_aie_heatmaps(panels: list[tuple[str, dict[str, Estimate], int]], path: 
             axis.set_title(f"{label}: {_KIND_TITLES[kind]} (n={count})", fontsize=8)
             figure.colorbar(image, ax=axis).ax.set_title("log10 AIE", fontsize=6)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_difference(label: str, estimates: dict[str, Estimate], count: int, path: str | Path) -> Path:
     """AIE(S→T) - AIE(T→T) per kind; dots mark cells whose 95 % interval excludes zero."""
-    plt = _pyplot()
+    plt = pyplot()
     kinds = list(estimates)
     figure, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 2.7), squeeze=False, dpi=150)
     for axis, kind in zip(axes[0], kinds):
@@ -76,12 +68,4 @@ def plot_difference(label: str, estimates: dict[str, Estimate], count: int, path
         figure.colorbar(image, ax=axis).ax.set_title("ΔAIE", fontsize=6)
     figure.suptitle(label, fontsize=8)
     figure.tight_layout()
-    return _save(figure, path)
-
-
-def _save(figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    _pyplot().close(figure)
-    return path
+    return save_figure(figure, path)

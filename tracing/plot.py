@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from known_speech.plotting import pyplot, save_figure
+
 from .result import Kind, TraceResult
 
 __all__ = ["plot_trace", "KIND_COLORMAPS"]
@@ -16,11 +18,7 @@ _KIND_TITLES = {"hidden": "hidden state", "mlp": "MLP output", "attn": "attentio
 
 def plot_trace(result: TraceResult, path: str | Path, kinds: tuple[Kind, ...] | None = None) -> Path:
     """PNG or PDF (by suffix) with one panel per kind; subject tokens are starred."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     kinds = kinds or tuple(result.scores)
     start, end = result.subject_range
     labels = [f"{token!r}*" if start <= i < end else repr(token) for i, token in enumerate(result.tokens)]
@@ -47,8 +45,4 @@ def plot_trace(result: TraceResult, path: str | Path, kinds: tuple[Kind, ...] | 
         fontsize=8,
     )
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from known_speech.audio import TARGET_SAMPLE_RATE
+from known_speech.plotting import pyplot, save_figure
 
 __all__ = ["plot_alignment"]
 
@@ -14,11 +15,7 @@ __all__ = ["plot_alignment"]
 def plot_alignment(row: dict, samples: np.ndarray, path: str | Path) -> Path:
     """PNG/PDF: spectrogram on top, then the row's `words` (its alignment method) and each estimated one,
     word boundaries as lines, the subject shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     methods = [(row["alignment"]["method"], row["words"])]
     methods += [(f"{e['method']} (IoU {e['subject_iou']:.2f}{', flagged' if e['flagged'] else ''})", e["words"])
                 for e in row.get("estimated_alignments") or []]
@@ -45,8 +42,4 @@ def plot_alignment(row: dict, samples: np.ndarray, path: str | Path) -> Path:
     axes[-1].set_xlabel("seconds")
     axes[-1].set_xlim(0, duration)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
