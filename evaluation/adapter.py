@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from known_speech.spans import frame_span
+from known_speech.tracing.prompts import answer_token_id
 
 __all__ = [
     "Modality",
@@ -78,10 +79,13 @@ class ModelInput:
 
 
 class Adapter(ABC):
-    """One model family. Subclasses set `name` and `modalities` and implement the three methods."""
+    """One model family. Subclasses set `name` and `modalities`, load `model` (a `transformers` model
+    with `generate`) and `tokenizer` in `__init__`, and implement `prepare`."""
 
     name: ClassVar[str]
     modalities: ClassVar[tuple[Modality, ...]]
+    model: nn.Module
+    tokenizer: object
 
     def __init__(self, model_name: str, device: str = "cpu", dtype: str = "float32"):
         self.model_name = model_name
@@ -89,21 +93,32 @@ class Adapter(ABC):
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
     @property
-    @abstractmethod
     def decoder(self) -> nn.Module:
-        """The causal LM the tracer runs (for multimodal models: the language model part)."""
+        """The causal LM the tracer runs: `model`, whose architecture spec says where its decoder layers are."""
+        return self.model
 
     @abstractmethod
     def prepare(self, record: dict, modality: Modality) -> ModelInput:
         """Model input for a record (a dataset row, or a Known record for text)."""
 
-    @abstractmethod
     def answer_id(self, record: dict) -> int:
-        """The token whose probability is traced: the attribute's first token as it continues the prompt."""
+        """The token whose probability is traced: the attribute's first token as it continues the prompt
+        (the same for both modalities, so T→T and S→T trace the same token)."""
+        return answer_token_id(self.tokenizer, record["attribute"])
 
-    @abstractmethod
+    @torch.no_grad()
     def generate(self, model_input: ModelInput, max_new_tokens: int) -> str:
-        """Greedy continuation, decoded as text."""
+        """Greedy continuation of the ids or input embeddings, decoded as text."""
+        if model_input.inputs_embeds is not None:
+            inputs = {"inputs_embeds": model_input.inputs_embeds.unsqueeze(0)}
+            prompt_length = 0  # generate returns only the new tokens when given embeddings
+        else:
+            inputs = {"input_ids": torch.tensor([model_input.input_ids], device=self.device)}
+            prompt_length = len(model_input.input_ids)
+        mask = torch.ones((1, model_input.length), dtype=torch.long, device=self.device)
+        output = self.model.generate(**inputs, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        return self.tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)
 
     def check_modality(self, modality: str) -> None:
         if modality not in self.modalities:

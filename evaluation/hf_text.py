@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from known_speech.tracing.loading import load_causal_lm
-from known_speech.tracing.prompts import answer_token_id, subject_token_range
+from known_speech.tracing.prompts import subject_token_range
 
 from .adapter import Adapter, Modality, ModelInput, register_adapter
 
@@ -36,14 +33,6 @@ def text_model_input(tokenizer, record: dict, prefix_ids: list[int] = (), prefix
     )
 
 
-def greedy_continuation(model: nn.Module, tokenizer, max_new_tokens: int, **inputs) -> str:
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    new_tokens = output[0, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else output[0]
-    return tokenizer.decode(new_tokens, skip_special_tokens=True)
-
-
 @register_adapter
 class HFTextAdapter(Adapter):
     name = "hf-text"
@@ -53,18 +42,6 @@ class HFTextAdapter(Adapter):
         super().__init__(model_name, device, dtype)
         self.model, self.tokenizer = load_causal_lm(model_name, dtype=self.dtype, device=device)
 
-    @property
-    def decoder(self) -> nn.Module:
-        return self.model
-
     def prepare(self, record: dict, modality: Modality) -> ModelInput:
         self.check_modality(modality)
         return text_model_input(self.tokenizer, record)
-
-    def answer_id(self, record: dict) -> int:
-        return answer_token_id(self.tokenizer, record["attribute"])
-
-    def generate(self, model_input: ModelInput, max_new_tokens: int) -> str:
-        ids = torch.tensor([model_input.input_ids], device=self.device)
-        return greedy_continuation(self.model, self.tokenizer, max_new_tokens, input_ids=ids,
-                                   attention_mask=torch.ones_like(ids))

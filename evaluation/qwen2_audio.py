@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from known_speech.tracing.architectures import ArchitectureSpec, register_architecture
-from known_speech.tracing.prompts import answer_token_id
 
 from .adapter import (
     Adapter,
@@ -24,7 +22,7 @@ from .adapter import (
     text_token_spans,
     text_tokens_of_frames,
 )
-from .hf_text import greedy_continuation, text_model_input
+from .hf_text import text_model_input
 
 __all__ = ["Qwen2AudioAdapter", "AUDIO_RATE_HZ", "SPEECH_PROMPT"]
 
@@ -58,10 +56,6 @@ class Qwen2AudioAdapter(Adapter):
         self.processor = AutoProcessor.from_pretrained(model_name)
         self.tokenizer = self.processor.tokenizer
         self.model = Qwen2AudioForConditionalGeneration.from_pretrained(model_name, dtype=self.dtype).to(device).eval()
-
-    @property
-    def decoder(self) -> nn.Module:
-        return self.model
 
     @torch.no_grad()
     def merged_embeddings(self, inputs) -> torch.Tensor:
@@ -111,15 +105,3 @@ class Qwen2AudioAdapter(Adapter):
             inputs_embeds=self.merged_embeddings(inputs),
             metadata={"num_audio_frames": num_audio},
         )
-
-    def answer_id(self, record: dict) -> int:
-        return answer_token_id(self.tokenizer, record["attribute"])
-
-    def generate(self, model_input: ModelInput, max_new_tokens: int) -> str:
-        if model_input.inputs_embeds is None:
-            ids = torch.tensor([model_input.input_ids], device=self.device)
-            return greedy_continuation(self.model, self.tokenizer, max_new_tokens, input_ids=ids,
-                                       attention_mask=torch.ones_like(ids))
-        embeds = model_input.inputs_embeds.unsqueeze(0)
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
-        return greedy_continuation(self.model, self.tokenizer, max_new_tokens, inputs_embeds=embeds, attention_mask=mask)

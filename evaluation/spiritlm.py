@@ -18,10 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from known_speech.builders.units import HubertUnitTokenizer, dedup_span, deduplicate, find_centroids
-from known_speech.tracing.prompts import answer_token_id
 
 from .adapter import (
     Adapter,
@@ -33,7 +31,7 @@ from .adapter import (
     text_token_spans,
     text_tokens_of_frames,
 )
-from .hf_text import greedy_continuation, text_model_input
+from .hf_text import text_model_input
 
 __all__ = ["SpiritLMAdapter", "SpiritLMCheckpoint", "UNIT_RATE_HZ", "TEXT_MARKER", "SPEECH_MARKER"]
 
@@ -114,10 +112,6 @@ class SpiritLMAdapter(Adapter):
         return int(token_id)
 
     @property
-    def decoder(self) -> nn.Module:
-        return self.model
-
-    @property
     def speech_tokenizer(self):
         if self._speech_tokenizer is None:
             folder = self.checkpoint.speech_tokenizer_dir
@@ -163,12 +157,3 @@ class SpiritLMAdapter(Adapter):
             input_ids=[self.speech_marker_id, *self.unit_ids[dedup_units].tolist(), self.text_marker_id],
             metadata={"units_source": source, "num_frames": int(len(units)), "num_dedup_units": int(len(dedup_units))},
         )
-
-    def answer_id(self, record: dict) -> int:
-        return answer_token_id(self.tokenizer, record["attribute"])
-
-    def generate(self, model_input: ModelInput, max_new_tokens: int) -> str:
-        ids = torch.tensor([model_input.input_ids], device=self.device)
-        return greedy_continuation(self.model, self.tokenizer, max_new_tokens, input_ids=ids,
-                                   attention_mask=torch.ones_like(ids))
-
