@@ -9,10 +9,9 @@ from pathlib import Path
 import datasets
 
 from known_speech.schema import record_features
-from known_speech.settings import DEFAULT_ASR_MODEL, DEFAULT_VOICE
+from known_speech.settings import DEFAULT_ALIGNERS, DEFAULT_ASR_MODEL, DEFAULT_CTC_MODEL, DEFAULT_VOICE
 from known_speech.source import file_sha256, load_known, bundled_source_path
 
-from .align.ctc import DEFAULT_CTC_MODEL
 from .cache import ItemCache
 from .pipeline import BuildOptions, BuildSummary, build_items
 from .tts import ENGINES
@@ -38,7 +37,7 @@ class KnownSpeechConfig(datasets.BuilderConfig):
     limit: int | None = None
     workers: int = 1
     retry_failed: bool = False
-    aligners: tuple[str, ...] = ("tts", "whisper")
+    aligners: tuple[str, ...] = DEFAULT_ALIGNERS
     ctc_model: str = DEFAULT_CTC_MODEL
     unit_tokenizer: str | None = None
     work_dir: str = "known-speech/.build"

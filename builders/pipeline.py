@@ -12,12 +12,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from known_speech.audio import TARGET_SAMPLE_RATE, encode_flac, to_mono_16k
-from known_speech.settings import DEFAULT_ASR_MODEL, DEFAULT_VOICE
+from known_speech.settings import ALIGNERS, DEFAULT_ALIGNERS, DEFAULT_ASR_MODEL, DEFAULT_CTC_MODEL, DEFAULT_VOICE
 from known_speech.source import KnownRecord
 from known_speech.spans import SPEECH_TOKENIZER_RATES, TokenSpan, frame_span, time_span_of_chars
 from known_speech.spoken import verbalise
 
-from .align.ctc import DEFAULT_CTC_MODEL, CTCAligner
+from .align.ctc import CTCAligner
 from .align.qc import compare_alignments
 from .align.tts import words_from_synthesis
 from .align.whisper import words_from_whisper
@@ -28,8 +28,7 @@ __all__ = ["BuildOptions", "BuildSummary", "ItemBuilder", "build_items", "speech
 
 logger = logging.getLogger(__name__)
 
-ALIGNERS = ("tts", "ctc", "whisper")
-UNIT_LAYER, UNIT_RATE_HZ, UNIT_SPAN = 11, 25.0, "hubert-25hz"  # mHuBERT-base 25 Hz, layer 11 (SpiritLM, TWIST)
+UNIT_SPAN = "hubert-25hz"  # the speech_token_spans entry the unit tokenizer fills
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class BuildOptions:
     asr_model: str = DEFAULT_ASR_MODEL
     workers: int = 1
     retry_failed: bool = False
-    aligners: tuple[str, ...] = ("tts", "whisper")
+    aligners: tuple[str, ...] = DEFAULT_ALIGNERS
     ctc_model: str = DEFAULT_CTC_MODEL
     unit_tokenizer: str | None = None  # a HubertModel folder with its k-means centroids
 
@@ -103,8 +102,7 @@ class ItemBuilder:
         self.engine = create_engine(options.engine, options.voice)
         self.asr = WhisperChecker(options.asr_model)
         self.ctc = CTCAligner(options.ctc_model) if "ctc" in options.aligners else None
-        self.units = (HubertUnitTokenizer.from_pretrained(options.unit_tokenizer, find_centroids(options.unit_tokenizer, UNIT_LAYER),
-                                                          layer=UNIT_LAYER, rate_hz=UNIT_RATE_HZ)
+        self.units = (HubertUnitTokenizer.from_pretrained(options.unit_tokenizer, find_centroids(options.unit_tokenizer))
                       if options.unit_tokenizer else None)
 
     def _align(self, spoken, synthesis, asr, samples, subject_chars):

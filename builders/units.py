@@ -14,14 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["HubertUnitTokenizer", "deduplicate", "dedup_span", "load_centroids", "find_centroids", "UNIT_TOKENIZERS"]
+__all__ = [
+    "HubertUnitTokenizer",
+    "deduplicate",
+    "dedup_span",
+    "load_centroids",
+    "find_centroids",
+    "MHUBERT_LAYER",
+    "MHUBERT_RATE_HZ",
+]
 
 logger = logging.getLogger(__name__)
 
-# name -> (HubertModel name or path, layer, centroid count, frame rate); the converted mHuBERT on the Hub
-UNIT_TOKENIZERS: dict[str, tuple[str, int, int, float]] = {
-    "mhubert-25hz": ("slprl/mhubert-base-25hz", 11, 500, 25.0),
-}
+# SpiritLM / TWIST units: mHuBERT-base 25 Hz (converted on the Hub as slprl/mhubert-base-25hz), layer 11, 500 centroids
+MHUBERT_LAYER = 11
+MHUBERT_RATE_HZ = 25.0
 
 
 def load_centroids(path: str | Path) -> np.ndarray:
@@ -45,7 +52,7 @@ def load_centroids(path: str | Path) -> np.ndarray:
     return centroids.astype(np.float32)
 
 
-def find_centroids(folder: str | Path, layer: int = 11) -> Path:
+def find_centroids(folder: str | Path, layer: int = MHUBERT_LAYER) -> Path:
     """The k-means centroids beside a HubertModel: SpiritLM's L<layer>_quantizer_*.pt, or *centroids*.npy/.pt."""
     folder = Path(folder)
     for pattern in (f"L{layer}_quantizer_*.pt", "*centroids*.npy", "*centroids*.pt", "*.npy"):
@@ -88,7 +95,8 @@ class HubertUnitTokenizer:
 
     @classmethod
     def from_pretrained(
-        cls, model_name_or_path: str | Path, centroids: str | Path, layer: int = 11, rate_hz: float = 25.0,
+        cls, model_name_or_path: str | Path, centroids: str | Path, layer: int = MHUBERT_LAYER,
+        rate_hz: float = MHUBERT_RATE_HZ,
         name: str | None = None, device: str = "cpu",
     ) -> "HubertUnitTokenizer":
         from transformers import HubertModel

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from known_speech.spans import frame_span
+from known_speech.spans import frame_span, tokens_overlapping
 from known_speech.tracing.prompts import answer_token_id
 
 __all__ = [
@@ -194,7 +194,7 @@ def text_tokens_of_frames(
             distance = np.maximum(word_starts - midpoint, midpoint - word_ends)
             index = int(np.argmin(distance))
         word = words[index]
-        tokens = [k for k, (a, b) in enumerate(token_char_spans) if a < word["char_end"] and word["char_start"] < b]
+        tokens = tokens_overlapping(token_char_spans, word["char_start"], word["char_end"])
         if not tokens:
             raise ValueError(f"no text token overlaps word {word['word']!r}")
         widths = np.array([max(1, min(token_char_spans[k][1], word["char_end"]) - max(token_char_spans[k][0], word["char_start"]))
@@ -211,8 +211,7 @@ def subject_frames(record: dict, rate_hz: float) -> tuple[int, int]:
 
 def subject_text_range(record: dict, char_spans: list[tuple[int, int]]) -> tuple[int, int]:
     """[start, end) of the text tokens overlapping the record's subject characters."""
-    char_start, char_end = record["subject_char_span"]
-    tokens = [k for k, (a, b) in enumerate(char_spans) if a < char_end and char_start < b]
+    tokens = tokens_overlapping(char_spans, *record["subject_char_span"])
     if not tokens:
         raise ValueError(f"known_id={record['known_id']}: field 'subject_char_span': no text token inside it")
     return tokens[0], tokens[-1] + 1

@@ -80,6 +80,10 @@ class Estimate:
     high: np.ndarray
     n: np.ndarray
 
+    def peak(self) -> tuple[int, ...]:
+        """Index of the largest mean (for a categories x layers table: category, layer)."""
+        return tuple(int(i) for i in np.unravel_index(np.nanargmax(self.mean), self.mean.shape))
+
     def excludes_zero(self) -> np.ndarray:
         return (self.low > 0) | (self.high < 0)
 

@@ -83,10 +83,6 @@ def _interval(estimate: Estimate, index) -> str:
     return f"{mean:.4f} [{low:.4f}, {high:.4f}]" if not np.isnan(low) else f"{mean:.4f}"
 
 
-def _peak(estimate: Estimate) -> tuple[int, int]:
-    return tuple(int(i) for i in np.unravel_index(np.nanargmax(estimate.mean), estimate.mean.shape))
-
-
 def _run_tables(run: RunEffects, estimates: dict[str, Estimate], total: Estimate) -> list[_Table]:
     layers = next(iter(estimates.values())).mean.shape[1]
     middle = middle_layers(layers)
@@ -101,7 +97,7 @@ def _run_tables(run: RunEffects, estimates: dict[str, Estimate], total: Estimate
     peaks = _Table(
         f"{run.label}: where each kind peaks",
         ["kind", "category", "layer", "AIE [95% CI]"],
-        [[kind, CATEGORIES[_peak(e)[0]], str(_peak(e)[1]), _interval(e, _peak(e))] for kind, e in estimates.items()],
+        [[kind, CATEGORIES[e.peak()[0]], str(e.peak()[1]), _interval(e, e.peak())] for kind, e in estimates.items()],
     )
     bands = _Table(
         f"{run.label}: AIE by category, mean over layer bands",
@@ -176,7 +172,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, per
             "prompts": len(run.known_ids), "noise_std": run.noise_std,
             "total_effect": [float(total.mean), float(total.low), float(total.high)],
             "aie": {kind: {"mean": e.mean.tolist(), "low": e.low.tolist(), "high": e.high.tolist()} for kind, e in estimates.items()},
-            "peaks": {kind: {"category": CATEGORIES[_peak(e)[0]], "layer": _peak(e)[1], "aie": float(e.mean[_peak(e)])}
+            "peaks": {kind: {"category": CATEGORIES[e.peak()[0]], "layer": e.peak()[1], "aie": float(e.mean[e.peak()])}
                       for kind, e in estimates.items()},
         }
         if any((run_dir / "control").glob("*.npz")):

@@ -115,22 +115,23 @@ def control_text_range(subject: tuple[int, int], num_tokens: int) -> tuple[int, 
     return None
 
 
-def load_records(config: TraceRunConfig) -> list[dict]:
-    """Text: the Known source records; speech: the rows of the built voice config."""
-    if config.modality == "text":
+def load_records(modality: Modality, dataset: str | Path, voice: str = "") -> list[dict]:
+    """Text: the Known source records; speech: the rows of the built voice config, in known_id order."""
+    if modality == "text":
         from known_speech.source import load_known
 
-        return [asdict(record) | {"subject_char_span": list(record.subject_char_span)} for record in load_known()]
-    import datasets
+        records = [asdict(record) | {"subject_char_span": list(record.subject_char_span)} for record in load_known()]
+    else:
+        import datasets
 
-    if not (Path(config.dataset) / "README.md").exists():
-        raise ValueError(f"dataset {config.dataset!r} has no built voice; run `known-speech build` first")
-    rows = datasets.load_dataset(str(config.dataset), config.voice, split="train")
-    return list(rows)
+        if not (Path(dataset) / "README.md").exists():
+            raise ValueError(f"dataset {str(dataset)!r} has no built voice; run `known-speech build` first")
+        records = list(datasets.load_dataset(str(dataset), voice, split="train"))
+    return sorted(records, key=lambda record: int(record["known_id"]))
 
 
 def select_records(config: TraceRunConfig, records: list[dict]) -> list[dict]:
-    """The model's recalled facts in this modality (exact or partial), in known_id order, up to `limit`."""
+    """The model's recalled facts in this modality (exact or partial), up to `limit`."""
     if not config.unfiltered:
         path = filter_file(config.dataset, config.model, config.modality, config.voice)
         recalled = {known_id for known_id, row in read_filter(path).items() if row.match != "none"}
@@ -140,8 +141,7 @@ def select_records(config: TraceRunConfig, records: list[dict]) -> list[dict]:
                 f"{config.modality}{' --config ' + config.voice if config.voice else ''}` first (or pass --unfiltered)"
             )
         records = [record for record in records if int(record["known_id"]) in recalled]
-    records = sorted(records, key=lambda record: int(record["known_id"]))
-    return records[: config.limit] if config.limit is not None else records
+    return records[: config.limit]
 
 
 class _Distributed:
@@ -232,7 +232,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     dist = _Distributed(device)
     run_dir = config.run_dir(out)
     saved = _check_resume(run_dir, config)
-    records = select_records(config, load_records(config))
+    records = select_records(config, load_records(config.modality, config.dataset, config.voice))
     adapter = adapter or adapter_class(config.adapter)(config.model, device=dist.device, dtype=config.dtype)
     adapter.check_modality(config.modality)
     failed: dict[int, str] = {}

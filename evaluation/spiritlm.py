@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from known_speech.builders.units import HubertUnitTokenizer, dedup_span, deduplicate, find_centroids
+from known_speech.builders.units import (
+    MHUBERT_LAYER,
+    MHUBERT_RATE_HZ,
+    HubertUnitTokenizer,
+    dedup_span,
+    deduplicate,
+    find_centroids,
+)
 
 from .adapter import (
     Adapter,
@@ -33,13 +40,11 @@ from .adapter import (
 )
 from .hf_text import text_model_input
 
-__all__ = ["SpiritLMAdapter", "SpiritLMCheckpoint", "UNIT_RATE_HZ", "TEXT_MARKER", "SPEECH_MARKER"]
+__all__ = ["SpiritLMAdapter", "SpiritLMCheckpoint", "TEXT_MARKER", "SPEECH_MARKER"]
 
 logger = logging.getLogger(__name__)
 
-UNIT_RATE_HZ = 25.0
 TEXT_MARKER, SPEECH_MARKER = "[Text]", "[Speech]"
-HUBERT_LAYER = 11
 _VARIANTS = {"spiritlm-base-7b": "spirit-lm-base-7b", "spiritlm-expressive-7b": "spirit-lm-expressive-7b"}
 
 
@@ -80,7 +85,7 @@ class _ReleaseSpeechTokenizer:
     def __init__(self, folder: Path):
         from spiritlm.speech_tokenizer.hubert import HubertTokenizer  # the release's own code
 
-        self.tokenizer = HubertTokenizer(hubert_ckpt=folder / "mhubert_base_25hz.pt", hubert_layer=HUBERT_LAYER,
+        self.tokenizer = HubertTokenizer(hubert_ckpt=folder / "mhubert_base_25hz.pt", hubert_layer=MHUBERT_LAYER,
                                          quantizer_ckpt=folder / "L11_quantizer_500.pt", is_linear_quantizer=True)
 
     def encode(self, waveform: np.ndarray) -> np.ndarray:
@@ -119,7 +124,7 @@ class SpiritLMAdapter(Adapter):
                 raise ValueError(f"no speech_tokenizer/hubert_25hz folder beside {self.checkpoint.lm_dir}, and the row has no units")
             if (folder / "config.json").exists():
                 self._speech_tokenizer = HubertUnitTokenizer.from_pretrained(
-                    folder, find_centroids(folder, HUBERT_LAYER), layer=HUBERT_LAYER, rate_hz=UNIT_RATE_HZ, device=self.device)
+                    folder, find_centroids(folder), device=self.device)
             else:
                 self._speech_tokenizer = _ReleaseSpeechTokenizer(folder)
         return self._speech_tokenizer
@@ -127,7 +132,7 @@ class SpiritLMAdapter(Adapter):
     def units(self, record: dict) -> tuple[np.ndarray, str]:
         """25 Hz frame units of the record: the dataset's own where present, else the speech tokenizer's."""
         for span in record.get("speech_token_spans") or []:
-            if span.get("units") and abs(span["rate_hz"] - UNIT_RATE_HZ) < 1e-6:
+            if span.get("units") and abs(span["rate_hz"] - MHUBERT_RATE_HZ) < 1e-6:
                 return np.asarray(span["units"], dtype=np.int64), f"dataset:{span['tokenizer']}"
         from known_speech.audio import waveform_of  # audio libraries only where audio is decoded
 
@@ -142,10 +147,10 @@ class SpiritLMAdapter(Adapter):
         if units.size == 0 or units.max() >= len(self.unit_ids):
             raise ValueError(f"known_id={known_id}: field 'units': need 25 Hz units in 0..{len(self.unit_ids) - 1}")
         dedup_units, run_starts = deduplicate(units)
-        frame_start, frame_end = subject_frames(record, UNIT_RATE_HZ)
+        frame_start, frame_end = subject_frames(record, MHUBERT_RATE_HZ)
         subject_start, subject_end = dedup_span(run_starts, frame_start, min(frame_end, len(units)), len(units))
         ids, char_spans = text_token_spans(self.tokenizer, record["prompt"])
-        links = text_tokens_of_frames(run_starts, len(units), UNIT_RATE_HZ, record["words"], char_spans)
+        links = text_tokens_of_frames(run_starts, len(units), MHUBERT_RATE_HZ, record["words"], char_spans)
         return ModelInput(
             known_id=known_id,
             modality="speech",

@@ -8,7 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from .settings import DEFAULT_ASR_MODEL, DEFAULT_OUTPUT_DIR, DEFAULT_VOICE
+from .settings import (
+    ALIGNERS,
+    DEFAULT_ALIGNERS,
+    DEFAULT_ASR_MODEL,
+    DEFAULT_CTC_MODEL,
+    DEFAULT_OUTPUT_DIR,
+    DEFAULT_VOICE,
+)
 
 __all__ = ["main"]
 
@@ -25,7 +32,7 @@ def _build(args: argparse.Namespace) -> int:
         limit=args.limit,
         workers=args.workers,
         retry_failed=args.retry_failed,
-        aligners=tuple(args.aligner or ("tts", "whisper")),
+        aligners=tuple(args.aligner or DEFAULT_ALIGNERS),
         ctc_model=args.ctc_model,
         unit_tokenizer=args.unit_tokenizer,
     )
@@ -37,21 +44,13 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _records_for(modality: str, dataset: str, voice: str, limit: int | None) -> list[dict]:
-    from known_speech.evaluation.runner import TraceRunConfig, load_records
-
-    records = load_records(TraceRunConfig(model="-", modality=modality, dataset=dataset, voice=voice, adapter="hf-text"))
-    records = sorted(records, key=lambda record: int(record["known_id"]))
-    return records[:limit] if limit is not None else records
-
-
 def _filter(args: argparse.Namespace) -> int:
     from known_speech.builders.writer import render_card
     from known_speech.evaluation.adapter import adapter_class
     from known_speech.evaluation.filtering import filter_file, run_filter, write_views
-    from known_speech.evaluation.runner import default_adapter
+    from known_speech.evaluation.runner import default_adapter, load_records
 
-    records = _records_for(args.modality, args.dataset, args.config, args.limit)
+    records = load_records(args.modality, args.dataset, args.config)[: args.limit]
     adapter = adapter_class(args.adapter or default_adapter(args.model))(args.model, device=args.device, dtype=args.dtype)
     path = filter_file(args.dataset, args.model, args.modality, args.config)
     rows = run_filter(adapter, records, args.modality, path, voice=args.config, max_new_tokens=args.max_new_tokens)
@@ -158,10 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--asr-model", default=DEFAULT_ASR_MODEL, help=f"faster-whisper model (default: bundled {DEFAULT_ASR_MODEL})")
     build.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
     build.add_argument("--retry-failed", action="store_true", help="rebuild items that failed before")
-    build.add_argument("--aligner", action="append", choices=("tts", "ctc", "whisper"), default=None,
-                       help="alignments to record (repeatable; default: tts and whisper)")
-    build.add_argument("--ctc-model", default="facebook/hubert-large-ls960-ft",
-                       help="CTC model for --aligner ctc, name or path (default: facebook/hubert-large-ls960-ft)")
+    build.add_argument("--aligner", action="append", choices=ALIGNERS, default=None,
+                       help=f"alignments to record (repeatable; default: {' and '.join(DEFAULT_ALIGNERS)})")
+    build.add_argument("--ctc-model", default=DEFAULT_CTC_MODEL,
+                       help=f"CTC model for --aligner ctc, name or path (default: {DEFAULT_CTC_MODEL})")
     build.add_argument("--unit-tokenizer", default=None,
                        help="HubertModel folder with k-means centroids (e.g. mHuBERT-base 25 Hz): store units")
     build.set_defaults(handler=_build)

@@ -9,6 +9,9 @@ __all__ = [
     "DEFAULT_OUTPUT_DIR",
     "DEFAULT_VOICE",
     "DEFAULT_ASR_MODEL",
+    "DEFAULT_CTC_MODEL",
+    "ALIGNERS",
+    "DEFAULT_ALIGNERS",
     "OfflineModelMissing",
     "packaged_file",
     "bundled_piper_voice",
@@ -19,6 +22,9 @@ __all__ = [
 DEFAULT_OUTPUT_DIR = "known-speech"
 DEFAULT_VOICE = "en_US-joe-medium"
 DEFAULT_ASR_MODEL = "tiny.en"
+DEFAULT_CTC_MODEL = "facebook/hubert-large-ls960-ft"  # the paper's CTC aligner
+ALIGNERS = ("tts", "ctc", "whisper")
+DEFAULT_ALIGNERS = ("tts", "whisper")  # the CTC model is Hub-only: ask for it with --aligner ctc
 
 
 class OfflineModelMissing(ImportError):

@@ -6,7 +6,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-__all__ = ["AlignedWord", "TokenSpan", "frame_span", "time_span_of_chars", "SPEECH_TOKENIZER_RATES"]
+__all__ = [
+    "AlignedWord",
+    "TokenSpan",
+    "frame_span",
+    "time_span_of_chars",
+    "tokens_overlapping",
+    "SPEECH_TOKENIZER_RATES",
+]
 
 # Frame rates of the speech tokenizers whose spans every record carries (paper, App. A):
 # mHuBERT-base 25 Hz (SpiritLM, TWIST) and HuBERT-base 50 Hz units.
@@ -58,3 +65,8 @@ def time_span_of_chars(words: Sequence[AlignedWord], char_start: int, char_end: 
     if not covering:
         raise ValueError(f"no aligned word overlaps characters [{char_start}, {char_end})")
     return min(w.start_s for w in covering), max(w.end_s for w in covering)
+
+
+def tokens_overlapping(char_spans: Sequence[tuple[int, int]], char_start: int, char_end: int) -> list[int]:
+    """Indices of the tokens whose character spans (a tokenizer's offsets) overlap [char_start, char_end)."""
+    return [k for k, (a, b) in enumerate(char_spans) if a < char_end and char_start < b]

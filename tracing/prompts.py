@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from known_speech.spans import tokens_overlapping
+
 from .engine import CausalTracer
 from .result import TraceOptions, TraceResult
 
@@ -17,11 +19,7 @@ def subject_token_range(tokenizer, prompt: str, subject: str) -> tuple[int, int]
         raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r}")
     char_end = char_start + len(subject)
     encoding = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
-    tokens = [
-        index
-        for index, (start, end) in enumerate(encoding["offset_mapping"])
-        if start < char_end and char_start < end
-    ]
+    tokens = tokens_overlapping(encoding["offset_mapping"], char_start, char_end)
     if not tokens:
         raise ValueError(f"no token of {prompt!r} overlaps subject {subject!r}")
     return tokens[0], tokens[-1] + 1

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from known_speech.audio import TARGET_SAMPLE_RATE
+from known_speech.settings import DEFAULT_CTC_MODEL
 from known_speech.spans import AlignedWord
 from known_speech.spoken import SpokenForm
 
 from .tts import written_words_from_spoken_times
 
-__all__ = ["DEFAULT_CTC_MODEL", "ModelWord", "to_model_alphabet", "segment_words", "CTCAligner"]
+__all__ = ["ModelWord", "to_model_alphabet", "segment_words", "CTCAligner"]
 
-DEFAULT_CTC_MODEL = "facebook/hubert-large-ls960-ft"
 
 
 @dataclass(frozen=True)
