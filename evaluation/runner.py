@@ -173,14 +173,21 @@ class _Distributed:
         return gathered
 
 
+def _prepare_one(adapter: Adapter, record: dict, modality: Modality) -> ModelInput:
+    try:
+        return adapter.prepare(record, modality)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"prepare: {err}") from err
+
+
 def _prepare_all(adapter: Adapter, records: list[dict], modality: Modality, failed: dict[int, str]) -> dict[int, ModelInput]:
+    """Inputs of every selected item: the noise is calibrated over all of them, on every rank alike."""
     prepared: dict[int, ModelInput] = {}
     for record in tqdm(records, desc="prepare inputs", unit="item", disable=None):
-        known_id = int(record["known_id"])
         try:
-            prepared[known_id] = adapter.prepare(record, modality)
-        except (ValueError, KeyError) as err:
-            failed[known_id] = f"prepare: {err}"
+            prepared[int(record["known_id"])] = _prepare_one(adapter, record, modality)
+        except ValueError as err:
+            failed[int(record["known_id"])] = str(err)
     return prepared
 
 
@@ -236,10 +243,15 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     adapter = adapter or adapter_class(config.adapter)(config.model, device=dist.device, dtype=config.dtype)
     adapter.check_modality(config.modality)
     failed: dict[int, str] = {}
-    inputs = _prepare_all(adapter, records, config.modality, failed)
-    if not inputs:
-        raise ValueError(f"no item of {config.model} ({config.modality}) could be prepared: {failed or 'the selection is empty'}")
-    noise_std = saved["noise_std"] if saved else _calibrate_noise(adapter, inputs, config.noise_factor)
+    inputs: dict[int, ModelInput] = {}  # a resumed run has its noise level: items are prepared when traced
+    if saved:
+        noise_std = saved["noise_std"]
+    else:
+        inputs = _prepare_all(adapter, records, config.modality, failed)
+        if not inputs:
+            raise ValueError(f"no item of {config.model} ({config.modality}) could be prepared: "
+                             f"{failed or 'the selection is empty'}")
+        noise_std = _calibrate_noise(adapter, inputs, config.noise_factor)
     if dist.rank == 0 and not saved:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "run.json", json.dumps({"config": asdict(config), "noise_std": noise_std,
@@ -248,19 +260,21 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     options = TraceOptions(kinds=config.kinds, samples=config.samples, window=config.window, noise_std=noise_std)
     tracer = CausalTracer(adapter.decoder, model_name=config.model)
     by_id = {int(record["known_id"]): record for record in records}
-    share = sorted(by_id)[dist.rank :: dist.world_size]
+    share = list(by_id)[dist.rank :: dist.world_size]
     for folder in ("items", "control", "failed"):
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
-    traced = 0
     for known_id in tqdm(share, desc=f"trace {config.run_name()} (rank {dist.rank})", unit="item", position=dist.rank):
         subject_path, control_path = run_dir / "items" / f"{known_id}.npz", run_dir / "control" / f"{known_id}.npz"
         failure_path = run_dir / "failed" / f"{known_id}.json"
         if failure_path.exists() and not retry_failed:
             continue
+        if subject_path.exists() and (control_path.exists() or not config.control):
+            continue
         try:
             if known_id in failed:
                 raise ValueError(failed[known_id])
-            model_input, record = inputs[known_id], by_id[known_id]
+            record = by_id[known_id]
+            model_input = inputs[known_id] if known_id in inputs else _prepare_one(adapter, record, config.modality)
             answer_id = adapter.answer_id(record)
             if not subject_path.exists():
                 _trace_one(tracer, model_input, model_input.subject_range, model_input.subject_text_range, "subject",
@@ -271,7 +285,6 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
                 _trace_one(tracer, model_input, control_positions, control_text, "control", answer_id, record,
                            options).save(control_path)
             failure_path.unlink(missing_ok=True)
-            traced += 1
         except (ValueError, KeyError, torch.OutOfMemoryError) as err:
             logger.warning("known_id=%d failed: %s", known_id, err)
             atomic_write_text(failure_path, json.dumps({"known_id": known_id, "reason": str(err)}))
