@@ -48,10 +48,15 @@ def matmul_rate(device: str, dtype: torch.dtype) -> float:
 
 def engine_flops(model, length: int, options: TraceOptions, subject_start: int) -> float:
     """FLOPs of the restorations the engine must compute: rows x positions x layers, plus attention.
-    Positions before the subject need none (their restored state is the corrupted one)."""
-    layers = model.get_decoder().layers if hasattr(model, "get_decoder") else model.model.layers
+    Positions before the subject need none (their restored state is the corrupted one), and in the
+    last layer only the last position needs its MLP."""
+    from known_speech.tracing.architectures import spec_for
+
+    spec = spec_for(model)
+    layers = spec.layer_list(model)
     num_layers = len(layers)
-    per_token_layer = 2 * sum(p.numel() for p in layers[0].parameters())
+    attention_params = sum(p.numel() for p in layers[0].get_submodule(spec.attn).parameters())
+    mlp_params = sum(p.numel() for p in layers[0].get_submodule(spec.mlp).parameters())
     hidden = model.config.hidden_size
     total = 0.0
     positions = [p for p in (options.token_range or range(length)) if p >= subject_start]
@@ -61,7 +66,9 @@ def engine_flops(model, length: int, options: TraceOptions, subject_start: int) 
             attention = 4 * hidden * query * length  # QK^T and AV over the full key length
             for layer in range(num_layers):
                 start = layer + 1 if kind == "hidden" else window_layers(layer, options.window, num_layers).start
-                total += options.samples * (num_layers - start) * (query * per_token_layer + attention)
+                for computed in range(start, num_layers):
+                    mlp_positions = 1 if computed == num_layers - 1 else query
+                    total += options.samples * (2 * attention_params * query + 2 * mlp_params * mlp_positions + attention)
     return total
 
 
@@ -114,17 +121,19 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[10], help="prompt lengths timed against the reference")
     parser.add_argument("--fast-only-tokens", type=int, nargs="*", default=[], help="lengths run by the engine alone")
     parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="the engine's inductor-compiled sublayers")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     torch.set_grad_enabled(False)
     model, tokenizer = build_model(args.model, args.device, dtype)
     options = TraceOptions(samples=args.samples, self_check=False)
-    tracer = CausalTracer(model, model_name=args.model)
+    tracer = CausalTracer(model, model_name=args.model, compile=args.compile)
     rate = matmul_rate(args.device, dtype)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"device {device_name} ({args.device}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
           f"model {args.model} ({model.config.num_hidden_layers} layers, d={model.config.hidden_size}), {args.dtype}, "
-          f"kinds {','.join(options.kinds)}, {options.samples} samples; matmul {rate / 1e12:.1f} TFLOP/s")
+          f"kinds {','.join(options.kinds)}, {options.samples} samples; matmul {rate / 1e12:.1f} TFLOP/s; "
+          f"engine {'compiled' if args.compile else 'eager'}")
     ratios = []
     for tokens in list(args.tokens) + list(args.fast_only_tokens):
         with_reference = tokens in args.tokens
@@ -134,8 +143,16 @@ def main() -> None:
         embeds = model.get_input_embeddings()(ids.to(args.device))
         sigma = 3 * embeds[subject[0]:subject[1]].float().std().item()
         run_options = TraceOptions(samples=args.samples, noise_std=sigma, self_check=False)
-        tracer.trace(input_ids=ids, subject_range=subject, answer_id=answer,
-                     options=TraceOptions(samples=2, noise_std=sigma, kinds=("hidden",), token_range=(tokens - 1,)))
+        # warm-up, timed apart: the first restoration at the subject start, one after it and the last
+        # position (one query) are the shapes that compilation specialises on
+        warm_up = TraceOptions(samples=args.samples, noise_std=sigma, self_check=False,
+                               token_range=(subject[0], subject[0] + 1, tokens - 1))
+        synchronize(args.device)
+        started = time.perf_counter()
+        tracer.trace(input_ids=ids, subject_range=subject, answer_id=answer, options=warm_up)
+        synchronize(args.device)
+        print(f"{tokens} tokens: warm-up {time.perf_counter() - started:.2f} s "
+              f"({'compilation of new shapes' if args.compile else 'three positions'})")
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         synchronize(args.device)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .architectures import ArchitectureSpec
+from .attention import ATTENTION_NAME, SharedPrefix, SharedPrefixUnsupported, attention_implementation
 from .noise import corrupt, subject_noise
 from .result import TraceOptions, TraceResult
 from .runner import DecoderRunner, PrefixKV
@@ -83,6 +84,17 @@ class _SublayerHooks:
 
         return hook
 
+    @staticmethod
+    @contextlib.contextmanager
+    def last_position_only(module: nn.Module):
+        """The module sees only the last position; its (B, 1, d) output broadcasts in the residual add,
+        which leaves the other positions wrong and the last one exact (the self-check covers it)."""
+        handle = module.register_forward_pre_hook(lambda module, args: (args[0][:, -1:], *args[1:]))
+        try:
+            yield
+        finally:
+            handle.remove()
+
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
@@ -100,10 +112,17 @@ def _attention_backends(device: torch.device):
 class CausalTracer:
     """ROME-style causal tracing of a Hugging Face decoder LM (hidden / MLP / attention)."""
 
-    def __init__(self, model: nn.Module, spec: ArchitectureSpec | None = None, model_name: str = ""):
+    def __init__(self, model: nn.Module, spec: ArchitectureSpec | None = None, model_name: str = "",
+                 compile: bool = False):
+        """compile: run the restorations through inductor-compiled sublayers (worth it on GPU, for
+        many prompts: the first trace of each new shape pays the compilation)."""
         self.model = model
+        self.compile = compile
         self.runner = DecoderRunner(model, spec)
         self.model_name = model_name or getattr(getattr(model, "config", None), "_name_or_path", "")
+        # restorations attend to the corrupted run's prefix through `attention.shared_prefix_attention`;
+        # set to False, for good, the first time the model's attention does not take it that way
+        self.shared_prefix = True
 
     # -- full runs -------------------------------------------------------------------------
     def _full_run(self, layer_input: torch.Tensor, hooks: _SublayerHooks) -> _RunStates:
@@ -143,20 +162,67 @@ class CausalTracer:
         if options.max_batch_tokens is not None:
             budget_tokens = options.max_batch_tokens
         elif self.runner.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.runner.device)
+            device = self.runner.device
+            free, _ = torch.cuda.mem_get_info(device)
+            # blocks the caching allocator holds but no tensor uses are free to us, not to the driver
+            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
             config = self.model.config
             hidden = config.hidden_size
             intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
             heads = config.num_attention_heads
             element = torch.finfo(self.runner.dtype).bits // 8
-            # per position of a row: residual, norms, q/k/v/o and MLP activations, attention scores,
-            # and the row's own copy of the K/V prefix spread over its positions
-            per_token = element * (10 * hidden + 4 * intermediate) + 4 * heads * (prefix_length + query_length)
-            per_token += 2 * element * hidden * (prefix_length + query_length) / query_length
+            # per position of a row: residual, norms, q/k/v/o and MLP activations, and the float32
+            # merge of the two attention parts
+            per_token = element * (10 * hidden + 4 * intermediate) + 3 * 4 * hidden
+            if not self.shared_prefix:  # each row's own copy of the K/V prefix, and attention scores
+                per_token += 2 * element * hidden * (prefix_length + query_length) / query_length
+                per_token += 4 * heads * (prefix_length + query_length)
             budget_tokens = int(0.6 * free / per_token)
         else:
             budget_tokens = 16384
         return max(1, budget_tokens // (query_length * samples))
+
+    def _patch_rows(self, order: list[_Restoration], samples: int) -> dict[tuple[str, int], torch.Tensor]:
+        """Which rows restore their MLP / attention output at each layer: (kind, layer) -> (rows,) bool.
+
+        Rows are sample-major (sample x active restorations) and the active restorations at a layer
+        are a prefix of `order`. Built on the host and moved in one non-blocking copy.
+        """
+        num_layers = self.runner.num_layers
+        masks: dict[tuple[str, int], list[bool]] = {}
+        for layer in range(num_layers):
+            active = [r for r in order if r.start_layer <= layer]
+            for kind in ("mlp", "attn"):
+                restored = [r.kind == kind and layer in r.window for r in active]
+                if any(restored):
+                    masks[(kind, layer)] = restored * samples
+        if not masks:
+            return {}
+        flat = torch.tensor([value for mask in masks.values() for value in mask], dtype=torch.bool)
+        if self.runner.device.type == "cuda":
+            flat = flat.pin_memory()
+        flat = flat.to(self.runner.device, non_blocking=True)
+        rows, start = {}, 0
+        for key, mask in masks.items():
+            rows[key] = flat[start : start + len(mask)]
+            start += len(mask)
+        return rows
+
+    def _run_layer(self, layer, hidden, positions, position, corrupted, mask, position_embeddings, restorations):
+        """One layer on the suffix t.. of every row; positions < t come from the corrupted run."""
+        runner = self.runner
+        keys, values = corrupted.keys_values[layer]
+        if self.shared_prefix:
+            prefix = SharedPrefix(keys[:, :, :position], values[:, :, :position])
+            output = runner.run_layer(layer, hidden, positions, None, None, position_embeddings, shared_prefix=prefix)
+            if prefix.calls == 0:
+                raise SharedPrefixUnsupported(f"layer {layer}'s attention did not go through the attention interface")
+            return output
+        cache = PrefixKV()
+        if position > 0:  # every row its own copy; rows are sample-major
+            cache = PrefixKV({layer: (keys[:, :, :position].repeat_interleave(restorations, dim=0),
+                                      values[:, :, :position].repeat_interleave(restorations, dim=0))})
+        return runner.run_layer(layer, hidden, positions, cache, mask, position_embeddings)
 
     def _run_chunk(
         self,
@@ -169,49 +235,39 @@ class CausalTracer:
     ) -> torch.Tensor:
         """Scores (len(chunk),) of restorations that all start restoring at `position`."""
         runner = self.runner
-        samples, length, _ = corrupted.hidden_in[0].shape
+        samples, length, hidden_size = corrupted.hidden_in[0].shape
         query_length = length - position
         positions = torch.arange(position, length, device=runner.device)
-        mask = runner.causal_mask(query_length, position)
+        mask = None if self.shared_prefix else runner.causal_mask(query_length, position)
         position_embeddings = runner.position_embeddings(corrupted.hidden_in[0][:1, position:], positions)
-        order = sorted(chunk, key=lambda r: r.start_layer)
-        # which rows restore their MLP / attention output at each layer, built once and moved once;
-        # rows follow `order`, and at any layer the active rows are a prefix of it
-        restored = {
-            kind: [[r.kind == kind and layer in r.window for r in order] for layer in range(runner.num_layers)]
-            for kind in ("mlp", "attn")
-            if any(r.kind == kind for r in order)
-        }
-        restored_rows = {
-            kind: torch.tensor(table).repeat_interleave(samples, dim=1).to(runner.device)
-            for kind, table in restored.items()
-        }
-        active: list[_Restoration] = []
-        state: torch.Tensor | None = None
+        order = sorted(chunk, key=lambda r: r.start_layer)  # rows join at their start layer
+        patch_rows = self._patch_rows(order, samples)
+        active = 0
+        state: torch.Tensor | None = None  # (samples, active restorations, q, d)
         for layer in range(order[0].start_layer, runner.num_layers + 1):
             joining = [r for r in order if r.start_layer == layer]
             if joining:
-                entering = corrupted.hidden_in[layer][:, position:].repeat(len(joining), 1, 1)  # (R*S, q, d)
+                entering = corrupted.hidden_in[layer][:, None, position:].repeat(1, len(joining), 1, 1)
                 for offset, restoration in enumerate(joining):
-                    rows = slice(offset * samples, (offset + 1) * samples)
                     if restoration.restore_input == "first":
-                        entering[rows, 0] = clean.hidden_in[layer][0, position]
+                        entering[:, offset, 0] = clean.hidden_in[layer][0, position]
                     elif restoration.restore_input == "all":
-                        entering[rows] = clean.hidden_in[layer][0, position:]
-                state = entering if state is None else torch.cat([state, entering])
-                active.extend(joining)
+                        entering[:, offset] = clean.hidden_in[layer][0, position:]
+                state = entering if state is None else torch.cat([state, entering], dim=1)
+                active += len(joining)
             if layer == runner.num_layers:
                 break
-            for kind, table in restored.items():
-                if any(table[layer][: len(active)]):
-                    rows = restored_rows[kind][layer, : len(active) * samples]
+            # only the last position leaves the last layer for the score: its MLP alone runs there, and
+            # an MLP restored at t < T-1 in that layer changes nothing that is read
+            last_position_mlp = layer == runner.num_layers - 1 and query_length > 1
+            for kind in ("mlp", "attn"):
+                rows = patch_rows.get((kind, layer))
+                if rows is not None and not (kind == "mlp" and last_position_mlp):
                     hooks.patch[(kind, layer)] = (rows, clean.sublayer_out[kind][layer][0, position])
-            prefix = None
-            if position > 0:
-                keys, values = corrupted.keys_values[layer]
-                prefix = {layer: (keys[:, :, :position].repeat(len(active), 1, 1, 1),
-                                  values[:, :, :position].repeat(len(active), 1, 1, 1))}
-            state = runner.run_layer(layer, state, positions, PrefixKV(prefix), mask, position_embeddings)
+            with hooks.last_position_only(runner.mlp_modules[layer]) if last_position_mlp else contextlib.nullcontext():
+                hidden = self._run_layer(layer, state.view(samples * active, query_length, hidden_size), positions,
+                                         position, corrupted, mask, position_embeddings, active)
+            state = hidden.view(samples, active, query_length, hidden_size)
             if hooks.patch:
                 missed = sorted(hooks.patch)
                 hooks.patch.clear()
@@ -219,10 +275,21 @@ class CausalTracer:
                     f"restorations {missed} were never applied: the module at that path did not run; "
                     f"check the ArchitectureSpec of model_type={self.model.config.model_type!r}"
                 )
-        probs = torch.softmax(runner.logits_last(state[:, -1]).float(), dim=-1)[:, answer_id]
-        scores = probs.view(len(active), samples).mean(dim=1)
-        by_restoration = {id(r): score for r, score in zip(active, scores)}
+        logits = runner.logits_last(state[:, :, -1].reshape(samples * active, hidden_size))
+        probs = torch.softmax(logits.float(), dim=-1)[:, answer_id]
+        scores = probs.view(samples, active).mean(dim=0)
+        by_restoration = {id(r): score for r, score in zip(order, scores)}
         return torch.stack([by_restoration[id(r)] for r in chunk])
+
+    def _restoration_context(self) -> contextlib.ExitStack:
+        """The attention routed through the shared prefix and, if asked, the compiled sublayers (only
+        with the shared prefix: the per-row prefix cache would make a graph per layer)."""
+        stack = contextlib.ExitStack()
+        if self.shared_prefix:
+            stack.enter_context(attention_implementation(self.runner.attn_modules, ATTENTION_NAME))
+            if self.compile:
+                stack.enter_context(self.runner.compiled_sublayers())
+        return stack
 
     def _run_group(self, group, position, clean, corrupted, hooks, answer_id, options) -> list[torch.Tensor]:
         """Scores of one position's restorations, left on the device (reading them would sync)."""
@@ -233,7 +300,15 @@ class CausalTracer:
         while start < len(group):
             chunk = group[start : start + per_chunk]
             try:
-                scores.extend(self._run_chunk(chunk, position, clean, corrupted, hooks, answer_id))
+                with self._restoration_context():
+                    scores.extend(self._run_chunk(chunk, position, clean, corrupted, hooks, answer_id))
+            except SharedPrefixUnsupported as error:
+                hooks.patch.clear()
+                if not self.shared_prefix:
+                    raise
+                logger.info("the attention does not take a shared prefix (%s); each row gets its own copy", error)
+                self.shared_prefix = False
+                continue
             except torch.OutOfMemoryError:
                 hooks.patch.clear()
                 if per_chunk == 1:

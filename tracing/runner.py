@@ -7,6 +7,9 @@ layers themselves are the model's own modules, called with the model's own rotar
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -58,6 +61,29 @@ class DecoderRunner:
         )
         self.mlp_modules = [layer.get_submodule(self.spec.mlp) for layer in self.layers]
         self.attn_modules = [layer.get_submodule(self.spec.attn) for layer in self.layers]
+        self._compiled_forwards: dict[nn.Module, object] | None = None
+
+    @contextlib.contextmanager
+    def compiled_sublayers(self) -> Iterator[None]:
+        """Inside: every layer's sublayers (norms, attention, MLP) run forwards compiled by inductor.
+
+        It fuses the elementwise work between the matrix products (norm upcasts, rotary, activation).
+        Only `forward` is replaced, so the tracing hooks still run in each module's eager `__call__`
+        and never enter a graph; instances of one class share their graphs, and shapes are dynamic.
+        """
+        if self._compiled_forwards is None:
+            self._compiled_forwards = {
+                child: torch.compile(child.forward, dynamic=True)
+                for layer in self.layers
+                for child in layer.children()
+            }
+        try:
+            for module, forward in self._compiled_forwards.items():
+                module.forward = forward
+            yield
+        finally:
+            for module in self._compiled_forwards:
+                module.__dict__.pop("forward", None)
 
     @property
     def device(self) -> torch.device:
@@ -94,11 +120,14 @@ class DecoderRunner:
         index: int,
         hidden: torch.Tensor,  # (B, q, d) residual stream entering the layer at positions t..t+q-1
         positions: torch.Tensor,  # (q,)
-        cache: PrefixKV,
-        mask: torch.Tensor,
+        cache: PrefixKV | None,
+        mask: torch.Tensor | None,
         position_embeddings=None,
+        **attention_kwargs,  # reach the attention implementation (transformers passes them through)
     ) -> torch.Tensor:
-        kwargs = {self.spec.cache_kwarg: cache, "attention_mask": mask, "use_cache": True}
+        kwargs = {"attention_mask": mask, **attention_kwargs}
+        if cache is not None:
+            kwargs.update({self.spec.cache_kwarg: cache, "use_cache": True})
         if self.spec.positions == "rotary":
             kwargs["position_ids"] = positions.unsqueeze(0)
             kwargs["position_embeddings"] = position_embeddings
