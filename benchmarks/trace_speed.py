@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--tokens", type=int, nargs="+", default=[10], help="prompt lengths timed against the reference")
+    parser.add_argument("--tokens", type=int, nargs="*", default=[10], help="prompt lengths timed against the reference")
     parser.add_argument("--fast-only-tokens", type=int, nargs="*", default=[], help="lengths run by the engine alone")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="the engine's inductor-compiled sublayers")
