@@ -233,8 +233,11 @@ def _trace_one(tracer: CausalTracer, model_input: ModelInput, corrupted: tuple[i
 
 
 def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str = "cpu", retry_failed: bool = False,
-              adapter: Adapter | None = None) -> TraceRunSummary:
-    """Trace the selected items not yet in the run folder; safe to stop and start again."""
+              adapter: Adapter | None = None, compile: bool = False) -> TraceRunSummary:
+    """Trace the selected items not yet in the run folder; safe to stop and start again.
+
+    compile: the engine's inductor-compiled sublayers, an execution choice like the device (results
+    differ by float rounding only), so not one of the run's settings."""
     started = time.perf_counter()
     dist = _Distributed(device)
     run_dir = config.run_dir(out)
@@ -258,7 +261,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
                                                            "adapter_class": type(adapter).__qualname__}, indent=2))
     dist.barrier()
     options = TraceOptions(kinds=config.kinds, samples=config.samples, window=config.window, noise_std=noise_std)
-    tracer = CausalTracer(adapter.decoder, model_name=config.model)
+    tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile)
     by_id = {int(record["known_id"]): record for record in records}
     share = list(by_id)[dist.rank :: dist.world_size]
     for folder in ("items", "control", "failed"):

@@ -1,10 +1,13 @@
 """The fast engine equals the reference loop (ROME's algorithm) within 1e-5, on every family."""
 
 import dataclasses
+import types
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -29,6 +32,7 @@ from known_speech.tracing import (
     UnsupportedArchitecture,
     window_layers,
 )
+from known_speech.tracing.attention import SharedPrefix, math_attention_with_lse, shared_prefix_attention
 from known_speech.tracing.noise import subject_noise
 from known_speech.tracing.plot import plot_trace
 from known_speech.tracing.prompts import answer_token_id, subject_token_range, trace_text_prompt
@@ -60,10 +64,12 @@ def _top_answer(model, input_ids):
         return int(model(input_ids=input_ids[None]).logits[0, -1].argmax())
 
 
-def _assert_equal_to_reference(model, input_ids, subject_range, answer_id, options):
+def _assert_equal_to_reference(model, input_ids, subject_range, answer_id, options, tracer=None, shared_prefix=True):
+    """shared_prefix: which attention path the engine must have taken (a silent fallback fails)."""
     answer_id = _top_answer(model, input_ids) if answer_id is None else answer_id
-    result = CausalTracer(model).trace(input_ids=input_ids, subject_range=subject_range, answer_id=answer_id,
-                                       options=options)
+    tracer = tracer or CausalTracer(model)
+    result = tracer.trace(input_ids=input_ids, subject_range=subject_range, answer_id=answer_id, options=options)
+    assert tracer.shared_prefix is shared_prefix
     embeds = model.get_input_embeddings()(input_ids)
     reference = reference_trace(model, embeds, subject_range, answer_id, options, result.noise_std)
     assert result.high_score == pytest.approx(reference["high"], abs=1e-5)
@@ -85,6 +91,79 @@ def test_fast_engine_equals_reference_on_tiny_models(family):
     # small chunks so that a position's restorations span several forwards
     options = TraceOptions(samples=4, window=3, max_batch_tokens=60)
     _assert_equal_to_reference(model, input_ids, (2, 5), None, options)
+
+
+def test_shared_prefix_attention_equals_sdpa_over_prefix_and_rows():
+    """Rows of 3 samples x 4 restorations, GQA 8/2 heads: the split attention is softmax attention of each row
+    over [its sample's prefix, its own positions] (the fused CPU kernel and the float32 math alike)."""
+    generator = torch.Generator().manual_seed(0)
+    samples, rows, heads, kv_heads, prefix, length, dim = 3, 4, 8, 2, 5, 6, 16
+    batch = samples * rows
+    # queries in (B, q, heads, D) memory order, as the attention modules leave them
+    query = torch.randn(batch, length, heads, dim, generator=generator).transpose(1, 2)
+    key, value = (torch.randn(batch, kv_heads, length, dim, generator=generator) for _ in range(2))
+    prefix_keys, prefix_values = (torch.randn(samples, kv_heads, prefix, dim, generator=generator) for _ in range(2))
+    shared = SharedPrefix(prefix_keys, prefix_values)
+    output, _ = shared_prefix_attention(nn.Module(), query, key, value, None, scaling=0.3, shared_prefix=shared)
+    assert shared.calls == 1 and output.shape == (batch, length, heads, dim)
+    full_keys = torch.cat([prefix_keys.repeat_interleave(rows, dim=0), key], dim=2).repeat_interleave(4, dim=1)
+    full_values = torch.cat([prefix_values.repeat_interleave(rows, dim=0), value], dim=2).repeat_interleave(4, dim=1)
+    mask = torch.ones(length, prefix + length, dtype=torch.bool).tril(prefix)  # query i sees keys <= prefix + i
+    expected = F.scaled_dot_product_attention(query, full_keys, full_values, attn_mask=mask, scale=0.3)
+    torch.testing.assert_close(output, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
+    fused = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, full_keys[:, :, prefix:],
+                                                                        full_values[:, :, prefix:], 0.0, True, scale=0.3)
+    math = math_attention_with_lse(query, full_keys[:, :, prefix:], full_values[:, :, prefix:], True, 0.3)
+    for got, want in zip(math, fused):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _direct_sdpa_attention(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None,
+                           **kwargs):
+    """Llama attention as remote-code models write it: SDPA called directly, not through the interface."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    shape = (*hidden_states.shape[:-1], -1, self.head_dim)
+    query, key, value = (projection(hidden_states).view(shape).transpose(1, 2)
+                         for projection in (self.q_proj, self.k_proj, self.v_proj))
+    query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
+    if past_key_values is not None:
+        key, value = past_key_values.update(key, value, self.layer_idx)
+    key, value = repeat_kv(key, self.num_key_value_groups), repeat_kv(value, self.num_key_value_groups)
+    causal = attention_mask is None and query.shape[2] > 1
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, is_causal=causal,
+                                            scale=self.scaling)
+    return self.o_proj(output.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1)), None
+
+
+def test_attention_outside_the_interface_falls_back_to_per_row_prefixes():
+    model = _tiny("llama")
+    for layer in model.model.layers:
+        layer.self_attn.forward = types.MethodType(_direct_sdpa_attention, layer.self_attn)
+    input_ids = torch.randint(0, 101, (8,), generator=torch.Generator().manual_seed(3))
+    _assert_equal_to_reference(model, input_ids, (1, 4), None, TraceOptions(samples=3, window=2), shared_prefix=False)
+    assert model.config._attn_implementation == "sdpa"  # the routing is undone after the trace
+
+
+def test_prompt_longer_than_the_sliding_window_is_refused():
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(**SMALL, num_key_value_heads=2, sliding_window=6)).eval()
+    with pytest.raises(ValueError, match="9 positions, more than the sliding window .* \\(6\\)"):
+        CausalTracer(model).trace(input_ids=torch.arange(9), subject_range=(0, 2), answer_id=3,
+                                  options=TraceOptions(samples=2))
+
+
+def test_compiled_sublayers_equal_reference_and_are_removed_after():
+    from torch._dynamo.utils import counters
+
+    model = _tiny("llama")
+    tracer = CausalTracer(model, compile=True)
+    input_ids = torch.randint(0, 101, (9,), generator=torch.Generator().manual_seed(4))
+    _assert_equal_to_reference(model, input_ids, (0, 3), None, TraceOptions(samples=3, window=3), tracer=tracer)
+    assert all("forward" not in vars(child) for layer in model.model.layers for child in layer.children())
+    graphs = counters["stats"]["unique_graphs"]
+    tracer.trace(input_ids=input_ids[:7], subject_range=(2, 4), answer_id=1, options=TraceOptions(samples=3))
+    assert counters["stats"]["unique_graphs"] == graphs  # another prompt length reuses the dynamic-shape graphs
 
 
 def test_token_range_embeddings_input_and_torch_noise():

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the sublayers (worth it on GPU)")
     parser.add_argument("--out", default="results/trace", help="output folder")
     return parser
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         kinds=tuple(args.kind or KINDS), samples=args.samples, noise_factor=args.noise_factor,
         noise_std=args.noise_std, window=args.window,
     )
-    tracer = CausalTracer(model, model_name=args.model)
+    tracer = CausalTracer(model, model_name=args.model, compile=args.compile)
     result = trace_text_prompt(tracer, tokenizer, args.prompt, args.subject, args.answer, options)
     out = Path(args.out)
     result.save(out / "trace.npz")

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from transformers import AttentionInterface
 
-__all__ = ["ATTENTION_NAME", "SharedPrefix", "SharedPrefixUnsupported", "shared_prefix_attention"]
+__all__ = ["ATTENTION_NAME", "SharedPrefix", "SharedPrefixUnsupported", "attention_implementation",
+           "math_attention_with_lse", "shared_prefix_attention"]
 
 ATTENTION_NAME = "known_speech_shared_prefix"
 
@@ -71,6 +72,11 @@ def _attention_with_lse(query, key, value, causal: bool, scale: float) -> tuple[
         return output, lse[..., : query.shape[-2]]  # the kernel pads it to its block size
     if query.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, scale=scale)
+    return math_attention_with_lse(query, key, value, causal, scale)
+
+
+def math_attention_with_lse(query, key, value, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same, spelled out in float32: for devices without a fused kernel that returns it."""
     scores = (query.float() @ key.float().transpose(-1, -2)) * scale
     if causal:
         blocked = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(1)
@@ -96,9 +102,12 @@ def shared_prefix_attention(
     batch, heads, length, head_dim = query.shape
     prefix_length = shared_prefix.keys.shape[-2]
     window = kwargs.get("sliding_window")
-    if attention_mask is not None or dropout or kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None \
-            or (window is not None and prefix_length + length > window):
-        raise SharedPrefixUnsupported("masking, dropout, a sliding window shorter than the prompt, soft-capping or sinks")
+    if window is not None and prefix_length + length > window:
+        # with SDPA the window lives in the model-level mask, which the engine replaces: refuse, never ignore it
+        raise ValueError(f"the prompt has {prefix_length + length} positions, more than the sliding window of "
+                         f"{type(module).__name__} ({window}): tracing such prompts is not supported")
+    if attention_mask is not None or dropout or kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        raise SharedPrefixUnsupported("masking, dropout, soft-capping or sinks")
     scale = head_dim**-0.5 if scaling is None else scaling
     samples = shared_prefix.samples
     rows = batch // samples
