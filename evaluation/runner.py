@@ -101,6 +101,8 @@ class TraceRunSummary:
     world_size: int
     per_rank_seconds: list[float] = field(default_factory=list)
     noise_std: float = 0.0
+    # the tracing loop alone, per rank: what more GPUs divide (start-up, preparation and calibration they do not)
+    per_rank_trace_seconds: list[float] = field(default_factory=list)
 
 
 def control_text_range(subject: tuple[int, int], num_tokens: int) -> tuple[int, int] | None:
@@ -266,6 +268,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     share = list(by_id)[dist.rank :: dist.world_size]
     for folder in ("items", "control", "failed"):
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
+    loop_started = time.perf_counter()
     for known_id in tqdm(share, desc=f"trace {config.run_name()} (rank {dist.rank})", unit="item", position=dist.rank):
         subject_path, control_path = run_dir / "items" / f"{known_id}.npz", run_dir / "control" / f"{known_id}.npz"
         failure_path = run_dir / "failed" / f"{known_id}.json"
@@ -291,13 +294,16 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
         except (ValueError, KeyError, torch.OutOfMemoryError) as err:
             logger.warning("known_id=%d failed: %s", known_id, err)
             atomic_write_text(failure_path, json.dumps({"known_id": known_id, "reason": str(err)}))
-    seconds = time.perf_counter() - started
-    per_rank = [float(s) for s in dist.gather(seconds)]
+    finished = time.perf_counter()
+    logger.info("rank %d: %d items, %.1f s tracing after %.1f s of start-up", dist.rank, len(share),
+                finished - loop_started, loop_started - started)
+    per_rank, per_rank_trace = zip(*dist.gather((finished - started, finished - loop_started)))
     dist.barrier()
     summary = TraceRunSummary(
         run_dir=str(run_dir), items=len(by_id), traced=len(list((run_dir / "items").glob("*.npz"))),
-        failed=len(list((run_dir / "failed").glob("*.json"))), seconds=max(per_rank), world_size=dist.world_size,
-        per_rank_seconds=per_rank, noise_std=float(noise_std),
+        failed=len(list((run_dir / "failed").glob("*.json"))), seconds=float(max(per_rank)), world_size=dist.world_size,
+        per_rank_seconds=[float(s) for s in per_rank], noise_std=float(noise_std),
+        per_rank_trace_seconds=[float(s) for s in per_rank_trace],
     )
     if dist.rank == 0:
         atomic_write_text(run_dir / "summary.json", json.dumps(asdict(summary), indent=2))

@@ -75,7 +75,8 @@ def _trace(args: argparse.Namespace) -> int:
     summary = run_trace(config, out=args.out, device=args.device, retry_failed=args.retry_failed, compile=args.compile)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"{summary.run_dir}: {summary.traced} of {summary.items} items traced, {summary.failed} failed, "
-              f"{summary.seconds:.1f} s on {summary.world_size} process(es), noise sigma {summary.noise_std:.4g}")
+              f"{summary.seconds:.1f} s on {summary.world_size} process(es), "
+              f"{max(summary.per_rank_trace_seconds):.1f} s of it tracing, noise sigma {summary.noise_std:.4g}")
     return 0
 
 

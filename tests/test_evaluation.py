@@ -253,6 +253,7 @@ def test_torchrun_split_equals_one_process(spiritlm_checkpoint, spoken_dataset, 
     one_dir, two_dir = (tmp_path / name / "spirit-lm-base-7b" / f"speech-{VOICE}" for name in ("one", "two"))
     summary = json.loads((two_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and len(summary["per_rank_seconds"]) == 2
+    assert all(0 < loop < whole for loop, whole in zip(summary["per_rank_trace_seconds"], summary["per_rank_seconds"]))
     assert item_ids(one_dir) == item_ids(two_dir) == [0, 3, 21, 65, 182]
     for span in ("items", "control"):
         for known_id in item_ids(one_dir, span):

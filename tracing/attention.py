@@ -13,12 +13,12 @@ rotary embeddings and scaling.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AttentionInterface
 
 __all__ = ["ATTENTION_NAME", "SharedPrefix", "SharedPrefixUnsupported", "attention_implementation",
            "math_attention_with_lse", "shared_prefix_attention"]
@@ -136,12 +136,19 @@ def shared_prefix_attention(
     return output.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
+@functools.cache
+def _register() -> None:
+    # on first use, so that reading results (`import known_speech.tracing`) does not import transformers
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
 
 
 @contextlib.contextmanager
 def attention_implementation(attention_modules: Iterable[nn.Module], name: str) -> Iterator[None]:
     """Route the attention modules through `name` for the duration, then restore their configs."""
+    if name == ATTENTION_NAME:
+        _register()
     configs = {id(module.config): module.config for module in attention_modules if hasattr(module, "config")}
     previous = {key: config._attn_implementation for key, config in configs.items()}
     try:
