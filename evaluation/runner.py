@@ -32,6 +32,7 @@ __all__ = [
     "TraceRunConfig",
     "TraceRunSummary",
     "run_trace",
+    "balanced_shares",
     "load_records",
     "select_records",
     "control_text_range",
@@ -167,12 +168,52 @@ class _Distributed:
         if self.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
+    def broadcast(self, value: object) -> object:
+        """Rank 0's value on every rank: decisions that must agree even if ranks saw different files."""
+        if self.world_size == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
     def gather(self, value: object) -> list[object]:
         if self.world_size == 1:
             return [value]
         gathered: list[object] = [None] * self.world_size
         torch.distributed.all_gather_object(gathered, value)
         return gathered
+
+
+def trace_cost(model_input: ModelInput | None, record: dict, control: bool) -> float:
+    """Rough engine work of one item, for sharing items between ranks: each restored position from
+    the subject on runs the rest of the prompt, once per span traced. Unprepared items (a resumed
+    run) count the prompt's characters instead of positions."""
+    if model_input is None:
+        length, start, spans = len(record["prompt"]), 0, 1 + control
+    else:
+        length, start = model_input.length, model_input.subject_range[0]
+        control_text = control_text_range(model_input.subject_text_range, len(model_input.text_tokens))
+        spans = 1 + bool(control and control_text and model_input.positions_of_text_range(*control_text))
+    return float(spans * (length - start + 1) * length)
+
+
+def _finished(run_dir: Path, known_id: int, control: bool, retry_failed: bool) -> bool:
+    """Nothing left to trace for this item (a control span it has no room for is found out later)."""
+    if (run_dir / "failed" / f"{known_id}.json").exists() and not retry_failed:
+        return True
+    return (run_dir / "items" / f"{known_id}.npz").exists() and (not control or (run_dir / "control" / f"{known_id}.npz").exists())
+
+
+def balanced_shares(costs: dict[int, float], world_size: int) -> list[list[int]]:
+    """Items to ranks, costliest first to the least loaded rank (LPT), each share in id order: ranks
+    finish together, where round-robin leaves one rank with the long prompts."""
+    loads = [0.0] * world_size
+    shares: list[list[int]] = [[] for _ in range(world_size)]
+    for known_id in sorted(costs, key=lambda i: (-costs[i], i)):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        loads[rank] += costs[known_id]
+        shares[rank].append(known_id)
+    return [sorted(share) for share in shares]
 
 
 def _prepare_one(adapter: Adapter, record: dict, modality: Modality) -> ModelInput:
@@ -265,16 +306,19 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     options = TraceOptions(kinds=config.kinds, samples=config.samples, window=config.window, noise_std=noise_std)
     tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile)
     by_id = {int(record["known_id"]): record for record in records}
-    share = list(by_id)[dist.rank :: dist.world_size]
+    shares = None
+    if dist.rank == 0:
+        costs = {known_id: 0.0 if known_id in failed or _finished(run_dir, known_id, config.control, retry_failed)
+                 else trace_cost(inputs.get(known_id), record, config.control) for known_id, record in by_id.items()}
+        shares = balanced_shares(costs, dist.world_size)
+    share = dist.broadcast(shares)[dist.rank]
     for folder in ("items", "control", "failed"):
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
     loop_started = time.perf_counter()
     for known_id in tqdm(share, desc=f"trace {config.run_name()} (rank {dist.rank})", unit="item", position=dist.rank):
         subject_path, control_path = run_dir / "items" / f"{known_id}.npz", run_dir / "control" / f"{known_id}.npz"
         failure_path = run_dir / "failed" / f"{known_id}.json"
-        if failure_path.exists() and not retry_failed:
-            continue
-        if subject_path.exists() and (control_path.exists() or not config.control):
+        if _finished(run_dir, known_id, config.control, retry_failed):
             continue
         try:
             if known_id in failed:

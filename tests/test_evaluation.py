@@ -22,7 +22,9 @@ from known_speech.evaluation.adapter import adapter_class, available_adapters, t
 from known_speech.evaluation.aggregate import collect_effects, estimate_mean
 from known_speech.evaluation.categories import CATEGORIES, category_effects, category_members
 from known_speech.evaluation.filtering import classify_answer, first_answer, read_filter
-from known_speech.evaluation.runner import TraceRunConfig, control_text_range, item_ids, load_item, run_trace
+from known_speech.evaluation.hf_text import text_model_input
+from known_speech.evaluation.runner import (TraceRunConfig, balanced_shares, control_text_range, item_ids, load_item,
+                                           run_trace, trace_cost)
 from known_speech.tracing import TraceResult
 
 VOICE = "piper-en_US-joe-medium"
@@ -70,6 +72,23 @@ def test_control_span_has_the_subject_length_and_avoids_subject_and_last_token()
     assert control_text_range((0, 2), 6) == (2, 4)
     assert control_text_range((3, 5), 6) == (1, 3)
     assert control_text_range((0, 3), 4) is None
+
+
+def test_ranks_share_the_known_prompts_by_cost_better_than_round_robin(smollm2, known_records):
+    _, tokenizer = smollm2
+    records = [{"known_id": r.known_id, "prompt": r.prompt, "subject": r.subject} for r in known_records[:64]]
+    costs = {r["known_id"]: trace_cost(text_model_input(tokenizer, r), r, control=True) for r in records}
+    assert costs[0] != costs[1] and min(costs.values()) > 0
+    for world_size in (2, 3, 8):
+        shares = balanced_shares(costs, world_size)
+        assert sorted(i for share in shares for i in share) == sorted(costs)  # each item once
+        assert all(share == sorted(share) for share in shares)
+        loads = [sum(costs[i] for i in share) for share in shares]
+        assert max(loads) - min(loads) <= max(costs.values())
+        round_robin = [sum(costs[i] for i in list(costs)[rank::world_size]) for rank in range(world_size)]
+        assert max(loads) < max(round_robin)
+    # an unprepared item (a resumed run) falls back to the prompt's characters
+    assert trace_cost(None, records[0], control=False) == (len(records[0]["prompt"]) + 1) * len(records[0]["prompt"])
 
 
 def test_frames_map_to_words_and_split_multi_token_words_by_characters():
