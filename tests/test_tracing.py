@@ -166,6 +166,18 @@ def test_compiled_sublayers_equal_reference_and_are_removed_after():
     assert counters["stats"]["unique_graphs"] == graphs  # another prompt length reuses the dynamic-shape graphs
 
 
+def test_compiled_sublayers_put_back_a_forward_set_on_the_instance():
+    model = _tiny("llama")
+    mlp = model.model.layers[0].mlp
+    own_forward = types.MethodType(lambda self, x: type(self).forward(self, x), mlp)  # as accelerate's hooks do
+    mlp.forward = own_forward
+    runner = CausalTracer(model, compile=True).runner
+    with runner.compiled_sublayers():
+        assert mlp.forward is not own_forward
+    assert vars(mlp)["forward"] is own_forward
+    assert "forward" not in vars(model.model.layers[0].self_attn)
+
+
 def test_token_range_embeddings_input_and_torch_noise():
     model = _tiny("llama")
     input_ids = torch.randint(0, 101, (8,), generator=torch.Generator().manual_seed(2))

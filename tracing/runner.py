@@ -77,13 +77,18 @@ class DecoderRunner:
                 for layer in self.layers
                 for child in layer.children()
             }
+        # a forward set on the instance (accelerate's offloading hooks, a user's patch) is put back as it was
+        own_forwards = {module: vars(module)["forward"] for module in self._compiled_forwards if "forward" in vars(module)}
         try:
             for module, forward in self._compiled_forwards.items():
                 module.forward = forward
             yield
         finally:
             for module in self._compiled_forwards:
-                module.__dict__.pop("forward", None)
+                if module in own_forwards:
+                    module.forward = own_forwards[module]
+                else:
+                    module.__dict__.pop("forward", None)
 
     @property
     def device(self) -> torch.device:
