@@ -118,6 +118,13 @@ def control_text_range(subject: tuple[int, int], num_tokens: int) -> tuple[int, 
     return None
 
 
+def control_span(model_input: ModelInput) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The control span's text-token range and its input positions, or None when it has no room."""
+    control_text = control_text_range(model_input.subject_text_range, len(model_input.text_tokens))
+    positions = model_input.positions_of_text_range(*control_text) if control_text else None
+    return (control_text, positions) if positions else None
+
+
 def load_records(modality: Modality, dataset: str | Path, voice: str = "") -> list[dict]:
     """Text: the Known source records; speech: the rows of the built voice config, in known_id order."""
     if modality == "text":
@@ -192,16 +199,22 @@ def trace_cost(model_input: ModelInput | None, record: dict, control: bool) -> f
         length, start, spans = len(record["prompt"]), 0, 1 + control
     else:
         length, start = model_input.length, model_input.subject_range[0]
-        control_text = control_text_range(model_input.subject_text_range, len(model_input.text_tokens))
-        spans = 1 + bool(control and control_text and model_input.positions_of_text_range(*control_text))
+        spans = 1 + bool(control and control_span(model_input))
     return float(spans * (length - start + 1) * length)
+
+
+def _item_paths(run_dir: Path, known_id: int) -> tuple[Path, Path, Path]:
+    """The item's subject trace, control trace and failure record."""
+    return (run_dir / "items" / f"{known_id}.npz", run_dir / "control" / f"{known_id}.npz",
+            run_dir / "failed" / f"{known_id}.json")
 
 
 def _finished(run_dir: Path, known_id: int, control: bool, retry_failed: bool) -> bool:
     """Nothing left to trace for this item (a control span it has no room for is found out later)."""
-    if (run_dir / "failed" / f"{known_id}.json").exists() and not retry_failed:
+    subject_path, control_path, failure_path = _item_paths(run_dir, known_id)
+    if failure_path.exists() and not retry_failed:
         return True
-    return (run_dir / "items" / f"{known_id}.npz").exists() and (not control or (run_dir / "control" / f"{known_id}.npz").exists())
+    return subject_path.exists() and (not control or control_path.exists())
 
 
 def balanced_shares(costs: dict[int, float], world_size: int) -> list[list[int]]:
@@ -316,8 +329,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
     loop_started = time.perf_counter()
     for known_id in tqdm(share, desc=f"trace {config.run_name()} (rank {dist.rank})", unit="item", position=dist.rank):
-        subject_path, control_path = run_dir / "items" / f"{known_id}.npz", run_dir / "control" / f"{known_id}.npz"
-        failure_path = run_dir / "failed" / f"{known_id}.json"
+        subject_path, control_path, failure_path = _item_paths(run_dir, known_id)
         if _finished(run_dir, known_id, config.control, retry_failed):
             continue
         try:
@@ -329,9 +341,9 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
             if not subject_path.exists():
                 _trace_one(tracer, model_input, model_input.subject_range, model_input.subject_text_range, "subject",
                            answer_id, record, options).save(subject_path)
-            control_text = control_text_range(model_input.subject_text_range, len(model_input.text_tokens))
-            control_positions = model_input.positions_of_text_range(*control_text) if control_text else None
-            if config.control and control_positions and not control_path.exists():
+            control = control_span(model_input) if config.control and not control_path.exists() else None
+            if control:
+                control_text, control_positions = control
                 _trace_one(tracer, model_input, control_positions, control_text, "control", answer_id, record,
                            options).save(control_path)
             failure_path.unlink(missing_ok=True)
