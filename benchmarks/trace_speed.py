@@ -94,13 +94,13 @@ def build_model(name: str, device: str, dtype: torch.dtype):
 def known_prompt(tokenizer, tokens: int):
     """The first Known record whose prompt is `tokens` tokens long: (ids, subject range, answer id)."""
     from known_speech.source import load_known
-    from known_speech.tracing.prompts import answer_token_id, subject_token_range
+    from known_speech.tracing.prompts import answer_token, encode, subject_token_range
 
     for record in load_known():
-        ids = tokenizer(record.prompt, add_special_tokens=False)["input_ids"]
-        if len(ids) == tokens:
-            return (torch.tensor(ids), subject_token_range(tokenizer, record.prompt, record.subject),
-                    answer_token_id(tokenizer, record.attribute), record.prompt)
+        encoding = encode(tokenizer, record.prompt)
+        if len(encoding) == tokens:
+            return (torch.tensor(encoding.ids), subject_token_range(encoding, *record.subject_char_span),
+                    answer_token(tokenizer, record.prompt, record.attribute).id, record.prompt)
     raise SystemExit(f"no Known prompt has {tokens} tokens")
 
 

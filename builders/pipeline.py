@@ -16,13 +16,14 @@ from known_speech.settings import ALIGNERS, DEFAULT_ALIGNERS, DEFAULT_ASR_MODEL,
 from known_speech.source import KnownRecord
 from known_speech.spans import SPEECH_TOKENIZER_RATES, TokenSpan, frame_span, time_span_of_chars
 from known_speech.spoken import verbalise
+from known_speech.unit_tokenizer import load_unit_tokenizer
+from known_speech.units import dedup_span, deduplicate
 
 from .align.ctc import CTCAligner
 from .align.qc import compare_alignments
 from .align.tts import words_from_synthesis
 from .align.whisper import words_from_whisper
 from .cache import ItemCache, ItemOutcome
-from .units import HubertUnitTokenizer, dedup_span, deduplicate, find_centroids
 
 __all__ = ["BuildOptions", "BuildSummary", "ItemBuilder", "build_items", "speech_token_spans"]
 
@@ -40,7 +41,7 @@ class BuildOptions:
     retry_failed: bool = False
     aligners: tuple[str, ...] = DEFAULT_ALIGNERS
     ctc_model: str = DEFAULT_CTC_MODEL
-    unit_tokenizer: str | None = None  # a HubertModel folder with its k-means centroids
+    unit_tokenizer: str | None = None  # Spirit LM's hubert_25hz folder, or a HubertModel folder with its quantizer
 
     def __post_init__(self) -> None:
         unknown = set(self.aligners) - set(ALIGNERS)
@@ -102,8 +103,7 @@ class ItemBuilder:
         self.engine = create_engine(options.engine, options.voice)
         self.asr = WhisperChecker(options.asr_model)
         self.ctc = CTCAligner(options.ctc_model) if "ctc" in options.aligners else None
-        self.units = (HubertUnitTokenizer.from_pretrained(options.unit_tokenizer, find_centroids(options.unit_tokenizer))
-                      if options.unit_tokenizer else None)
+        self.units = load_unit_tokenizer(options.unit_tokenizer) if options.unit_tokenizer else None
 
     def _align(self, spoken, synthesis, asr, samples, subject_chars):
         """The row's words (the synthesiser's exact times where it has them, else the first estimate:
@@ -133,12 +133,15 @@ class ItemBuilder:
         if self.units is not None:
             units = self.units.encode(samples)
             _, run_starts = deduplicate(units)
+            provenance = self.units.provenance
             for span in spans:
                 if span["tokenizer"] == UNIT_SPAN:
                     frame_end = min(span["frame_end"], len(units))
                     span["units"] = units.tolist()
                     span["dedup_start"], span["dedup_end"] = dedup_span(run_starts, span["frame_start"], frame_end,
                                                                         len(units))
+                    span.update(units_tokenizer=provenance.tokenizer, units_quantizer=provenance.quantizer,
+                                units_checkpoint_sha256=provenance.checkpoint_sha256)
         return spans
 
     def build(self, record: KnownRecord) -> tuple[ItemOutcome, bytes | None]:

@@ -7,6 +7,7 @@ within the answer's first four words); anything else is none. Results go into th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from known_speech.atomic import atomic_write_text
 
 from .adapter import Adapter, Modality
 
-__all__ = ["Match", "FilterRow", "first_answer", "classify_answer", "run_filter", "model_slug", "filter_file", "read_filter",
+__all__ = ["Match", "FilterRow", "filter_settings", "first_answer", "classify_answer", "run_filter", "model_slug", "filter_file", "read_filter",
            "write_views"]
 
 logger = logging.getLogger(__name__)
@@ -96,14 +97,37 @@ def read_filter(path: Path) -> dict[int, FilterRow]:
     return rows
 
 
+def filter_settings(adapter: Adapter, modality: Modality, voice: str, max_new_tokens: int) -> dict:
+    """What decides a filter row: the model, the generation settings and the banned tokens."""
+    banned = adapter.banned_token_ids(modality)
+    return {"model": adapter.model_name, "adapter": adapter.name, "modality": modality, "voice": voice,
+            "generation": "greedy", "max_new_tokens": max_new_tokens,
+            "dtype": str(adapter.dtype).removeprefix("torch."), "banned_tokens": len(banned),
+            "banned_tokens_sha256": hashlib.sha256(json.dumps(banned).encode()).hexdigest(),
+            "adapter_options": adapter.options}
+
+
+def _check_settings(path: Path, settings: dict) -> None:
+    """A resumed filter must use the settings its rows were made with."""
+    settings_path = path.with_suffix(".json")
+    if settings_path.exists():
+        saved = json.loads(settings_path.read_text(encoding="utf-8"))
+        differing = sorted(key for key in settings.keys() | saved.keys() if saved.get(key) != settings.get(key))
+        if differing and path.exists():
+            raise ValueError(f"{path} was made with other settings ({', '.join(differing)}: "
+                             f"{ {key: saved.get(key) for key in differing} }); delete it or use another --dataset")
+    atomic_write_text(settings_path, json.dumps(settings, indent=2))
+
+
 def run_filter(
     adapter: Adapter, records: list[dict], modality: Modality, path: Path, voice: str = "", max_new_tokens: int = 12,
 ) -> dict[int, FilterRow]:
     """Generate for every record not yet in `path` (append-only JSON lines, so a stopped run resumes)."""
     adapter.check_modality(modality)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_settings(path, filter_settings(adapter, modality, voice, max_new_tokens))
     done = read_filter(path)
     # rewrite what was read, dropping any torn last line, before appending more
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in done.values()))
     todo = [record for record in records if int(record["known_id"]) not in done]
     with open(path, "a", encoding="utf-8") as handle:

@@ -1,8 +1,13 @@
 """`qwen2-audio`: a model whose speech enters as continuous embeddings (Qwen2-Audio via `transformers`).
 
-The audio encoder's outputs (25 per second) replace the `<|AUDIO|>` placeholders; the tracer then runs
-the language model on those input embeddings and corrupts the embedding frames of the subject's time
-span. The embeddings are taken from the model's own merge code, captured as they enter the language model.
+The prompt is the base model's format from its model card and processor (transformers,
+models/qwen2_audio/processing_qwen2_audio.py): "<|audio_bos|><|AUDIO|><|audio_eos|>" followed by a text
+suffix (the card's "Generate the caption in English:"; here empty by default, so the model continues the
+spoken prompt, and recorded with every input). The processor expands <|AUDIO|> to one token per
+40 ms: Whisper features at 100 frames/s, the encoder's stride-2 convolution ((n - 1) // 2 + 1) and 2x
+pooling ((n - 2) // 2 + 1). The Qwen2 tokenizer adds no BOS. The audio encoder's outputs replace those
+tokens; the tracer runs the language model on the merged input embeddings, captured as they enter it,
+and corrupts the embedding frames of the subject's time span.
 """
 
 from __future__ import annotations
@@ -16,13 +21,12 @@ from .adapter import (
     Adapter,
     Modality,
     ModelInput,
+    record_answer,
     register_adapter,
     subject_frames,
-    subject_text_range,
-    text_token_spans,
+    text_model_input,
     text_tokens_of_frames,
 )
-from .hf_text import text_model_input
 
 __all__ = ["Qwen2AudioAdapter", "AUDIO_RATE_HZ", "SPEECH_PROMPT"]
 
@@ -49,8 +53,11 @@ class Qwen2AudioAdapter(Adapter):
     name = "qwen2-audio"
     modalities: tuple[Modality, ...] = ("text", "speech")
 
-    def __init__(self, model_name: str = "Qwen/Qwen2-Audio-7B", device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, model_name: str = "Qwen/Qwen2-Audio-7B", device: str = "cpu", dtype: str = "auto",
+                 text_suffix: str = ""):
         super().__init__(model_name, device, dtype)
+        self.text_suffix = text_suffix
+        self.options = {"text_suffix": text_suffix}
         from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
         self.processor = AutoProcessor.from_pretrained(model_name)
@@ -79,7 +86,8 @@ class Qwen2AudioAdapter(Adapter):
         from known_speech.audio import TARGET_SAMPLE_RATE, waveform_of  # audio libraries only where audio is decoded
 
         known_id = int(record["known_id"])
-        inputs = self.processor(text=SPEECH_PROMPT, audio=[waveform_of(record["audio"])],
+        prompt_text = SPEECH_PROMPT + self.text_suffix
+        inputs = self.processor(text=prompt_text, audio=[waveform_of(record["audio"])],
                                 sampling_rate=TARGET_SAMPLE_RATE, return_tensors="pt").to(self.device)
         input_ids = inputs["input_ids"][0].tolist()
         audio_token_id = self.model.config.audio_token_id
@@ -89,8 +97,9 @@ class Qwen2AudioAdapter(Adapter):
         frame_end = min(frame_end, num_audio)
         if frame_start >= frame_end:
             raise ValueError(f"known_id={known_id}: field 'subject_time_span' lies past the {num_audio} audio frames")
-        ids, char_spans = text_token_spans(self.tokenizer, record["prompt"])
-        links = text_tokens_of_frames(np.arange(num_audio), num_audio, AUDIO_RATE_HZ, record["words"], char_spans)
+        text = text_model_input(self.tokenizer, record)
+        links = text_tokens_of_frames(np.arange(num_audio), num_audio, AUDIO_RATE_HZ, record["words"],
+                                      text.text_char_spans)
         suffix = len(input_ids) - first_audio - num_audio
         labels = [self.tokenizer.decode([i]) for i in input_ids]
         labels[first_audio:first_audio + num_audio] = [f"audio@{k / AUDIO_RATE_HZ:.2f}s" for k in range(num_audio)]
@@ -98,10 +107,15 @@ class Qwen2AudioAdapter(Adapter):
             known_id=known_id,
             modality="speech",
             subject_range=(first_audio + frame_start, first_audio + frame_end),
-            text_tokens=[self.tokenizer.decode([i]) for i in ids],
-            subject_text_range=subject_text_range(record, char_spans),
-            text_token_of_position=[None] * first_audio + links + [len(ids) - 1] * suffix,
+            text_tokens=text.text_tokens,
+            subject_text_range=text.subject_text_range,
+            text_token_of_position=[None] * first_audio + links + [len(text.text_tokens) - 1] * suffix,
             labels=labels,
+            answer=record_answer(self.tokenizer, prompt_text, record),
+            prompt_text=prompt_text,
+            bos=self.tokenizer.bos_token_id is not None and input_ids[0] == self.tokenizer.bos_token_id,
             inputs_embeds=self.merged_embeddings(inputs),
-            metadata={"num_audio_frames": num_audio},
+            pieces=self.tokenizer.convert_ids_to_tokens(input_ids),
+            text_char_spans=text.text_char_spans,
+            metadata={"num_audio_frames": num_audio, "text_suffix": self.text_suffix},
         )

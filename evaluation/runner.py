@@ -69,7 +69,8 @@ class TraceRunConfig:
     control: bool = True
     limit: int | None = None
     unfiltered: bool = False  # trace every record, not only those the model recalls
-    dtype: str = "float32"
+    dtype: str = "auto"  # bfloat16 on CUDA, float32 on CPU
+    adapter_options: dict = field(default_factory=dict)  # e.g. qwen2-audio's text_suffix
 
     def __post_init__(self) -> None:
         self.adapter = self.adapter or default_adapter(self.model)
@@ -267,10 +268,11 @@ def _check_resume(run_dir: Path, config: TraceRunConfig) -> dict | None:
 
 
 def _trace_one(tracer: CausalTracer, model_input: ModelInput, corrupted: tuple[int, int], corrupted_text: tuple[int, int],
-               span: str, answer_id: int, record: dict, options: TraceOptions) -> TraceResult:
+               span: str, record: dict, options: TraceOptions) -> TraceResult:
     kwargs = ({"input_ids": torch.tensor(model_input.input_ids)} if model_input.input_ids is not None
               else {"inputs_embeds": model_input.inputs_embeds})
-    result = tracer.trace(subject_range=corrupted, answer_id=answer_id, options=options, tokens=model_input.labels, **kwargs)
+    result = tracer.trace(subject_range=corrupted, answer_id=model_input.answer.id, options=options,
+                          tokens=model_input.labels, **kwargs)
     result.answer = record["attribute"]
     result.metadata.update({
         "known_id": model_input.known_id,
@@ -283,7 +285,7 @@ def _trace_one(tracer: CausalTracer, model_input: ModelInput, corrupted: tuple[i
         "text_token_of_position": model_input.text_token_of_position,
         "subject_text_range": list(model_input.subject_text_range),
         "corrupted_text_range": list(corrupted_text),
-        **model_input.metadata,
+        **model_input.provenance(),
     })
     return result
 
@@ -299,7 +301,8 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     run_dir = config.run_dir(out)
     saved = _check_resume(run_dir, config)
     records = select_records(config, load_records(config.modality, config.dataset, config.voice))
-    adapter = adapter or adapter_class(config.adapter)(config.model, device=dist.device, dtype=config.dtype)
+    adapter = adapter or adapter_class(config.adapter)(config.model, device=dist.device, dtype=config.dtype,
+                                                       **config.adapter_options)
     adapter.check_modality(config.modality)
     failed: dict[int, str] = {}
     inputs: dict[int, ModelInput] = {}  # a resumed run has its noise level: items are prepared when traced
@@ -314,7 +317,9 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     if dist.rank == 0 and not saved:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "run.json", json.dumps({"config": asdict(config), "noise_std": noise_std,
-                                                           "adapter_class": type(adapter).__qualname__}, indent=2))
+                                                           "adapter_class": type(adapter).__qualname__,
+                                                           "torch_dtype": str(adapter.dtype).removeprefix("torch.")},
+                                                          indent=2))
     dist.barrier()
     options = TraceOptions(kinds=config.kinds, samples=config.samples, window=config.window, noise_std=noise_std)
     tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile)
@@ -337,14 +342,13 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
                 raise ValueError(failed[known_id])
             record = by_id[known_id]
             model_input = inputs[known_id] if known_id in inputs else _prepare_one(adapter, record, config.modality)
-            answer_id = adapter.answer_id(record)
             if not subject_path.exists():
                 _trace_one(tracer, model_input, model_input.subject_range, model_input.subject_text_range, "subject",
-                           answer_id, record, options).save(subject_path)
+                           record, options).save(subject_path)
             control = control_span(model_input) if config.control and not control_path.exists() else None
             if control:
                 control_text, control_positions = control
-                _trace_one(tracer, model_input, control_positions, control_text, "control", answer_id, record,
+                _trace_one(tracer, model_input, control_positions, control_text, "control", record,
                            options).save(control_path)
             failure_path.unlink(missing_ok=True)
         except (ValueError, KeyError, torch.OutOfMemoryError) as err:

@@ -1,51 +1,54 @@
 """`spiritlm`: Meta's Spirit LM (base / expressive), from a checkpoint folder laid out as its release.
 
-    <root>/spiritlm_model/spirit-lm-base-7b/        Llama weights + tokenizer with [Text] [Speech] [Hu0]..[Hu499]
+    <root>/spiritlm_model/spirit-lm-base-7b/        Llama weights, tokenizer.model (+ config), vocabulary with
+                                                    [Text] [Speech] [Hu0].. (expressive: [Pi..] [St..] too)
     <root>/speech_tokenizer/hubert_25hz/            mhubert_base_25hz.pt + L11_quantizer_500.pt (the release),
-                                                    or a transformers HubertModel folder + centroids (.pt/.npy)
+                                                    or a transformers HubertModel folder with its quantizer
 
-Text prompts are `[Text]<prompt>`; speech prompts `[Speech][Hu..]..[Text]` with de-duplicated 25 Hz units,
-taken from the dataset's units when the row has them, else from the speech tokenizer. `spiritlm-base-7b`
-and `spiritlm-expressive-7b` resolve under $SPIRITLM_CHECKPOINTS_DIR, as in the spiritlm package.
+Inputs are what Meta's code builds (facebookresearch/spiritlm, spiritlm/model/spiritlm_model.py): the prompt
+string of `_build_prompt` (l. 182-216) for one text or one speech input and text output, "[Text]" + prompt
+or "[Speech]" + "[Hu..]"... + "[Text]", tokenized whole by `LlamaTokenizer.from_pretrained(path,
+add_bos_token=True, add_eos_token=False)` (l. 168-172), here its transformers-4 semantics
+(`SentencePieceLlamaTokenizer`). Text is generated with [Text], [Speech] and every speech token banned
+(`_build_forbidden_tokens`, l. 218-244, and spiritlm/model/utils.py:102-126). `spiritlm-base-7b` and
+`spiritlm-expressive-7b` resolve under $SPIRITLM_CHECKPOINTS_DIR, as in the spiritlm package.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from known_speech.builders.units import (
-    MHUBERT_LAYER,
-    MHUBERT_RATE_HZ,
-    HubertUnitTokenizer,
-    dedup_span,
-    deduplicate,
-    find_centroids,
-)
+from known_speech.tracing.prompts import encode
+from known_speech.units import MHUBERT_LAYER, MHUBERT_RATE_HZ, SpeechToken, UnitProvenance, interleave_expressive
 
 from .adapter import (
     Adapter,
     Modality,
     ModelInput,
+    position_labels,
+    record_answer,
     register_adapter,
     subject_frames,
-    subject_text_range,
-    text_token_spans,
-    text_tokens_of_frames,
+    text_model_input,
+    text_tokens_of_times,
 )
-from .hf_text import text_model_input
 
-__all__ = ["SpiritLMAdapter", "SpiritLMCheckpoint", "TEXT_MARKER", "SPEECH_MARKER"]
+__all__ = ["SpiritLMAdapter", "SpiritLMCheckpoint", "TEXT_MARKER", "SPEECH_MARKER", "speech_prompt",
+           "speech_model_input", "load_spiritlm_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
 TEXT_MARKER, SPEECH_MARKER = "[Text]", "[Speech]"
 _VARIANTS = {"spiritlm-base-7b": "spirit-lm-base-7b", "spiritlm-expressive-7b": "spirit-lm-expressive-7b"}
+_SPEECH_TOKEN = re.compile(r"\[(Hu|Pi|St)\d+\]")
+# seconds each stream's frame lasts, for linking positions to words
+_FRAME_SECONDS = {"Hu": 1 / MHUBERT_RATE_HZ, "Pi": 1 / 12.5, "St": 1.0}
 
 
 @dataclass(frozen=True)
@@ -79,18 +82,22 @@ class SpiritLMCheckpoint:
         return cls(lm_dir, speech)
 
 
-class _ReleaseSpeechTokenizer:
-    """The spiritlm package's own tokenizer (fairseq mHuBERT + linear quantizer), when it is installed."""
+def load_spiritlm_tokenizer(lm_dir: str | Path):
+    """Meta's tokenizer call: the release's SentencePiece model with transformers-4 slow semantics; a
+    folder without tokenizer.model (not a release layout) gets its `transformers` tokenizer."""
+    lm_dir = Path(lm_dir)
+    if (lm_dir / "tokenizer.model").exists():
+        from .sentencepiece_llama import SentencePieceLlamaTokenizer
 
-    def __init__(self, folder: Path):
-        from spiritlm.speech_tokenizer.hubert import HubertTokenizer  # the release's own code
+        return SentencePieceLlamaTokenizer(lm_dir, add_bos_token=True, add_eos_token=False)
+    from transformers import AutoTokenizer
 
-        self.tokenizer = HubertTokenizer(hubert_ckpt=folder / "mhubert_base_25hz.pt", hubert_layer=MHUBERT_LAYER,
-                                         quantizer_ckpt=folder / "L11_quantizer_500.pt", is_linear_quantizer=True)
+    return AutoTokenizer.from_pretrained(str(lm_dir))
 
-    def encode(self, waveform: np.ndarray) -> np.ndarray:
-        units = self.tokenizer(torch.from_numpy(waveform))
-        return units.cpu().numpy().astype(np.int64).reshape(-1)
+
+def speech_prompt(tokens: list[SpeechToken]) -> str:
+    """`_build_prompt` for one speech input and text output: "[Speech]" + the speech tokens + "[Text]"."""
+    return SPEECH_MARKER + "".join(token.text for token in tokens) + TEXT_MARKER
 
 
 @register_adapter
@@ -98,67 +105,156 @@ class SpiritLMAdapter(Adapter):
     name = "spiritlm"
     modalities: tuple[Modality, ...] = ("text", "speech")
 
-    def __init__(self, model_name: str, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, model_name: str, device: str = "cpu", dtype: str = "auto"):
         super().__init__(model_name, device, dtype)
-        from transformers import AutoTokenizer, LlamaForCausalLM
+        from transformers import LlamaForCausalLM
 
         self.checkpoint = SpiritLMCheckpoint.resolve(model_name)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.checkpoint.lm_dir))
+        self.tokenizer = load_spiritlm_tokenizer(self.checkpoint.lm_dir)
+        for marker in (TEXT_MARKER, SPEECH_MARKER, "[Hu0]"):
+            self._token_id(marker)
+        self.expressive = self._has_token("[Pi0]")
         self.model = LlamaForCausalLM.from_pretrained(str(self.checkpoint.lm_dir), dtype=self.dtype).to(device).eval()
-        self.text_marker_id = self._special_id(TEXT_MARKER)
-        self.speech_marker_id = self._special_id(SPEECH_MARKER)
-        self.unit_ids = np.array([self._special_id(f"[Hu{u}]") for u in range(500)])
         self._speech_tokenizer = None
 
-    def _special_id(self, token: str) -> int:
+    def _has_token(self, token: str) -> bool:
         token_id = self.tokenizer.convert_tokens_to_ids(token)
-        if token_id is None or token_id == self.tokenizer.unk_token_id:
+        return token_id is not None and token_id != self.tokenizer.unk_token_id
+
+    def _token_id(self, token: str) -> int:
+        if not self._has_token(token):
             raise ValueError(f"{self.checkpoint.lm_dir}: the tokenizer has no {token} token; is this a Spirit LM checkpoint?")
-        return int(token_id)
+        return int(self.tokenizer.convert_tokens_to_ids(token))
+
+    def banned_token_ids(self, modality: Modality) -> list[int]:
+        """Text output bans [Text], [Speech] and every [Hu..] (+ [Pi..], [St..] in the expressive model)."""
+        vocabulary = range(len(self.tokenizer))
+        pieces = self.tokenizer.convert_ids_to_tokens(list(vocabulary))
+        return [i for i, piece in zip(vocabulary, pieces)
+                if piece in (TEXT_MARKER, SPEECH_MARKER) or _SPEECH_TOKEN.fullmatch(piece or "")]
 
     @property
     def speech_tokenizer(self):
         if self._speech_tokenizer is None:
+            from known_speech.unit_tokenizer import load_unit_tokenizer
+
             folder = self.checkpoint.speech_tokenizer_dir
             if folder is None:
-                raise ValueError(f"no speech_tokenizer/hubert_25hz folder beside {self.checkpoint.lm_dir}, and the row has no units")
-            if (folder / "config.json").exists():
-                self._speech_tokenizer = HubertUnitTokenizer.from_pretrained(
-                    folder, find_centroids(folder), device=self.device)
-            else:
-                self._speech_tokenizer = _ReleaseSpeechTokenizer(folder)
+                raise ValueError(f"no speech_tokenizer/hubert_25hz folder beside {self.checkpoint.lm_dir}: "
+                                 f"Spirit LM's units cannot be made or checked")
+            self._speech_tokenizer = load_unit_tokenizer(folder, MHUBERT_LAYER, self.device)
         return self._speech_tokenizer
 
-    def units(self, record: dict) -> tuple[np.ndarray, str]:
-        """25 Hz frame units of the record: the dataset's own where present, else the speech tokenizer's."""
+    def units(self, record: dict) -> tuple[np.ndarray, UnitProvenance, str]:
+        """25 Hz HuBERT units of the record: the dataset's own when the same tokenizer made them, else the
+        speech tokenizer's. Units of another tokenizer are refused, not used."""
+        known = self.speech_tokenizer.provenance
         for span in record.get("speech_token_spans") or []:
-            if span.get("units") and abs(span["rate_hz"] - MHUBERT_RATE_HZ) < 1e-6:
-                return np.asarray(span["units"], dtype=np.int64), f"dataset:{span['tokenizer']}"
+            if not span.get("units") or abs(span["rate_hz"] - MHUBERT_RATE_HZ) > 1e-6:
+                continue
+            if not span.get("units_checkpoint_sha256"):
+                raise ValueError(f"known_id={record['known_id']}: field 'speech_token_spans.units': stored units "
+                                 f"record no tokenizer; rebuild with --unit-tokenizer {self.checkpoint.speech_tokenizer_dir}")
+            stored = UnitProvenance(span["units_tokenizer"], span["units_checkpoint_sha256"], span["units_quantizer"],
+                                    MHUBERT_LAYER, MHUBERT_RATE_HZ)
+            if not stored.same_units_as(known):
+                raise ValueError(
+                    f"known_id={record['known_id']}: field 'speech_token_spans.units': made by {stored.tokenizer} "
+                    f"({stored.quantizer}, sha256 {stored.checkpoint_sha256[:12]}), but this model reads units of "
+                    f"{known.tokenizer} ({known.quantizer}, sha256 {known.checkpoint_sha256[:12]}); rebuild with "
+                    f"--unit-tokenizer {self.checkpoint.speech_tokenizer_dir}")
+            return np.asarray(span["units"], dtype=np.int64), known, "dataset"
         from known_speech.audio import waveform_of  # audio libraries only where audio is decoded
 
-        return self.speech_tokenizer.encode(waveform_of(record["audio"])), "speech_tokenizer"
+        return self.speech_tokenizer.encode(waveform_of(record["audio"])), known, "speech_tokenizer"
+
+    def speech_tokens(self, record: dict, units: np.ndarray) -> list[SpeechToken]:
+        """The interleaved speech tokens Meta's tokenizer writes: HuBERT only for the base model; with
+        pitch and style from the release's own tokenizers for the expressive one."""
+        if not self.expressive:
+            return interleave_expressive(units)
+        try:
+            import torch
+            from spiritlm.speech_tokenizer import spiritlm_expressive
+        except ImportError as err:
+            raise ValueError(
+                f"{self.checkpoint.lm_dir} is the expressive model: its prompts interleave [Pi..] and [St..] tokens "
+                f"from the release's pitch (vqvae_f0_quantizer) and style (style_encoder_w2v2) tokenizers, which "
+                f"need the spiritlm package (github.com/facebookresearch/spiritlm) and its checkpoints; a prompt "
+                f"of [Hu..] alone would be the base model's format") from err
+        from known_speech.audio import waveform_of
+
+        encoded = spiritlm_expressive().encode_units(torch.from_numpy(waveform_of(record["audio"])))
+        return interleave_expressive(units, [int(u) for u in encoded["pitch"].split()],
+                                     [int(u) for u in encoded["style"].split()])
 
     def prepare(self, record: dict, modality: Modality) -> ModelInput:
         self.check_modality(modality)
+        text = text_model_input(self.tokenizer, record, prefix=TEXT_MARKER)
         if modality == "text":
-            return text_model_input(self.tokenizer, record, [self.text_marker_id], [TEXT_MARKER])
-        known_id = int(record["known_id"])
-        units, source = self.units(record)
-        if units.size == 0 or units.max() >= len(self.unit_ids):
-            raise ValueError(f"known_id={known_id}: field 'units': need 25 Hz units in 0..{len(self.unit_ids) - 1}")
-        dedup_units, run_starts = deduplicate(units)
-        frame_start, frame_end = subject_frames(record, MHUBERT_RATE_HZ)
-        subject_start, subject_end = dedup_span(run_starts, frame_start, min(frame_end, len(units)), len(units))
-        ids, char_spans = text_token_spans(self.tokenizer, record["prompt"])
-        links = text_tokens_of_frames(run_starts, len(units), MHUBERT_RATE_HZ, record["words"], char_spans)
-        return ModelInput(
-            known_id=known_id,
-            modality="speech",
-            subject_range=(subject_start + 1, subject_end + 1),
-            text_tokens=[self.tokenizer.decode([i]) for i in ids],
-            subject_text_range=subject_text_range(record, char_spans),
-            text_token_of_position=[None, *links, len(ids) - 1],  # [Speech] units.. [Text]: the marker asks for the answer
-            labels=[SPEECH_MARKER, *(f"[Hu{u}]" for u in dedup_units), TEXT_MARKER],
-            input_ids=[self.speech_marker_id, *self.unit_ids[dedup_units].tolist(), self.text_marker_id],
-            metadata={"units_source": source, "num_frames": int(len(units)), "num_dedup_units": int(len(dedup_units))},
-        )
+            return text
+        units, provenance, source = self.units(record)
+        missing = [u for u in np.unique(units) if not self._has_token(f"[Hu{u}]")]
+        if units.size == 0 or missing:
+            raise ValueError(f"known_id={record['known_id']}: field 'units': {units.size} units, "
+                             f"{len(missing)} without a [Hu..] token (e.g. {missing[:3]})")
+        model_input = speech_model_input(self.tokenizer, record, text, units, self.speech_tokens(record, units))
+        model_input.metadata.update(units_source=source, units=provenance.to_dict())
+        return model_input
+
+
+def _token_positions(encoding, tokens: list[SpeechToken], prompt_text: str, known_id: int) -> list[int]:
+    """The position of each speech token: the one id whose characters are exactly that token's."""
+    by_span = {span: position for position, span in enumerate(encoding.char_spans) if span is not None}
+    positions, cursor = [], len(SPEECH_MARKER)
+    for token in tokens:
+        span = (cursor, cursor + len(token.text))
+        if span not in by_span:
+            raise ValueError(f"known_id={known_id}: the tokenizer does not keep {token.text} as one token in "
+                             f"{prompt_text[:60]!r}...; the speech vocabulary is not this model's")
+        positions.append(by_span[span])
+        cursor = span[1]
+    return positions
+
+
+def speech_model_input(tokenizer, record: dict, text: ModelInput, units: np.ndarray,
+                       tokens: list[SpeechToken]) -> ModelInput:
+    """The S→T input of Meta's code for these speech tokens: `speech_prompt` tokenized whole; each speech
+    position linked through its time to the text token it voices (`text`: the T→T input of the record),
+    the subject's positions those whose HuBERT frames overlap the subject's time span."""
+    known_id = int(record["known_id"])
+    prompt_text = speech_prompt(tokens)
+    encoding = encode(tokenizer, prompt_text)
+    positions = _token_positions(encoding, tokens, prompt_text, known_id)
+    if encoding.pieces[-1] != TEXT_MARKER:
+        raise ValueError(f"known_id={known_id}: the speech prompt ends in {encoding.pieces[-1]!r}, not {TEXT_MARKER}")
+    hubert_starts = np.array([token.frame for token in tokens if token.stream == "Hu"])
+    run_end = dict(zip(hubert_starts.tolist(), np.append(hubert_starts[1:], units.size).tolist()))
+    starts = np.array([token.frame * _FRAME_SECONDS[token.stream] for token in tokens])
+    ends = np.array([(run_end[token.frame] if token.stream == "Hu" else token.frame + 1) * _FRAME_SECONDS[token.stream]
+                     for token in tokens])
+    links: list[int | None] = [None] * len(encoding)
+    for position, link in zip(positions, text_tokens_of_times(starts, ends, record["words"], text.text_char_spans)):
+        links[position] = link
+    links[-1] = len(text.text_tokens) - 1  # the closing [Text] asks for the answer: the last token's role
+    frame_start, frame_end = subject_frames(record, MHUBERT_RATE_HZ)
+    subject = [position for position, token in zip(positions, tokens) if token.stream == "Hu"
+               and token.frame < min(frame_end, units.size) and run_end[token.frame] > frame_start]
+    if not subject:
+        raise ValueError(f"known_id={known_id}: field 'subject_time_span' lies outside the {units.size} frames")
+    return ModelInput(
+        known_id=known_id,
+        modality="speech",
+        subject_range=(subject[0], subject[-1] + 1),
+        text_tokens=text.text_tokens,
+        subject_text_range=text.subject_text_range,
+        text_token_of_position=links,
+        labels=position_labels(tokenizer, encoding),
+        answer=record_answer(tokenizer, prompt_text, record),
+        prompt_text=prompt_text,
+        bos=encoding.bos,
+        input_ids=encoding.ids,
+        pieces=encoding.pieces,
+        text_char_spans=text.text_char_spans,
+        metadata={"num_frames": int(units.size), "num_speech_tokens": len(tokens)},
+    )

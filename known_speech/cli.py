@@ -51,7 +51,8 @@ def _filter(args: argparse.Namespace) -> int:
     from known_speech.evaluation.runner import default_adapter, load_records
 
     records = load_records(args.modality, args.dataset, args.config)[: args.limit]
-    adapter = adapter_class(args.adapter or default_adapter(args.model))(args.model, device=args.device, dtype=args.dtype)
+    adapter = adapter_class(args.adapter or default_adapter(args.model))(args.model, device=args.device, dtype=args.dtype,
+                                                                          **args.adapter_options)
     path = filter_file(args.dataset, args.model, args.modality, args.config)
     rows = run_filter(adapter, records, args.modality, path, voice=args.config, max_new_tokens=args.max_new_tokens)
     write_views(args.dataset, args.model)
@@ -71,12 +72,45 @@ def _trace(args: argparse.Namespace) -> int:
         model=args.model, modality=args.modality, adapter=args.adapter or "", dataset=args.dataset, voice=args.config,
         kinds=tuple(args.kinds.split(",")), samples=args.samples, window=args.window, noise_factor=args.noise_factor,
         control=not args.no_control, limit=args.limit, unfiltered=args.unfiltered, dtype=args.dtype,
+        adapter_options=args.adapter_options,
     )
     summary = run_trace(config, out=args.out, device=args.device, retry_failed=args.retry_failed, compile=args.compile)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"{summary.run_dir}: {summary.traced} of {summary.items} items traced, {summary.failed} failed, "
               f"{summary.seconds:.1f} s on {summary.world_size} process(es), "
               f"{max(summary.per_rank_trace_seconds):.1f} s of it tracing, noise sigma {summary.noise_std:.4g}")
+    return 0
+
+
+def _check_model(args: argparse.Namespace) -> int:
+    from known_speech.evaluation.adapter import adapter_class
+    from known_speech.evaluation.check_model import EASY_FACTS, check_model
+    from known_speech.evaluation.runner import default_adapter, load_records
+
+    adapter_cls = adapter_class(args.adapter or default_adapter(args.model))
+    text = {int(r["known_id"]): r for r in load_records("text", args.dataset)}
+    speech = {}
+    if "speech" in adapter_cls.modalities:
+        if args.config:
+            speech = {int(r["known_id"]): r for r in load_records("speech", args.dataset, args.config)}
+        else:
+            print("known-speech: note: no --config: the speech input is not checked", file=sys.stderr)
+    known_id = args.known_id if args.known_id is not None else (min(speech) if speech else 21)
+    for name, rows in (("text", text), ("speech", speech)):
+        if rows and known_id not in rows:
+            raise ValueError(f"--known-id {known_id}: not among the {name} records")
+    adapter = adapter_cls(args.model, device=args.device, dtype=args.dtype, **args.adapter_options)
+    records = {"text": text[known_id], **({"speech": speech[known_id]} if speech else {})}
+    recall = {"text": [text[i] for i in EASY_FACTS],
+              "speech": [speech[i] for i in EASY_FACTS if i in speech]}
+    report = check_model(adapter, records, recall, reference_audio=args.reference_audio)
+    print(f"check-model {args.model} (adapter {adapter.name}, {str(adapter.dtype).removeprefix('torch.')} on {args.device})")
+    print(report.describe())
+    failures = report.failures(strict=args.strict)
+    if failures:
+        print(f"known-speech: check-model failed: {', '.join(check.name for check in failures)}", file=sys.stderr)
+        return 1
+    print("all checks passed" + (" (warnings above)" if any(c.status == "warn" for c in report.checks) else ""))
     return 0
 
 
@@ -132,15 +166,33 @@ def _tts_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model name or path (smollm2: the offline SmolLM2-135M)")
+def _add_model_arguments(parser: argparse.ArgumentParser, run: bool = True) -> None:
+    """Model, adapter, data and device options; `run` adds those of a run over many items."""
+    model_help = "model name or path (smollm2: the offline SmolLM2-135M-Instruct GGUF)"
+    if run:
+        parser.add_argument("--model", required=True, help=model_help)
+    else:
+        parser.add_argument("model", help=model_help)
     parser.add_argument("--adapter", default=None, help="adapter name (default: from the model name; see known_speech.adapters)")
-    parser.add_argument("--modality", choices=("text", "speech"), default="text", help="prompt modality (default: text)")
+    if run:
+        parser.add_argument("--modality", choices=("text", "speech"), default="text", help="prompt modality (default: text)")
     parser.add_argument("--dataset", default=DEFAULT_OUTPUT_DIR, help=f"dataset repository folder (default: {DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--config", default="", help="voice config for speech, e.g. piper-en_US-joe-medium")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N items")
+    if run:
+        parser.add_argument("--limit", type=int, default=None, help="only the first N items")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="auto: bfloat16 on CUDA (as Spirit LM's own code), float32 on CPU (default: auto)")
+    parser.add_argument("--adapter-option", dest="adapter_options", action="append", default=[], type=_key_value,
+                        metavar="KEY=VALUE", help="adapter setting, recorded with the results "
+                        "(qwen2-audio: text_suffix='Generate the caption in English:')")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,6 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--out", default="results", help="results folder (default: results)")
     trace.set_defaults(handler=_trace)
 
+    check = commands.add_parser("check-model", help="confirm on real weights that the inputs are the model's own "
+                                "(BOS, marker tokens, answer token, units, recall, restoration); run once before tracing")
+    _add_model_arguments(check, run=False)
+    check.add_argument("--known-id", type=int, default=None, help="the record whose input is shown (default: the "
+                       "first of the voice config, or 21)")
+    check.add_argument("--reference-audio", default=None,
+                       help="Meta's examples/audio/7143-88743-0029.flac, to compare our units with Meta's 228")
+    check.add_argument("--strict", action="store_true", help="fail on warnings too")
+    check.set_defaults(handler=_check_model)
+
     report = commands.add_parser("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")
     report.add_argument("runs", nargs="+", help="trace run folders, or folders holding them")
     report.add_argument("--out", default=None, help="report folder (default: <results>/report)")
@@ -217,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "adapter_options"):
+        args.adapter_options = dict(args.adapter_options)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -53,6 +53,9 @@ def record_features() -> Features:
                     "units": List(Value("int32")),
                     "dedup_start": Value("int32"),
                     "dedup_end": Value("int32"),
+                    "units_tokenizer": Value("string"),
+                    "units_checkpoint_sha256": Value("string"),
+                    "units_quantizer": Value("string"),
                 }
             ),
             "alignment": {

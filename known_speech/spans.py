@@ -37,7 +37,8 @@ class AlignedWord:
 
 @dataclass(frozen=True)
 class TokenSpan:
-    """A subject span in a speech tokenizer's frames; dedup fields where the units are known."""
+    """A subject span in a speech tokenizer's frames; units, their de-duplicated span and what made them
+    (known_speech.units.UnitProvenance) where a unit tokenizer ran."""
 
     tokenizer: str
     rate_hz: float
@@ -46,6 +47,9 @@ class TokenSpan:
     units: tuple[int, ...] | None = None
     dedup_start: int | None = None
     dedup_end: int | None = None
+    units_tokenizer: str | None = None
+    units_checkpoint_sha256: str | None = None
+    units_quantizer: str | None = None
 
     def to_dict(self) -> dict:
         return {**asdict(self), "units": list(self.units) if self.units is not None else None}

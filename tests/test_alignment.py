@@ -21,7 +21,8 @@ from transformers import (
 from known_speech.builders.align.ctc import CTCAligner, segment_words, to_model_alphabet
 from known_speech.builders.align.qc import compare_alignments, span_iou
 from known_speech.builders.build import build_dataset
-from known_speech.builders.units import HubertUnitTokenizer, dedup_span, deduplicate
+from known_speech.unit_tokenizer import load_unit_tokenizer
+from known_speech.units import dedup_span, deduplicate
 from known_speech.cli import main as cli_main
 from known_speech.spans import AlignedWord, frame_span
 from known_speech.spoken import verbalise
@@ -131,7 +132,8 @@ def test_dedup_by_hand():
 
 
 def test_unit_tokenizer_is_the_nearest_centroid_of_the_layer(tiny_unit_tokenizer):
-    tokenizer = HubertUnitTokenizer.from_pretrained(tiny_unit_tokenizer, tiny_unit_tokenizer / "centroids.npy")
+    tokenizer = load_unit_tokenizer(tiny_unit_tokenizer)
+    assert tokenizer.quantizer.kind == "kmeans" and tokenizer.rate_hz == 25.0
     audio = np.random.default_rng(1).normal(scale=0.1, size=16_000).astype(np.float32)
     units = tokenizer.encode(audio)
     assert len(units) == 25  # 1 s at 25 Hz

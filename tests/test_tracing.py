@@ -35,7 +35,7 @@ from known_speech.tracing import (
 from known_speech.tracing.attention import SharedPrefix, math_attention_with_lse, shared_prefix_attention
 from known_speech.tracing.noise import subject_noise
 from known_speech.tracing.plot import plot_trace
-from known_speech.tracing.prompts import answer_token_id, subject_token_range, trace_text_prompt
+from known_speech.tracing.prompts import answer_token, encode, subject_token_range, trace_text_prompt
 from known_speech.tracing.reference import reference_trace
 
 SMALL = dict(vocab_size=101, hidden_size=48, intermediate_size=96, num_hidden_layers=5, num_attention_heads=4)
@@ -251,10 +251,12 @@ def test_result_saves_loads_and_plots(tmp_path):
 def test_real_smollm2_equals_reference_and_knows_rome(smollm2):
     model, tokenizer = smollm2
     prompt, subject = "The capital of Italy is", "Italy"
-    input_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-    subject_range = subject_token_range(tokenizer, prompt, subject)
+    encoding = encode(tokenizer, prompt)
+    assert not encoding.bos  # SmolLM2's tokenizer adds none
+    input_ids = torch.tensor(encoding.ids)
+    subject_range = subject_token_range(encoding, prompt.index(subject), prompt.index(subject) + len(subject))
     assert tokenizer.decode(input_ids[subject_range[0]:subject_range[1]]).strip() == "Italy"
-    answer_id = answer_token_id(tokenizer, "Rome")
+    answer_id = answer_token(tokenizer, prompt, "Rome").id
     assert tokenizer.decode([answer_id]) == " Rome"
     options = TraceOptions(samples=3)
     result = _assert_equal_to_reference(model, input_ids, subject_range, answer_id, options)

@@ -1,6 +1,14 @@
-"""Text prompts: subject token range, answer token, and tracing one prompt end to end."""
+"""Text prompts as the model's own tokenizer encodes them: ids, pieces, character spans, BOS, answer token.
+
+A prompt is always tokenized whole, with the tokenizer's default special tokens (BOS where the model's
+tokenizer adds one), because tokenizing parts separately changes the ids: a SentencePiece tokenizer adds
+a dummy prefix per chunk, a marker may leave a lone "▁" behind, and " Rome" alone may become "▁" + "▁Rome".
+Positions are then found through each piece's character span in that one string.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
@@ -9,28 +17,104 @@ from known_speech.spans import tokens_overlapping
 from .engine import CausalTracer
 from .result import TraceOptions, TraceResult
 
-__all__ = ["subject_token_range", "answer_token_id", "trace_text_prompt"]
+__all__ = [
+    "Encoding",
+    "AnswerToken",
+    "encode",
+    "answer_token",
+    "is_blank_piece",
+    "subject_token_range",
+    "trace_text_prompt",
+]
+
+# what a word boundary looks like inside a piece: SentencePiece's "▁", byte-level BPE's "Ġ"/"Ċ", plain space
+_BLANK_CHARACTERS = frozenset(" \t\n▁ĠĊ")
 
 
-def subject_token_range(tokenizer, prompt: str, subject: str) -> tuple[int, int]:
-    """[start, end) of the tokens overlapping the subject's first occurrence in the prompt."""
-    char_start = prompt.find(subject)
-    if char_start < 0:
-        raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r}")
-    char_end = char_start + len(subject)
-    encoding = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
-    tokens = tokens_overlapping(encoding["offset_mapping"], char_start, char_end)
-    if not tokens:
-        raise ValueError(f"no token of {prompt!r} overlaps subject {subject!r}")
-    return tokens[0], tokens[-1] + 1
+@dataclass(frozen=True)
+class Encoding:
+    """One string as the model receives it. `char_spans[i]` is the [start, end) of `text` that id i covers,
+    or None for ids that cover no character (BOS, EOS, a dummy-prefix "▁")."""
+
+    text: str
+    ids: list[int]
+    pieces: list[str]
+    char_spans: list[tuple[int, int] | None]
+    bos: bool  # the tokenizer put its BOS first
+
+    def __post_init__(self) -> None:
+        if not len(self.ids) == len(self.pieces) == len(self.char_spans):
+            raise ValueError(f"{len(self.ids)} ids, {len(self.pieces)} pieces, {len(self.char_spans)} spans")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions_overlapping(self, char_start: int, char_end: int) -> list[int]:
+        """Positions whose characters overlap [char_start, char_end) of `text`."""
+        spans = [span if span is not None else (0, 0) for span in self.char_spans]
+        return tokens_overlapping(spans, char_start, char_end)
 
 
-def answer_token_id(tokenizer, answer: str) -> int:
-    """The first token of the answer as it continues the prompt (with its leading space)."""
-    ids = tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise ValueError(f"answer {answer!r} tokenizes to nothing")
-    return ids[0]
+@dataclass(frozen=True)
+class AnswerToken:
+    """The token whose probability is traced: the first the attribute adds after the prompt."""
+
+    id: int
+    piece: str
+    skipped: tuple[str, ...] = field(default=())  # whitespace-only pieces passed over before it
+
+
+def is_blank_piece(piece: str) -> bool:
+    return bool(piece) and all(character in _BLANK_CHARACTERS for character in piece)
+
+
+def encode(tokenizer, text: str) -> Encoding:
+    """`text` tokenized whole with the tokenizer's default special tokens, and each id's characters.
+
+    Tokenizers that reproduce a reference implementation (`encode_with_offsets`) answer themselves;
+    `transformers` tokenizers give offsets from their fast backend."""
+    if hasattr(tokenizer, "encode_with_offsets"):
+        return tokenizer.encode_with_offsets(text)
+    if not getattr(tokenizer, "is_fast", True):
+        raise ValueError(f"{type(tokenizer).__name__} has no character offsets; load the model's fast tokenizer")
+    encoding = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+    ids = list(encoding["input_ids"])
+    spans = [None if special or start == end else (int(start), int(end))
+             for (start, end), special in zip(encoding["offset_mapping"], encoding["special_tokens_mask"])]
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    return Encoding(text, ids, tokenizer.convert_ids_to_tokens(ids), spans,
+                    bos=bos_id is not None and bool(ids) and ids[0] == bos_id and spans[0] is None)
+
+
+def answer_token(tokenizer, prompt_text: str, attribute: str) -> AnswerToken:
+    """The first id that `prompt_text + " " + attribute` has and `prompt_text` has not, both tokenized
+    the same way; whitespace-only pieces ("▁" from a dummy prefix) are skipped and recorded."""
+    prompt = encode(tokenizer, prompt_text)
+    answer = attribute.strip()
+    if not answer:
+        raise ValueError(f"attribute {attribute!r} is empty")
+    full = encode(tokenizer, f"{prompt_text} {answer}")
+    ids = prompt.ids
+    if ids and prompt.char_spans[-1] is None and ids[-1] == getattr(tokenizer, "eos_token_id", None):
+        ids = ids[:-1]  # a tokenizer that appends EOS to every string
+    if full.ids[:len(ids)] != ids:
+        raise ValueError(f"attribute {attribute!r} changes how the prompt tokenizes: "
+                         f"{prompt.pieces} vs {full.pieces[:len(ids)]}")
+    skipped = []
+    for position in range(len(ids), len(full)):
+        piece = full.pieces[position]
+        if full.char_spans[position] is not None and not is_blank_piece(piece):
+            return AnswerToken(full.ids[position], piece, tuple(skipped))
+        skipped.append(piece)
+    raise ValueError(f"attribute {attribute!r} adds no word piece after the prompt (only {skipped})")
+
+
+def subject_token_range(encoding: Encoding, char_start: int, char_end: int) -> tuple[int, int]:
+    """[start, end) of the positions overlapping the subject's characters [char_start, char_end)."""
+    positions = encoding.positions_overlapping(char_start, char_end)
+    if not positions:
+        raise ValueError(f"no token of {encoding.text!r} overlaps characters [{char_start}, {char_end})")
+    return positions[0], positions[-1] + 1
 
 
 def trace_text_prompt(
@@ -43,21 +127,28 @@ def trace_text_prompt(
     embedding_std: float | None = None,
 ) -> TraceResult:
     """Trace a text prompt; without `answer`, the clean run's top prediction is traced (as ROME)."""
-    input_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    char_start = prompt.find(subject)
+    if char_start < 0:
+        raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r}")
+    encoding = encode(tokenizer, prompt)
+    input_ids = torch.tensor(encoding.ids)
     if answer is None:
         with torch.no_grad():
             logits = tracer.model(input_ids=input_ids.unsqueeze(0).to(tracer.runner.device)).logits
-        answer_id = int(logits[0, -1].argmax())
+        answer_id, skipped = int(logits[0, -1].argmax()), ()
     else:
-        answer_id = answer_token_id(tokenizer, answer)
+        target = answer_token(tokenizer, prompt, answer)
+        answer_id, skipped = target.id, target.skipped
     result = tracer.trace(
         input_ids=input_ids,
-        subject_range=subject_token_range(tokenizer, prompt, subject),
+        subject_range=subject_token_range(encoding, char_start, char_start + len(subject)),
         answer_id=answer_id,
         options=options,
         embedding_std=embedding_std,
-        tokens=[tokenizer.decode([i]) for i in input_ids.tolist()],
+        tokens=[tokenizer.decode([i]) for i in encoding.ids],
     )
     result.answer = tokenizer.decode([answer_id])
-    result.metadata.update({"prompt": prompt, "subject": subject})
+    result.metadata.update({"prompt": prompt, "subject": subject, "prompt_text": prompt, "bos": encoding.bos,
+                            "answer_piece": tokenizer.convert_ids_to_tokens([answer_id])[0],
+                            "answer_skipped": list(skipped)})
     return result
