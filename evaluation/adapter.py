@@ -267,16 +267,15 @@ def subject_chars(record: dict) -> tuple[int, int]:
     return start, start + len(record["subject"])
 
 
-def text_tokens_of_times(starts_s: np.ndarray, ends_s: np.ndarray, words: list[dict],
-                         token_char_spans: list[tuple[int, int]]) -> list[int]:
-    """For each speech position (voicing [starts_s[i], ends_s[i]) of the audio), the text token it voices.
+def text_tokens_of_times(midpoints_s: np.ndarray, words: list[dict], token_char_spans: list[tuple[int, int]]) -> list[int]:
+    """For each speech position (the midpoint of the audio it voices, in seconds), the text token it voices.
 
     A position belongs to the aligned word its midpoint falls in (the nearest word in silences); a word
     spoken as several text tokens is split among them in proportion to their characters.
     """
     if not words:
         raise ValueError("the record has no aligned words")
-    midpoints = (np.asarray(starts_s, dtype=float) + np.asarray(ends_s, dtype=float)) / 2.0
+    midpoints = np.asarray(midpoints_s, dtype=float)
     word_starts = np.array([w["start_s"] for w in words])
     word_ends = np.array([w["end_s"] for w in words])
     links: list[int] = []
@@ -303,7 +302,7 @@ def text_tokens_of_frames(frame_starts: np.ndarray, num_frames: int, rate_hz: fl
     """`text_tokens_of_times` for runs of frames at `rate_hz` starting at `frame_starts`."""
     frame_starts = np.asarray(frame_starts)
     frame_ends = np.append(frame_starts[1:], num_frames)
-    return text_tokens_of_times(frame_starts / rate_hz, frame_ends / rate_hz, words, token_char_spans)
+    return text_tokens_of_times((frame_starts + frame_ends) / 2.0 / rate_hz, words, token_char_spans)
 
 
 def subject_frames(record: dict, rate_hz: float) -> tuple[int, int]:

@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from known_speech.tracing.prompts import encode
-from known_speech.units import MHUBERT_LAYER, MHUBERT_RATE_HZ, SpeechToken, UnitProvenance, interleave_expressive
+from known_speech.units import (
+    MHUBERT_LAYER,
+    MHUBERT_RATE_HZ,
+    SPIRITLM_PITCH_RATE_HZ,
+    SPIRITLM_STYLE_RATE_HZ,
+    SpeechToken,
+    UnitProvenance,
+    interleave_expressive,
+)
 
 from .adapter import (
     Adapter,
@@ -48,7 +56,7 @@ TEXT_MARKER, SPEECH_MARKER = "[Text]", "[Speech]"
 _VARIANTS = {"spiritlm-base-7b": "spirit-lm-base-7b", "spiritlm-expressive-7b": "spirit-lm-expressive-7b"}
 _SPEECH_TOKEN = re.compile(r"\[(Hu|Pi|St)\d+\]")
 # seconds each stream's frame lasts, for linking positions to words
-_FRAME_SECONDS = {"Hu": 1 / MHUBERT_RATE_HZ, "Pi": 1 / 12.5, "St": 1.0}
+_FRAME_SECONDS = {"Hu": 1 / MHUBERT_RATE_HZ, "Pi": 1 / SPIRITLM_PITCH_RATE_HZ, "St": 1 / SPIRITLM_STYLE_RATE_HZ}
 
 
 @dataclass(frozen=True)
@@ -230,11 +238,10 @@ def speech_model_input(tokenizer, record: dict, text: ModelInput, units: np.ndar
         raise ValueError(f"known_id={known_id}: the speech prompt ends in {encoding.pieces[-1]!r}, not {TEXT_MARKER}")
     hubert_starts = np.array([token.frame for token in tokens if token.stream == "Hu"])
     run_end = dict(zip(hubert_starts.tolist(), np.append(hubert_starts[1:], units.size).tolist()))
-    starts = np.array([token.frame * _FRAME_SECONDS[token.stream] for token in tokens])
-    ends = np.array([(run_end[token.frame] if token.stream == "Hu" else token.frame + 1) * _FRAME_SECONDS[token.stream]
-                     for token in tokens])
+    midpoints = [(token.frame + (run_end[token.frame] if token.stream == "Hu" else token.frame + 1)) / 2.0
+                 * _FRAME_SECONDS[token.stream] for token in tokens]
     links: list[int | None] = [None] * len(encoding)
-    for position, link in zip(positions, text_tokens_of_times(starts, ends, record["words"], text.text_char_spans)):
+    for position, link in zip(positions, text_tokens_of_times(midpoints, record["words"], text.text_char_spans)):
         links[position] = link
     links[-1] = len(text.text_tokens) - 1  # the closing [Text] asks for the answer: the last token's role
     frame_start, frame_end = subject_frames(record, MHUBERT_RATE_HZ)

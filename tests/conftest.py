@@ -56,5 +56,5 @@ def spiritlm_release(tmp_path_factory):
     from .release_formats import SPIRITLM_MARKERS, train_sentencepiece, write_spiritlm_release
 
     root = tmp_path_factory.mktemp("spiritlm-checkpoints")
-    write_spiritlm_release(root, train_sentencepiece(root / "sentencepiece", SPIRITLM_MARKERS))
+    write_spiritlm_release(root, train_sentencepiece(root / "sentencepiece", SPIRITLM_MARKERS, vocab_size=3000))
     return root

@@ -156,15 +156,17 @@ def fairseq_hubert_weights(config: dict, seed: int = 0) -> dict[str, torch.Tenso
                     "encoder.pos_conv.0.weight_v": rand(hidden, hidden // groups, k),
                     "encoder.pos_conv.0.bias": rand(hidden),
                     "encoder.layer_norm.weight": 1 + rand(hidden), "encoder.layer_norm.bias": rand(hidden)})
+    # small layer weights: a deep random post-LN encoder otherwise maps every frame to nearly one vector,
+    # and every frame would get the same unit
     for layer in range(config["encoder_layers"]):
         prefix = f"encoder.layers.{layer}."
         for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            weights[prefix + f"self_attn.{projection}.weight"] = rand(hidden, hidden)
+            weights[prefix + f"self_attn.{projection}.weight"] = rand(hidden, hidden, scale=0.05)
             weights[prefix + f"self_attn.{projection}.bias"] = rand(hidden)
         weights.update({prefix + "self_attn_layer_norm.weight": 1 + rand(hidden),
                         prefix + "self_attn_layer_norm.bias": rand(hidden),
-                        prefix + "fc1.weight": rand(ffn, hidden), prefix + "fc1.bias": rand(ffn),
-                        prefix + "fc2.weight": rand(hidden, ffn), prefix + "fc2.bias": rand(hidden),
+                        prefix + "fc1.weight": rand(ffn, hidden, scale=0.05), prefix + "fc1.bias": rand(ffn),
+                        prefix + "fc2.weight": rand(hidden, ffn, scale=0.05), prefix + "fc2.bias": rand(hidden),
                         prefix + "final_layer_norm.weight": 1 + rand(hidden),
                         prefix + "final_layer_norm.bias": rand(hidden)})
     return weights
