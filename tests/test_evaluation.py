@@ -318,7 +318,19 @@ def test_qwen2_audio_adapter_corrupts_embedding_frames_of_the_subject(tmp_path, 
     assert model_input.inputs_embeds.shape[0] == model_input.length == frames + 2  # bos, audio, eos
     start, end = model_input.subject_range
     assert (start - 1, end - 1) == (int(row["subject_time_span"][0] * 25), min(frames, int(np.ceil(row["subject_time_span"][1] * 25))))
+    # the processor's count: Whisper's 100 mel frames/s, then (n - 1) // 2 + 1 and (n - 2) // 2 + 1
+    from known_speech.audio import waveform_of
+
+    mel = int(adapter.processor.feature_extractor(waveform_of(row["audio"]), sampling_rate=16_000, padding="max_length",
+                                                  return_attention_mask=True)["attention_mask"].sum())
+    assert frames == ((mel - 1) // 2 + 1 - 2) // 2 + 1
+    assert model_input.prompt_text == "<|audio_bos|><|AUDIO|><|audio_eos|>" and not model_input.bos
     assert isinstance(adapter.generate(model_input, 3), str)
+    # the base model card's text after the audio, as a recorded setting
+    suffixed = adapter_class("qwen2-audio")(str(tmp_path), text_suffix=" Answer:").prepare(row, "speech")
+    assert suffixed.prompt_text.endswith("<|audio_eos|> Answer:") and suffixed.metadata["text_suffix"] == " Answer:"
+    assert suffixed.length > model_input.length and suffixed.subject_range == model_input.subject_range
+    assert suffixed.text_token_of_position[-1] == len(suffixed.text_tokens) - 1
     result = CausalTracer(adapter.decoder).trace(inputs_embeds=model_input.inputs_embeds, subject_range=(start, end),
                                                  answer_id=model_input.answer.id, options=TraceOptions(samples=2, kinds=("hidden",)))
     assert result.scores["hidden"].shape == (model_input.length, 2)  # the self-check against the model's forward passed
