@@ -121,12 +121,18 @@ def _meta_strings(records: list[dict]) -> list[str]:
     return strings
 
 
+def _plain_strings(records: list[dict]) -> list[str]:
+    """What `hf-text` feeds a text LM: the prompt alone, and with the attribute."""
+    return [s for record in records for s in (record["prompt"], f"{record['prompt']} {record['attribute']}")]
+
+
 @pytest.fixture(scope="module")
 def reference(tokenizer_folders, records):
     """ids transformers 4.46 gives for every variant and string."""
     if not REFERENCE_PYTHON.exists():
         pytest.fail(f"{REFERENCE_PYTHON} is missing: run bash scripts/setup.sh (it makes .venv-reference)")
-    jobs = {name: (str(folder), kind, _meta_strings(records)) for name, (folder, kind) in tokenizer_folders.items()}
+    jobs = {name: (str(folder), kind, _meta_strings(records) + _plain_strings(records))
+            for name, (folder, kind) in tokenizer_folders.items()}
     done = subprocess.run([str(REFERENCE_PYTHON), "-c", _REFERENCE], input=json.dumps(jobs), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -144,6 +150,24 @@ def test_meta_prompt_ids_equal_transformers4(variant, tokenizer_folders, referen
         encoding = encode(tokenizer, string)
         assert encoding.ids == ids, (string, encoding.pieces, tokenizer.convert_ids_to_tokens(ids))
         assert encoding.bos == (kind != "gpt2") == (ids[0] == expected["bos"])
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_hf_text_prompts_with_the_tokenizer_s_own_special_tokens_equal_transformers4(variant, tokenizer_folders,
+                                                                                    reference, records):
+    """`hf-text` loads the tokenizer with `transformers` and encodes the whole prompt with its default special
+    tokens: BOS where it adds one (Llama-2 and Llama-3 style), none for GPT-2 style."""
+    from transformers import AutoTokenizer
+
+    folder, kind = tokenizer_folders[variant]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    expected = reference[variant]["ids"][len(_meta_strings(records)):]
+    for string, ids in zip(_plain_strings(records), expected):
+        encoding = encode(tokenizer, string)
+        assert encoding.ids == ids, (string, encoding.pieces)
+        assert encoding.bos == (kind != "gpt2")
+    model_input = text_model_input(tokenizer, records[0])
+    assert model_input.prompt_text == records[0]["prompt"] and model_input.bos == (kind != "gpt2")
 
 
 def test_the_variants_disagree_where_meta_s_call_is_fragile(tokenizer_folders):
