@@ -32,6 +32,7 @@ __all__ = [
     "available_adapters",
     "resolve_dtype",
     "text_model_input",
+    "encoded_input",
     "prompt_tokens",
     "record_answer",
     "position_labels",
@@ -206,20 +207,30 @@ def text_model_input(tokenizer, record: dict, prefix: str = "") -> ModelInput:
     subject_positions = encoding.positions_overlapping(len(prefix) + subject_start, len(prefix) + subject_end)
     if not subject_positions:
         raise ValueError(f"known_id={record['known_id']}: field 'subject': no token of {prompt_text!r} covers it")
+    return encoded_input(tokenizer, record, encoding, "text", subject_positions, links, text_tokens,
+                         subject_text_range(record, char_spans), char_spans)
+
+
+def encoded_input(tokenizer, record: dict, encoding: Encoding, modality: Modality, subject_positions: list[int],
+                  links: list[int | None], text_tokens: list[str], text_subject: tuple[int, int],
+                  text_char_spans: list[tuple[int, int]], metadata: dict | None = None) -> ModelInput:
+    """The ModelInput of an id-input model for `encoding`, the whole prompt string as the model's code
+    tokenizes it; the answer token is found on that same string."""
     return ModelInput(
         known_id=int(record["known_id"]),
-        modality="text",
+        modality=modality,
         subject_range=(subject_positions[0], subject_positions[-1] + 1),
         text_tokens=text_tokens,
-        subject_text_range=subject_text_range(record, char_spans),
+        subject_text_range=text_subject,
         text_token_of_position=links,
         labels=position_labels(tokenizer, encoding),
-        answer=record_answer(tokenizer, prompt_text, record),
-        prompt_text=prompt_text,
+        answer=record_answer(tokenizer, encoding.text, record),
+        prompt_text=encoding.text,
         bos=encoding.bos,
         input_ids=encoding.ids,
         pieces=encoding.pieces,
-        text_char_spans=char_spans,
+        text_char_spans=text_char_spans,
+        metadata=metadata or {},
     )
 
 

@@ -39,8 +39,7 @@ from .adapter import (
     Adapter,
     Modality,
     ModelInput,
-    position_labels,
-    record_answer,
+    encoded_input,
     register_adapter,
     subject_frames,
     text_model_input,
@@ -249,19 +248,5 @@ def speech_model_input(tokenizer, record: dict, text: ModelInput, units: np.ndar
                and token.frame < min(frame_end, units.size) and run_end[token.frame] > frame_start]
     if not subject:
         raise ValueError(f"known_id={known_id}: field 'subject_time_span' lies outside the {units.size} frames")
-    return ModelInput(
-        known_id=known_id,
-        modality="speech",
-        subject_range=(subject[0], subject[-1] + 1),
-        text_tokens=text.text_tokens,
-        subject_text_range=text.subject_text_range,
-        text_token_of_position=links,
-        labels=position_labels(tokenizer, encoding),
-        answer=record_answer(tokenizer, prompt_text, record),
-        prompt_text=prompt_text,
-        bos=encoding.bos,
-        input_ids=encoding.ids,
-        pieces=encoding.pieces,
-        text_char_spans=text.text_char_spans,
-        metadata={"num_frames": int(units.size), "num_speech_tokens": len(tokens)},
-    )
+    return encoded_input(tokenizer, record, encoding, "speech", subject, links, text.text_tokens, text.subject_text_range,
+                         text.text_char_spans, {"num_frames": int(units.size), "num_speech_tokens": len(tokens)})

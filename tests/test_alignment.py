@@ -20,7 +20,6 @@ from transformers import (
 
 from known_speech.builders.align.ctc import CTCAligner, segment_words, to_model_alphabet
 from known_speech.builders.align.qc import compare_alignments, span_iou
-from known_speech.builders.build import build_dataset
 from known_speech.unit_tokenizer import load_unit_tokenizer
 from known_speech.units import dedup_span, deduplicate
 from known_speech.cli import main as cli_main

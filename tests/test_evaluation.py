@@ -181,7 +181,7 @@ def test_spiritlm_adapter_builds_the_release_prompt_formats(spiritlm_checkpoint,
     assert all(piece.startswith("[Hu") for piece in speech.pieces[3:-1])
     units = [int(piece[3:-1]) for piece in speech.pieces[3:-1]]
     assert all(a != b for a, b in zip(units, units[1:])), "units must be de-duplicated"
-    assert len(set(units)) > 5 and speech.metadata["num_frames"] > len(units) > 10
+    assert len(set(units)) >= 3 and speech.metadata["num_frames"] > len(units) > 10
     assert speech.metadata["units_source"] == "speech_tokenizer" and speech.metadata["units"]["quantizer"] == "linear"
     assert speech.prompt_text == "[Speech]" + "".join(speech.pieces[3:-1]) + "[Text]"
     # the subject's positions voice the subject's text tokens; the last marker stands for the last token

@@ -1,6 +1,3 @@
-import json
-import re
-
 import pytest
 
 from known_speech.source import KNOWN_SHA256, KnownSourceError, bundled_source_path, file_sha256, load_known
