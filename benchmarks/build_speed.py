@@ -12,7 +12,8 @@ from collections import defaultdict
 
 from known_speech.audio import encode_flac, to_mono_16k
 from known_speech.builders.align.tts import words_from_synthesis
-from known_speech.builders.pipeline import BuildOptions, ItemBuilder, speech_token_spans
+from known_speech.builders.item import ItemBuilder, speech_token_spans
+from known_speech.builders.options import BuildOptions
 from known_speech.source import load_known
 from known_speech.spans import time_span_of_chars
 from known_speech.spoken import verbalise

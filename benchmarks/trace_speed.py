@@ -18,7 +18,7 @@ import time
 import torch
 
 from known_speech.tracing import CausalTracer, TraceOptions
-from known_speech.tracing.engine import window_layers
+from known_speech.tracing.restoration import window_layers
 from known_speech.tracing.reference import reference_trace
 
 LLAMA2_7B_SHAPE = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,

@@ -16,7 +16,7 @@ import numpy as np
 
 from known_speech.settings import DEFAULT_ASR_MODEL, bundled_whisper_dir
 
-__all__ = ["AsrCheck", "WhisperChecker", "normalise_text", "word_error_rate", "contains_phrase"]
+__all__ = ["AsrCheck", "TimedWord", "WhisperChecker", "normalise_text", "word_error_rate", "contains_phrase"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,16 @@ def contains_phrase(text: str, phrase: str) -> bool:
 
 
 @dataclass(frozen=True)
+class TimedWord:
+    """A word as faster-whisper reports it with `word_timestamps=True`."""
+
+    word: str
+    start_s: float
+    end_s: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class AsrCheck:
     model: str
     transcript: str
@@ -76,8 +86,6 @@ class WhisperChecker:
 
     def transcribe(self, samples_16k: np.ndarray) -> tuple[str, list]:
         """Transcript and its words with times (faster-whisper's cross-attention word timestamps)."""
-        from .align.whisper import TimedWord
-
         segments, _ = self._model.transcribe(
             samples_16k, language="en", beam_size=self.beam_size, condition_on_previous_text=False,
             word_timestamps=True,

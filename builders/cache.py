@@ -26,6 +26,7 @@ class ItemOutcome:
     stage: str | None = None  # where it failed: verbalise, synthesis, alignment, asr
     reason: str | None = None
     seconds: float = 0.0
+    engine_version: str | None = None  # of the engine that made (or failed to make) it
 
 
 class ItemCache:
@@ -54,6 +55,3 @@ class ItemCache:
 
     def audio(self, known_id: int) -> bytes:
         return self.audio_path(known_id).read_bytes()
-
-    def known_ids(self) -> set[int]:
-        return {int(path.stem) for path in self.directory.glob("*.json")}

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from known_speech import __version__
 from known_speech.atomic import atomic_write_text
+from known_speech.layout import VERSIONS_FILE
 
-from .writer import VERSIONS_FILE, read_build_stats, read_versions, render_card
+from .writer import read_build_stats, read_versions, render_card
 
 __all__ = ["PublishPlan", "plan_publish", "publish", "EXCLUDED"]
 

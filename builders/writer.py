@@ -14,32 +14,32 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from known_speech import __version__
 from known_speech.atomic import atomic_path, atomic_write_text
+from known_speech.layout import DatasetFolder
 from known_speech.schema import filter_features, record_features
 from known_speech.source import KNOWN_URL
 
-__all__ = ["write_config", "render_card", "read_build_stats", "read_versions", "BUILD_STATS_FILE", "VERSIONS_FILE"]
+__all__ = ["write_config", "render_card", "read_build_stats", "read_versions"]
 
 logger = logging.getLogger(__name__)
 
-BUILD_STATS_FILE = "build_stats.json"
-VERSIONS_FILE = "versions.json"
 MAX_SHARD_BYTES = 256 * 1024 * 1024
 
 
 def read_build_stats(out_dir: str | Path) -> dict[str, dict]:
-    path = Path(out_dir) / BUILD_STATS_FILE
+    path = DatasetFolder(out_dir).build_stats
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def read_versions(out_dir: str | Path) -> list[dict]:
     """Published versions, newest first (written by `known-speech publish`)."""
-    path = Path(out_dir) / VERSIONS_FILE
+    path = DatasetFolder(out_dir).versions
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
-def write_config(dataset: datasets.Dataset, out_dir: str | Path, config_name: str, stats: dict) -> list[Path]:
-    """Write one config's train split as parquet shards and record its statistics; re-render the card."""
-    config_dir = Path(out_dir) / config_name
+def write_config(dataset: datasets.Dataset, out_dir: str | Path, voice_config: str, stats: dict) -> list[Path]:
+    """Write one voice config's train split as parquet shards and record its statistics; re-render the card."""
+    folder = DatasetFolder(out_dir)
+    config_dir = folder.config_dir(voice_config)
     config_dir.mkdir(parents=True, exist_ok=True)
     num_shards = max(1, math.ceil((dataset.data.nbytes or 1) / MAX_SHARD_BYTES))
     written: list[Path] = []
@@ -51,14 +51,14 @@ def write_config(dataset: datasets.Dataset, out_dir: str | Path, config_name: st
     for stale in set(config_dir.glob("train-*.parquet")) - set(written):
         stale.unlink()
     all_stats = read_build_stats(out_dir)
-    all_stats[config_name] = {
+    all_stats[voice_config] = {
         **stats,
         "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "num_examples": len(dataset),
         "num_bytes": int(dataset.data.nbytes),
         "download_size": sum(path.stat().st_size for path in written),
     }
-    atomic_write_text(Path(out_dir) / BUILD_STATS_FILE, json.dumps(all_stats, indent=2, ensure_ascii=False))
+    atomic_write_text(folder.build_stats, json.dumps(all_stats, indent=2, ensure_ascii=False))
     render_card(out_dir)
     return written
 
@@ -66,11 +66,12 @@ def write_config(dataset: datasets.Dataset, out_dir: str | Path, config_name: st
 def _jsonl_configs(out_dir: Path) -> dict[str, dict]:
     """Recall filters (`filter-<model>`, every modality and voice) and their views (`known_t2t-<model>`, ...)."""
     configs: dict[str, dict] = {}
-    for folder in sorted((out_dir / "filters").glob("*/")):
+    dataset = DatasetFolder(out_dir)
+    for folder in dataset.filter_dirs():
         files = sorted(folder.glob("*.jsonl"))
         if files:
             configs[f"filter-{folder.name}"] = {"path": f"filters/{folder.name}/*.jsonl", "files": files}
-    for view in sorted((out_dir / "views").glob("*.jsonl")):
+    for view in dataset.view_files():
         configs[view.stem] = {"path": f"views/{view.name}", "files": [view]}
     for config in configs.values():
         config["num_examples"] = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in config["files"])
@@ -135,5 +136,5 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
         filters=[{"config_name": name, "num_examples": config["num_examples"]} for name, config in jsonl_configs.items()],
         versions=versions if versions is not None else read_versions(out_dir),
     )
-    atomic_write_text(Path(out_dir) / "README.md", str(card))
+    atomic_write_text(DatasetFolder(out_dir).card, str(card))
     return card

@@ -1,1 +1,1 @@
-"""Speech-LM adapters, Known-t2t / Known-s2t filters and the tracing benchmark (issue 5: not built yet)."""
+"""Speech-LM adapters, Known-t2t / Known-s2t recall filters, the tracing benchmark run, its statistics and reports."""

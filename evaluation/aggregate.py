@@ -12,7 +12,8 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from .categories import CATEGORIES, category_effects
-from .runner import TraceRunConfig, item_ids, load_item, run_config
+from .run_config import TraceRunConfig
+from .run_folder import RunFolder, Span, position_map
 
 __all__ = ["RunEffects", "Estimate", "collect_effects", "estimate_mean", "paired_difference", "middle_layers",
            "category_index", "nanmean"]
@@ -27,7 +28,7 @@ class RunEffects:
 
     run_dir: Path
     config: TraceRunConfig
-    span: str  # "items" (subject corrupted) or "control"
+    span: Span  # "items" (subject corrupted) or "control"
     known_ids: list[int]
     effects: dict[str, np.ndarray]
     high: np.ndarray  # (items,) clean P(answer)
@@ -50,25 +51,26 @@ class RunEffects:
                           self.high[rows], self.low[rows], self.noise_std)
 
 
-def collect_effects(run_dir: str | Path, span: str = "items") -> RunEffects:
+def collect_effects(run_dir: str | Path, span: Span = "items") -> RunEffects:
     """Read every cached item of a run folder and average its effects into the six categories."""
-    run_dir = Path(run_dir)
-    config, noise_std = run_config(run_dir)
-    known_ids = item_ids(run_dir, span)
+    folder = RunFolder(run_dir)
+    settings = folder.settings()
+    kinds = settings.config.trace.kinds
+    known_ids = folder.item_ids(span)
     if not known_ids:
-        raise ValueError(f"{run_dir}/{span} holds no traced item")
-    effects: dict[str, list[np.ndarray]] = {kind: [] for kind in config.kinds}
+        raise ValueError(f"{folder.path}/{span} holds no traced item")
+    effects: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
     high, low = [], []
     for known_id in known_ids:
-        result = load_item(run_dir, known_id, span)
-        meta = result.metadata
-        for kind in config.kinds:
-            effects[kind].append(category_effects(result.indirect_effect(kind), meta["text_token_of_position"],
-                                                  tuple(meta["corrupted_text_range"]), len(meta["text_tokens"])))
+        result = folder.load(known_id, span)
+        positions = position_map(result)
+        for kind in kinds:
+            effects[kind].append(category_effects(result.indirect_effect(kind), positions.text_token_of_position,
+                                                  positions.corrupted_text_range, len(positions.text_tokens)))
         high.append(result.high_score)
         low.append(result.low_score)
-    return RunEffects(run_dir, config, span, known_ids, {k: np.stack(v) for k, v in effects.items()},
-                      np.array(high), np.array(low), noise_std)
+    return RunEffects(folder.path, settings.config, span, known_ids, {k: np.stack(v) for k, v in effects.items()},
+                      np.array(high), np.array(low), settings.noise_std)
 
 
 @dataclass

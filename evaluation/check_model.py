@@ -22,8 +22,9 @@ import torch
 from known_speech.tracing import CausalTracer, TraceOptions, TracingSelfCheckError
 from known_speech.tracing.prompts import is_blank_piece
 
-from .adapter import Adapter, Modality, ModelInput
-from .filtering import classify_answer, first_answer
+from .adapter import Adapter
+from .model_input import Modality, ModelInput
+from .matching import classify_answer, first_answer
 
 __all__ = ["Check", "ModelCheck", "check_model", "EASY_FACTS", "LIBRISPEECH_EXAMPLE_UNITS"]
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from known_speech.tracing.loading import load_causal_lm
 
-from .adapter import Adapter, Modality, ModelInput, register_adapter, text_model_input
+from .adapter import Adapter, register_adapter
+from .model_input import Modality, ModelInput
+from .prompt_input import text_model_input
 
 __all__ = ["HFTextAdapter"]
 

@@ -12,21 +12,18 @@ and corrupts the embedding frames of the subject's time span.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from known_speech.tracing.architectures import ArchitectureSpec, register_architecture
 
-from .adapter import (
-    Adapter,
-    Modality,
-    ModelInput,
-    record_answer,
-    register_adapter,
-    subject_frames,
-    text_model_input,
-    text_tokens_of_frames,
-)
+from .adapter import Adapter, register_adapter
+from .model_input import Modality, ModelInput
+from .prompt_input import record_answer, text_model_input
+from .speech_links import subject_frames, text_tokens_of_frames
 
 __all__ = ["Qwen2AudioAdapter", "AUDIO_RATE_HZ", "SPEECH_PROMPT"]
 
@@ -52,6 +49,13 @@ register_architecture(
 class Qwen2AudioAdapter(Adapter):
     name = "qwen2-audio"
     modalities: tuple[Modality, ...] = ("text", "speech")
+
+    @classmethod
+    def handles(cls, model: str) -> bool:
+        config = Path(model) / "config.json"
+        if config.exists():
+            return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "qwen2_audio"
+        return "qwen2-audio" in model.lower()
 
     def __init__(self, model_name: str = "Qwen/Qwen2-Audio-7B", device: str = "cpu", dtype: str = "auto",
                  text_suffix: str = ""):

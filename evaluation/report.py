@@ -27,7 +27,7 @@ from .aggregate import (
 )
 from .categories import CATEGORIES
 from .figures import plot_aie_heatmaps, plot_difference
-from .runner import load_item
+from .run_folder import RunFolder
 
 __all__ = ["find_runs", "write_report", "Report"]
 
@@ -168,7 +168,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, per
         panels.append((run.label, estimates, len(run.known_ids)))
         report.tables.extend(_run_tables(run, estimates, total))
         report.statistics[str(run_dir)] = {
-            "model": run.config.model, "modality": run.config.modality, "voice": run.config.voice,
+            "model": run.config.model, "modality": run.config.modality, "voice_config": run.config.voice_config,
             "prompts": len(run.known_ids), "noise_std": run.noise_std,
             "total_effect": [float(total.mean), float(total.low), float(total.high)],
             "aie": {kind: {"mean": e.mean.tolist(), "low": e.low.tolist(), "high": e.high.tolist()} for kind, e in estimates.items()},
@@ -186,7 +186,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, per
         by_model.setdefault(run.config.model, {}).setdefault(run.config.modality, run)
         for known_id in run.known_ids[:per_item]:
             path = figure_dir / "items" / f"{run_dir.parent.name}_{run_dir.name}_{known_id}.png"
-            report.figures.append((f"{run.label}, known_id {known_id}", plot_trace(load_item(run_dir, known_id), path)))
+            report.figures.append((f"{run.label}, known_id {known_id}", plot_trace(RunFolder(run_dir).load(known_id), path)))
     report.figures.insert(0, ("log10 AIE by position category and layer", plot_aie_heatmaps(panels, figure_dir / "aie.png")))
     for modalities in by_model.values():
         if "text" in modalities and "speech" in modalities:

@@ -35,16 +35,10 @@ from known_speech.units import (
     interleave_expressive,
 )
 
-from .adapter import (
-    Adapter,
-    Modality,
-    ModelInput,
-    encoded_input,
-    register_adapter,
-    subject_frames,
-    text_model_input,
-    text_tokens_of_times,
-)
+from .adapter import Adapter, register_adapter
+from .model_input import Modality, ModelInput
+from .prompt_input import encoded_input, text_model_input
+from .speech_links import subject_frames, text_tokens_of_times
 
 __all__ = ["SpiritLMAdapter", "SpiritLMCheckpoint", "TEXT_MARKER", "SPEECH_MARKER", "speech_prompt",
            "speech_model_input", "load_spiritlm_tokenizer"]
@@ -111,6 +105,11 @@ def speech_prompt(tokens: list[SpeechToken]) -> str:
 class SpiritLMAdapter(Adapter):
     name = "spiritlm"
     modalities: tuple[Modality, ...] = ("text", "speech")
+
+    @classmethod
+    def handles(cls, model: str) -> bool:
+        lowered = model.lower()
+        return "spiritlm" in lowered or "spirit-lm" in lowered or (Path(model) / "spiritlm_model").is_dir()
 
     def __init__(self, model_name: str, device: str = "cpu", dtype: str = "auto"):
         super().__init__(model_name, device, dtype)

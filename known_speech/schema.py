@@ -91,6 +91,6 @@ def filter_features() -> Features:
         {
             "known_id": Value("int32"),
             **{name: Value("string") for name in
-               ("model", "adapter", "modality", "voice", "generation", "answer", "match", "error")},
+               ("model", "adapter", "modality", "voice_config", "generation", "answer", "match", "error")},
         }
     )

@@ -11,7 +11,6 @@ __all__ = [
     "TokenSpan",
     "frame_span",
     "time_span_of_chars",
-    "tokens_overlapping",
     "SPEECH_TOKENIZER_RATES",
 ]
 
@@ -71,6 +70,3 @@ def time_span_of_chars(words: Sequence[AlignedWord], char_start: int, char_end: 
     return min(w.start_s for w in covering), max(w.end_s for w in covering)
 
 
-def tokens_overlapping(char_spans: Sequence[tuple[int, int]], char_start: int, char_end: int) -> list[int]:
-    """Indices of the tokens whose character spans (a tokenizer's offsets) overlap [char_start, char_end)."""
-    return [k for k, (a, b) in enumerate(char_spans) if a < char_end and char_start < b]

@@ -133,7 +133,7 @@ TINY_MHUBERT = {  # fairseq model_cfg of a tiny mHuBERT-base-25Hz: the real conv
 def fairseq_hubert_weights(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights under fairseq's HuBERT parameter names (feature_extractor.conv_layers.*, layer_norm,
     post_extract_proj, encoder.pos_conv.0 with weight norm, encoder.layers.*)."""
-    from known_speech.unit_tokenizer import _conv_layers
+    from known_speech.hubert_conversion import conv_layers
 
     generator = torch.Generator().manual_seed(seed)
 
@@ -141,7 +141,7 @@ def fairseq_hubert_weights(config: dict, seed: int = 0) -> dict[str, torch.Tenso
         return torch.randn(*shape, generator=generator) * scale
 
     weights, channels = {}, 1
-    for index, (dim, kernel, _) in enumerate(_conv_layers(config["conv_feature_layers"])):
+    for index, (dim, kernel, _) in enumerate(conv_layers(config["conv_feature_layers"])):
         weights[f"feature_extractor.conv_layers.{index}.0.weight"] = rand(dim, channels, kernel, scale=1 / kernel ** 0.5)
         if index == 0:
             weights["feature_extractor.conv_layers.0.2.weight"] = 1 + rand(dim)

@@ -39,7 +39,7 @@ def built(tmp_path_factory, known_records):
 
 def test_build_round_trips_through_load_dataset(built):
     out, _, result = built
-    assert result.config_name == CONFIG
+    assert result.voice_config == CONFIG
     card = DatasetCard.load(out / "README.md")
     assert [c["config_name"] for c in card.data.configs] == [CONFIG]
     assert card.data.dataset_info[0]["splits"][0]["num_examples"] == len(HARD_IDS)
@@ -57,8 +57,8 @@ def test_failed_item_is_recorded_and_counted(built):
     out, _, result = built
     summary = result.summary
     assert (summary.items, summary.failed) == (len(HARD_IDS) + 1, 1)
-    assert summary.failures[0]["known_id"] == 99999
-    assert summary.failures[0]["stage"] == "synthesis"
+    assert summary.failures[0].known_id == 99999
+    assert summary.failures[0].stage == "synthesis"
     stats = json.loads((out / "build_stats.json").read_text())[CONFIG]
     assert stats["failed"] == 1 and "Piper produced no audio" in stats["failures"][0]["reason"]
 

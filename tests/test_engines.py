@@ -34,36 +34,36 @@ def two_voices(tmp_path_factory, source):
     """espeak-ng first, then Piper through the subprocess protocol into the same folder."""
     out = tmp_path_factory.mktemp("voices") / "known-speech"
     first = build_dataset(out, engine="espeak-ng", voice="en-us", source=str(source), workers=1)
-    first_bytes = {p.name: p.read_bytes() for p in (out / first.config_name).glob("*.parquet")}
+    first_bytes = {p.name: p.read_bytes() for p in (out / first.voice_config).glob("*.parquet")}
     second = build_dataset(out, engine="piper-subprocess", voice="en_US-joe-medium", source=str(source), workers=1)
     return out, first, second, first_bytes
 
 
 def test_two_voices_load_as_two_configs_and_the_first_is_untouched(two_voices):
     out, first, second, first_bytes = two_voices
-    assert (first.config_name, second.config_name) == ("espeak-ng-en-us", "piper-subprocess-en_US-joe-medium")
-    assert {p.name: p.read_bytes() for p in (out / first.config_name).glob("*.parquet")} == first_bytes
+    assert (first.voice_config, second.voice_config) == ("espeak-ng-en-us", "piper-subprocess-en_US-joe-medium")
+    assert {p.name: p.read_bytes() for p in (out / first.voice_config).glob("*.parquet")} == first_bytes
     for result in (first, second):
-        rows = load_dataset(str(out), result.config_name, split="train")
+        rows = load_dataset(str(out), result.voice_config, split="train")
         assert sorted(rows["known_id"]) == list(IDS)
         assert rows[0]["audio"].get_all_samples().sample_rate == 16_000
     card = DatasetCard.load(out / "README.md")
-    assert {c["config_name"] for c in card.data.configs} == {first.config_name, second.config_name}
+    assert {c["config_name"] for c in card.data.configs} == {first.voice_config, second.voice_config}
     assert "| `espeak-ng-en-us` | espeak-ng 1.51 |" in card.text
 
 
 def test_engines_without_durations_are_aligned_by_whisper_and_with_durations_scored_against_it(two_voices):
     out, first, second, _ = two_voices
-    espeak = load_dataset(str(out), first.config_name, split="train")
+    espeak = load_dataset(str(out), first.voice_config, split="train")
     assert {row["alignment"]["method"] for row in espeak} == {"whisper"}
-    piper = load_dataset(str(out), second.config_name, split="train")
+    piper = load_dataset(str(out), second.voice_config, split="train")
     for row in piper:
         assert row["alignment"]["method"] == "tts"
         (estimate,) = row["estimated_alignments"]
         assert estimate["method"] == "whisper" and len(estimate["words"]) == len(row["words"])
         assert 0 <= estimate["mean_boundary_error_ms"] <= estimate["max_boundary_error_ms"]
         assert estimate["flagged"] == (estimate["subject_iou"] < 0.5)
-    qc = json.loads((out / "build_stats.json").read_text())[second.config_name]["alignment_qc"]["whisper"]
+    qc = json.loads((out / "build_stats.json").read_text())[second.voice_config]["alignment_qc"]["whisper"]
     assert qc["items"] == len(IDS) and qc["median_boundary_error_ms"] <= qc["p95_boundary_error_ms"]
 
 
@@ -92,11 +92,11 @@ def test_external_folder_builds_and_a_missing_file_is_a_recorded_failure(tmp_pat
         {"engine": "espeak-ng en-gb", "voice": "studio-voice", "files": {str(i): f"{i}.wav" for i in IDS}}))
     out = tmp_path / "known-speech"
     result = build_dataset(out, engine="external", voice=str(folder), source=str(source), workers=1)
-    assert result.config_name == "external-studio-voice"
+    assert result.voice_config == "external-studio-voice"
     assert result.summary.failed == 1
     (failure,) = result.summary.failures
-    assert failure["known_id"] == 65 and failure["stage"] == "synthesis" and "which does not exist" in failure["reason"]
-    assert sorted(load_dataset(str(out), result.config_name, split="train")["known_id"]) == [0, 21]
+    assert failure.known_id == 65 and failure.stage == "synthesis" and "which does not exist" in failure.reason
+    assert sorted(load_dataset(str(out), result.voice_config, split="train")["known_id"]) == [0, 21]
     with pytest.raises(ValueError, match="refusing to publish a build with failed items.*external-studio-voice: 1"):
         plan_publish(out, "me/known-speech", "v1.0.0")
     assert plan_publish(out, "me/known-speech", "v1.0.0", allow_failed=True).tag == "v1.0.0"

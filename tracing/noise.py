@@ -15,8 +15,8 @@ __all__ = ["subject_noise", "corrupt", "subject_embedding_std"]
 def subject_noise(options: TraceOptions, n_subject: int, hidden_size: int, sigma: float) -> torch.Tensor:
     """(samples, n_subject, hidden) noise, identical for every restoration of a prompt.
 
-    "rome" reproduces ROME's causal trace number for number: a fresh numpy RandomState(1) drawing
-    randn(samples, n_subject, hidden) in float64, scaled by sigma.
+    "rome" reproduces ROME's causal trace number for number: a fresh numpy RandomState(seed) drawing
+    randn(samples, n_subject, hidden) in float64, scaled by sigma (ROME's seed is 1, the default).
     """
     shape = (options.samples, n_subject, hidden_size)
     if options.noise_mode == "rome":

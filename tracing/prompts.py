@@ -8,11 +8,10 @@ Positions are then found through each piece's character span in that one string.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-
-from known_speech.spans import tokens_overlapping
 
 from .engine import CausalTracer
 from .result import TraceOptions, TraceResult
@@ -23,6 +22,7 @@ __all__ = [
     "encode",
     "answer_token",
     "is_blank_piece",
+    "tokens_overlapping",
     "subject_token_range",
     "trace_text_prompt",
 ]
@@ -60,8 +60,14 @@ class AnswerToken:
     """The token whose probability is traced: the first the attribute adds after the prompt."""
 
     id: int
-    piece: str
+    piece: str  # the tokenizer's token string ("▁Rome", "ĠRome")
+    text: str  # what it decodes to
     skipped: tuple[str, ...] = field(default=())  # whitespace-only pieces passed over before it
+
+
+def tokens_overlapping(char_spans: Sequence[tuple[int, int]], char_start: int, char_end: int) -> list[int]:
+    """Indices of the tokens whose character spans (a tokenizer's offsets) overlap [char_start, char_end)."""
+    return [k for k, (a, b) in enumerate(char_spans) if a < char_end and char_start < b]
 
 
 def is_blank_piece(piece: str) -> bool:
@@ -104,7 +110,7 @@ def answer_token(tokenizer, prompt_text: str, attribute: str) -> AnswerToken:
     for position in range(len(ids), len(full)):
         piece = full.pieces[position]
         if full.char_spans[position] is not None and not is_blank_piece(piece):
-            return AnswerToken(full.ids[position], piece, tuple(skipped))
+            return AnswerToken(full.ids[position], piece, tokenizer.decode([full.ids[position]]), tuple(skipped))
         skipped.append(piece)
     raise ValueError(f"attribute {attribute!r} adds no word piece after the prompt (only {skipped})")
 

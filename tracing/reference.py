@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .architectures import ArchitectureSpec, spec_for
-from .engine import window_layers
+from .restoration import window_layers
 from .noise import subject_noise
 from .result import TraceOptions
 

@@ -23,8 +23,8 @@ class TraceOptions:
 
     noise_std: explicit sigma of the Gaussian noise on the subject's input embeddings; when None,
     sigma = noise_factor * `embedding_std` (given to the engine, or the std of this prompt's subject
-    embeddings). noise_mode "rome" draws numpy RandomState(1).randn(samples, n_subject, d) exactly as
-    ROME does; "torch" draws from torch.Generator seeded with `seed`. window: MLP/attention restorations
+    embeddings). noise_mode "rome" draws numpy RandomState(seed).randn(samples, n_subject, d) as ROME
+    does (its seed: 1, the default); "torch" draws from torch.Generator seeded with `seed`. window: MLP/attention restorations
     cover layers [l - window//2, l + ceil(window/2)) clipped to the model. max_batch_tokens bounds rows x
     positions per forward (memory); None picks it from free GPU memory, or 16384 on CPU.
     """

@@ -8,25 +8,14 @@ their matched neighbours, with score 0.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 
 from known_speech.spans import AlignedWord
 from known_speech.spoken import SpokenForm
 
-from ..asr import normalise_text
+from ..asr import TimedWord, normalise_text
 from .tts import written_words_from_spoken_times
 
-__all__ = ["TimedWord", "words_from_whisper"]
-
-
-@dataclass(frozen=True)
-class TimedWord:
-    """A word as faster-whisper reports it with `word_timestamps=True`."""
-
-    word: str
-    start_s: float
-    end_s: float
-    probability: float
+__all__ = ["words_from_whisper"]
 
 
 def _key(word: str) -> str:

@@ -15,7 +15,7 @@ from torch import nn
 
 from .architectures import ArchitectureSpec, spec_for
 
-__all__ = ["DecoderRunner", "PrefixKV"]
+__all__ = ["DecoderRunner", "PrefixKV", "attention_backends"]
 
 
 class PrefixKV:
@@ -142,3 +142,12 @@ class DecoderRunner:
     def logits_last(self, hidden_last: torch.Tensor) -> torch.Tensor:
         """(B, d) residual after the last layer at the last position -> (B, vocab) logits."""
         return self.unembed(self.final_norm(hidden_last))
+
+
+def attention_backends(device: torch.device):
+    """On GPU, keep SDPA off cuDNN: it builds a plan per new shape, and restorations make many shapes."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])

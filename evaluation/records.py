@@ -1,0 +1,41 @@
+"""The records a run reads: the Known source for text, a built voice config for speech, and the subset
+a model recalls (its recall filter)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from known_speech.layout import DatasetFolder
+
+from .filtering import read_filter
+from .model_input import Modality
+
+__all__ = ["load_records", "recalled_records"]
+
+
+def load_records(modality: Modality, dataset: str | Path, voice_config: str = "") -> list[dict]:
+    """Text: the Known source records; speech: the rows of the built voice config, in known_id order."""
+    if modality == "text":
+        from known_speech.source import load_known
+
+        records = [asdict(record) | {"subject_char_span": list(record.subject_char_span)} for record in load_known()]
+    else:
+        import datasets
+
+        if not DatasetFolder(dataset).card.exists():
+            raise ValueError(f"dataset {str(dataset)!r} has no built voice; run `known-speech build` first")
+        records = list(datasets.load_dataset(str(dataset), voice_config, split="train"))
+    return sorted(records, key=lambda record: int(record["known_id"]))
+
+
+def recalled_records(records: list[dict], dataset: str | Path, model: str, modality: Modality,
+                     voice_config: str = "") -> list[dict]:
+    """The records the model's recall filter found recalled (exact or partial)."""
+    path = DatasetFolder(dataset).filter_file(model, modality, voice_config)
+    if not path.exists():
+        raise ValueError(
+            f"no recall filter at {path}: run `known-speech filter --model {model} --modality {modality}"
+            f"{' --config ' + voice_config if voice_config else ''}` first (or pass --unfiltered)")
+    recalled = {known_id for known_id, row in read_filter(path).items() if row.match != "none"}
+    return [record for record in records if int(record["known_id"]) in recalled]

@@ -1,0 +1,70 @@
+"""The settings of a tracing benchmark run: which model, which records, and the trace options."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from known_speech.layout import model_slug
+from known_speech.tracing import TraceOptions
+
+from .model_input import Modality
+
+__all__ = ["TraceRunConfig"]
+
+
+@dataclass
+class TraceRunConfig:
+    """A run: the model and its adapter, the records (modality, voice config, filter), and `trace`, the
+    tracer's options (noise level calibrated per run, so `trace.noise_std` stays None here)."""
+
+    model: str
+    modality: Modality = "text"
+    adapter: str = ""  # empty: the adapter that handles the model
+    dataset: str = "known-speech"  # dataset repository folder (speech rows, recall filters)
+    voice_config: str = ""  # for speech
+    trace: TraceOptions = field(default_factory=TraceOptions)
+    control: bool = True
+    limit: int | None = None
+    unfiltered: bool = False  # trace every record, not only those the model recalls
+    dtype: str = "auto"  # bfloat16 on CUDA, float32 on CPU
+    adapter_options: dict = field(default_factory=dict)  # e.g. qwen2-audio's text_suffix
+
+    def __post_init__(self) -> None:
+        if not self.adapter:
+            from .adapter import adapter_for
+
+            self.adapter = adapter_for(self.model)
+        if self.modality not in ("text", "speech"):
+            raise ValueError(f"modality={self.modality!r}: choose text or speech")
+        if self.modality == "speech" and not self.voice_config:
+            raise ValueError("modality=speech needs the voice config (--config), e.g. piper-en_US-joe-medium")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit={self.limit}: need a positive number of items, or none for all")
+        if self.trace.noise_factor <= 0:
+            raise ValueError(f"noise_factor={self.trace.noise_factor}: must be positive")
+
+    @property
+    def run_name(self) -> str:
+        return "text" if self.modality == "text" else f"speech-{self.voice_config}"
+
+    def run_dir(self, out: str | Path) -> Path:
+        return Path(out) / model_slug(self.model) / self.run_name
+
+    def options(self, noise_std: float) -> TraceOptions:
+        return replace(self.trace, noise_std=noise_std)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["trace"]["kinds"] = list(self.trace.kinds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TraceRunConfig":
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        trace = dict(values.pop("trace", {}))
+        trace["kinds"] = tuple(trace.get("kinds", TraceOptions().kinds))
+        if trace.get("token_range") is not None:
+            trace["token_range"] = tuple(trace["token_range"])
+        return cls(trace=TraceOptions(**trace), **values)

@@ -1,0 +1,155 @@
+"""The tracing benchmark run: every selected fact of a model, traced and saved item by item, resumable,
+and shared between torchrun ranks (each item's noise and settings do not depend on the split, so the
+merged folder equals a single process's)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from known_speech.tracing import CausalTracer, TraceOptions, TraceResult, subject_embedding_std
+
+from .adapter import Adapter, adapter_class
+from .model_input import Modality, ModelInput
+from .records import load_records, recalled_records
+from .run_config import TraceRunConfig
+from .run_folder import RunFolder, RunSettings, TraceRunSummary
+from .sharding import Distributed, balanced_shares, trace_cost
+
+__all__ = ["run_trace", "select_records"]
+
+logger = logging.getLogger(__name__)
+
+
+def select_records(config: TraceRunConfig) -> list[dict]:
+    """The records of the run's modality the model recalls (all with `unfiltered`), up to `limit`."""
+    records = load_records(config.modality, config.dataset, config.voice_config)
+    if not config.unfiltered:
+        records = recalled_records(records, config.dataset, config.model, config.modality, config.voice_config)
+    return records[: config.limit]
+
+
+def _prepare(adapter: Adapter, record: dict, modality: Modality) -> ModelInput:
+    try:
+        return adapter.prepare(record, modality)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"prepare: {err}") from err
+
+
+def _prepare_all(adapter: Adapter, records: list[dict], modality: Modality, failed: dict[int, str]) -> dict[int, ModelInput]:
+    """Inputs of every selected item: the noise is calibrated over all of them, on every rank alike."""
+    prepared: dict[int, ModelInput] = {}
+    for record in tqdm(records, desc="prepare inputs", unit="item", disable=None):
+        try:
+            prepared[int(record["known_id"])] = _prepare(adapter, record, modality)
+        except ValueError as err:
+            failed[int(record["known_id"])] = str(err)
+    return prepared
+
+
+def _calibrate_noise(adapter: Adapter, inputs: dict[int, ModelInput], noise_factor: float) -> float:
+    """noise_factor x the std of the subjects' input embeddings over the whole run (ROME), per modality."""
+    with torch.no_grad():
+        subjects = [adapter.input_embeddings(model_input)[slice(*model_input.subject_range)] for model_input in inputs.values()]
+    return noise_factor * subject_embedding_std(subjects)
+
+
+def _trace_one(tracer: CausalTracer, model_input: ModelInput, corrupted: tuple[int, int], corrupted_text: tuple[int, int],
+               span: str, record: dict, options: TraceOptions) -> TraceResult:
+    kwargs = ({"input_ids": torch.tensor(model_input.input_ids)} if model_input.input_ids is not None
+              else {"inputs_embeds": model_input.inputs_embeds})
+    result = tracer.trace(subject_range=corrupted, answer_id=model_input.answer.id, options=options,
+                          tokens=model_input.labels, **kwargs)
+    result.answer = model_input.answer.text
+    result.metadata.update({
+        "known_id": model_input.known_id, "modality": model_input.modality, "span": span,
+        "prompt": record["prompt"], "subject": record["subject"], "attribute": record["attribute"],
+        "positions": model_input.position_map(corrupted_text).to_dict(),
+        **model_input.provenance(),
+    })
+    return result
+
+
+def _trace_item(tracer: CausalTracer, folder: RunFolder, model_input: ModelInput, record: dict, options: TraceOptions,
+                control: bool) -> None:
+    """The subject trace, then the control span's where it has room; each saved as soon as it is done."""
+    subject_file, control_file = folder.item_file(model_input.known_id), folder.item_file(model_input.known_id, "control")
+    if not subject_file.exists():
+        _trace_one(tracer, model_input, model_input.subject_range, model_input.subject_text_range, "subject",
+                   record, options).save(subject_file)
+    span = model_input.control_span() if control and not control_file.exists() else None
+    if span:
+        control_text, control_positions = span
+        _trace_one(tracer, model_input, control_positions, control_text, "control", record, options).save(control_file)
+
+
+def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str = "cpu", retry_failed: bool = False,
+              adapter: Adapter | None = None, compile: bool = False) -> TraceRunSummary:
+    """Trace the selected items not yet in the run folder; safe to stop and start again.
+
+    compile: the engine's inductor-compiled sublayers, an execution choice like the device (results
+    differ by float rounding only), so not one of the run's settings."""
+    started = time.perf_counter()
+    dist = Distributed(device)
+    folder = RunFolder.of(config, out)
+    saved = folder.resume(config)
+    records = select_records(config)
+    adapter = adapter or adapter_class(config.adapter)(config.model, device=dist.device, dtype=config.dtype,
+                                                       **config.adapter_options)
+    adapter.check_modality(config.modality)
+    failed: dict[int, str] = {}
+    inputs: dict[int, ModelInput] = {}  # a resumed run has its noise level: items are prepared when traced
+    if saved:
+        noise_std = saved.noise_std
+    else:
+        inputs = _prepare_all(adapter, records, config.modality, failed)
+        if not inputs:
+            raise ValueError(f"no item of {config.model} ({config.modality}) could be prepared: "
+                             f"{failed or 'the selection is empty'}")
+        noise_std = _calibrate_noise(adapter, inputs, config.trace.noise_factor)
+        if dist.rank == 0:
+            folder.write_settings(RunSettings(config, noise_std, type(adapter).__qualname__,
+                                              str(adapter.dtype).removeprefix("torch.")))
+    dist.barrier()
+    options = config.options(noise_std)
+    tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile)
+    by_id = {int(record["known_id"]): record for record in records}
+    shares = None
+    if dist.rank == 0:
+        costs = {known_id: 0.0 if known_id in failed or folder.finished(known_id, config.control, retry_failed)
+                 else trace_cost(inputs.get(known_id), record, config.control) for known_id, record in by_id.items()}
+        shares = balanced_shares(costs, dist.world_size)
+    share = dist.broadcast(shares)[dist.rank]
+    folder.make_dirs()
+    loop_started = time.perf_counter()
+    for known_id in tqdm(share, desc=f"trace {config.run_name} (rank {dist.rank})", unit="item", position=dist.rank):
+        if folder.finished(known_id, config.control, retry_failed):
+            continue
+        try:
+            if known_id in failed:
+                raise ValueError(failed[known_id])
+            record = by_id[known_id]
+            model_input = inputs[known_id] if known_id in inputs else _prepare(adapter, record, config.modality)
+            _trace_item(tracer, folder, model_input, record, options, config.control)
+            folder.clear_failure(known_id)
+        except (ValueError, KeyError, torch.OutOfMemoryError) as err:
+            logger.warning("known_id=%d failed: %s", known_id, err)
+            folder.record_failure(known_id, str(err))
+    finished = time.perf_counter()
+    logger.info("rank %d: %d items, %.1f s tracing after %.1f s of start-up", dist.rank, len(share),
+                finished - loop_started, loop_started - started)
+    per_rank, per_rank_trace = zip(*dist.gather((finished - started, finished - loop_started)))
+    dist.barrier()
+    summary = TraceRunSummary(
+        run_dir=str(folder.path), items=len(by_id), traced=len(folder.item_ids()), failed=folder.failures(),
+        seconds=float(max(per_rank)), world_size=dist.world_size, per_rank_seconds=[float(s) for s in per_rank],
+        noise_std=float(noise_std), per_rank_trace_seconds=[float(s) for s in per_rank_trace],
+    )
+    if dist.rank == 0:
+        folder.write_summary(summary)
+    dist.close()
+    return summary

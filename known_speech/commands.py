@@ -1,0 +1,151 @@
+"""What each `known-speech` subcommand does with its parsed arguments: call the library, report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["build", "filter_", "trace", "check_model", "report", "show_alignment", "publish", "tts_env"]
+
+
+def build(args: argparse.Namespace) -> int:
+    from known_speech.builders.build import build_dataset
+
+    options = {name: getattr(args, name) for name in ("engine", "voice", "asr_model", "source", "limit", "workers",
+                                                       "retry_failed", "ctc_model", "unit_tokenizer")}
+    result = build_dataset(args.out, **options, **({"aligners": tuple(args.aligners)} if args.aligners else {}))
+    summary = result.summary
+    print(summary.describe())
+    for failure in summary.failures:
+        print(f"  failed known_id={failure.known_id} at {failure.stage}: {failure.reason}")
+    print(f"load it with: datasets.load_dataset({args.out!r}, {result.voice_config!r})")
+    return 0
+
+
+def filter_(args: argparse.Namespace) -> int:
+    from known_speech.builders.writer import render_card
+    from known_speech.evaluation.adapter import adapter_class, adapter_for
+    from known_speech.evaluation.filtering import run_filter, write_views
+    from known_speech.evaluation.records import load_records
+    from known_speech.layout import DatasetFolder
+
+    records = load_records(args.modality, args.dataset, args.voice_config)[: args.limit]
+    adapter = adapter_class(args.adapter or adapter_for(args.model))(args.model, device=args.device, dtype=args.dtype,
+                                                                      **args.adapter_options)
+    path = DatasetFolder(args.dataset).filter_file(args.model, args.modality, args.voice_config)
+    rows = run_filter(adapter, records, args.modality, path, voice_config=args.voice_config,
+                      max_new_tokens=args.max_new_tokens)
+    write_views(args.dataset, args.model)
+    if (Path(args.dataset) / "build_stats.json").exists():
+        render_card(args.dataset)
+    counts = {match: sum(row.match == match for row in rows.values()) for match in ("exact", "partial", "none")}
+    errors = sum(bool(row.error) for row in rows.values())
+    print(f"{args.model} ({args.modality}): {len(rows)} items, exact {counts['exact']}, partial {counts['partial']}, "
+          f"none {counts['none']} ({errors} could not be run); written to {path}")
+    return 0
+
+
+def trace(args: argparse.Namespace) -> int:
+    from known_speech.evaluation.run_config import TraceRunConfig
+    from known_speech.evaluation.trace_run import run_trace
+    from known_speech.tracing import TraceOptions
+
+    config = TraceRunConfig(
+        model=args.model, modality=args.modality, adapter=args.adapter or "", dataset=args.dataset,
+        voice_config=args.voice_config, control=not args.no_control, limit=args.limit, unfiltered=args.unfiltered,
+        dtype=args.dtype, adapter_options=args.adapter_options,
+        trace=TraceOptions(kinds=tuple(args.kinds.split(",")), samples=args.samples, window=args.window,
+                           noise_factor=args.noise_factor),
+    )
+    summary = run_trace(config, out=args.out, device=args.device, retry_failed=args.retry_failed, compile=args.compile)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"{summary.run_dir}: {summary.traced} of {summary.items} items traced, {summary.failed} failed, "
+              f"{summary.seconds:.1f} s on {summary.world_size} process(es), "
+              f"{max(summary.per_rank_trace_seconds):.1f} s of it tracing, noise sigma {summary.noise_std:.4g}")
+    return 0
+
+
+def check_model(args: argparse.Namespace) -> int:
+    from known_speech.evaluation.adapter import adapter_class, adapter_for
+    from known_speech.evaluation.check_model import EASY_FACTS, check_model
+    from known_speech.evaluation.records import load_records
+
+    adapter_cls = adapter_class(args.adapter or adapter_for(args.model))
+    text = {int(r["known_id"]): r for r in load_records("text", args.dataset)}
+    speech = {}
+    if "speech" in adapter_cls.modalities:
+        if args.voice_config:
+            speech = {int(r["known_id"]): r for r in load_records("speech", args.dataset, args.voice_config)}
+        else:
+            print("known-speech: note: no --config: the speech input is not checked", file=sys.stderr)
+    known_id = args.known_id if args.known_id is not None else (min(speech) if speech else 21)
+    for name, rows in (("text", text), ("speech", speech)):
+        if rows and known_id not in rows:
+            raise ValueError(f"--known-id {known_id}: not among the {name} records")
+    adapter = adapter_cls(args.model, device=args.device, dtype=args.dtype, **args.adapter_options)
+    records = {"text": text[known_id], **({"speech": speech[known_id]} if speech else {})}
+    recall = {"text": [text[i] for i in EASY_FACTS],
+              "speech": [speech[i] for i in EASY_FACTS if i in speech]}
+    report = check_model(adapter, records, recall, reference_audio=args.reference_audio)
+    print(f"check-model {args.model} (adapter {adapter.name}, {str(adapter.dtype).removeprefix('torch.')} on {args.device})")
+    print(report.describe())
+    failures = report.failures(strict=args.strict)
+    if failures:
+        print(f"known-speech: check-model failed: {', '.join(check.name for check in failures)}", file=sys.stderr)
+        return 1
+    print("all checks passed" + (" (warnings above)" if any(c.status == "warn" for c in report.checks) else ""))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from known_speech.evaluation.report import write_report
+
+    report = write_report(args.runs, out_dir=args.out, per_item=args.per_item)
+    print(f"wrote {report.out_dir / 'report.html'}, {report.out_dir / 'report.md'} and {len(report.figures)} figure(s)")
+    return 0
+
+
+def show_alignment(args: argparse.Namespace) -> int:
+    import datasets
+
+    from known_speech.audio import waveform_of
+    from known_speech.builders.align.plot import plot_alignment
+    from known_speech.builders.writer import read_build_stats
+
+    configs = sorted(read_build_stats(args.dataset))
+    if not configs:
+        raise ValueError(f"{args.dataset} holds no built voice; run `known-speech build` first")
+    config = args.voice_config or configs[0]
+    rows = datasets.load_dataset(str(args.dataset), config, split="train").filter(
+        lambda known_id: known_id == args.known_id, input_columns="known_id")
+    if len(rows) == 0:
+        raise ValueError(f"known_id={args.known_id} is not in config {config!r} of {args.dataset}")
+    row = rows[0]
+    out = args.out or f"alignment_{config}_{args.known_id}.png"
+    print(f"wrote {plot_alignment(row, waveform_of(row['audio']), out)}")
+    return 0
+
+
+def publish(args: argparse.Namespace) -> int:
+    from huggingface_hub import get_token
+
+    from known_speech.builders.publish import plan_publish, publish
+
+    plan = plan_publish(args.dataset, args.repo, args.tag, private=args.private, allow_failed=args.allow_failed)
+    if args.dry_run:
+        print("dry run: nothing is uploaded\n" + plan.describe())
+        print(f"token: {'found' if get_token() else 'not found (set HF_TOKEN or run `hf auth login`)'}")
+        return 0
+    print(f"published {plan.tag}: {publish(plan)}")
+    return 0
+
+
+def tts_env(args: argparse.Namespace) -> int:
+    from known_speech.builders.tts.subprocess_engine import DEFAULT_MELOTTS_ENV, create_melotts_env
+
+    path = Path(args.path) if args.path else DEFAULT_MELOTTS_ENV
+    create_melotts_env(path)
+    print(f"MeloTTS environment ready at {path}; build with: known-speech build --engine melotts --voice EN-US")
+    return 0

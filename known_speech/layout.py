@@ -1,0 +1,77 @@
+"""The dataset repository folder: where every file of a build, a recall filter and its views lives.
+
+    <root>/README.md                           the dataset card (YAML configs block)
+    <root>/build_stats.json                    per voice config: what built it and how it went
+    <root>/versions.json                       published versions (known-speech publish)
+    <root>/<voice config>/train-*.parquet      one config per voice
+    <root>/filters/<model>/text.jsonl          a model's recall filter, per modality and voice config
+    <root>/filters/<model>/speech-<voice config>.jsonl
+    <root>/views/known_t2t-<model>.jsonl       the recalled facts (Known-t2t, Known-s2t)
+    <root>/.build/<voice config>/items/        the resumable item cache (not published)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DatasetFolder", "model_slug", "BUILD_STATS_FILE", "VERSIONS_FILE", "CARD_FILE", "WORK_DIR"]
+
+BUILD_STATS_FILE = "build_stats.json"
+VERSIONS_FILE = "versions.json"
+CARD_FILE = "README.md"
+WORK_DIR = ".build"
+VIEWS = ("known_t2t", "known_s2t")
+
+
+def model_slug(model: str) -> str:
+    """A file-system and config-name safe name: `HuggingFaceTB/SmolLM2` -> `HuggingFaceTB--SmolLM2`."""
+    name = Path(model).name if Path(model).exists() else model
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-")
+
+
+@dataclass(frozen=True)
+class DatasetFolder:
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def build_stats(self) -> Path:
+        return self.root / BUILD_STATS_FILE
+
+    @property
+    def versions(self) -> Path:
+        return self.root / VERSIONS_FILE
+
+    @property
+    def card(self) -> Path:
+        return self.root / CARD_FILE
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / WORK_DIR
+
+    def config_dir(self, voice_config: str) -> Path:
+        return self.root / voice_config
+
+    def item_cache(self, voice_config: str) -> Path:
+        return self.work_dir / voice_config / "items"
+
+    def filter_dir(self, model: str) -> Path:
+        return self.root / "filters" / model_slug(model)
+
+    def filter_file(self, model: str, modality: str, voice_config: str = "") -> Path:
+        name = modality if modality == "text" else f"speech-{voice_config}"
+        return self.filter_dir(model) / f"{name}.jsonl"
+
+    def filter_dirs(self) -> list[Path]:
+        return sorted(path for path in (self.root / "filters").glob("*/") if path.is_dir())
+
+    def view_file(self, view: str, model: str) -> Path:
+        return self.root / "views" / f"{view}-{model_slug(model)}.jsonl"
+
+    def view_files(self) -> list[Path]:
+        return sorted((self.root / "views").glob("*.jsonl"))
