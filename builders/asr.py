@@ -16,7 +16,8 @@ import numpy as np
 
 from known_speech.settings import DEFAULT_ASR_MODEL, bundled_whisper_dir
 
-__all__ = ["AsrCheck", "TimedWord", "WhisperChecker", "normalise_text", "word_error_rate", "contains_phrase"]
+__all__ = ["AsrCheck", "TimedWord", "WhisperChecker", "normalise_text", "word_error_rate", "contains_phrase",
+           "shared_words"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     if not reference.strip():
         raise ValueError("reference is empty after normalisation")
     return float(jiwer.wer(reference, hypothesis))
+
+
+def shared_words(reference: str, hypothesis: str) -> set[str]:
+    """Normalised words the two texts have in common."""
+    return set(normalise_text(reference).split()) & set(normalise_text(hypothesis).split())
 
 
 def contains_phrase(text: str, phrase: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from known_speech.source import KNOWN_URL, KnownRecord, bundled_source_path, fil
 
 from .builder import KnownSpeech
 from .cache import ItemCache
+from .fingerprint import ItemInputs, changed_parts, item_fingerprint
 from .options import BuildOptions
 from .pool import build_outcomes
 from .summary import BuildSummary, summarise
@@ -51,18 +53,31 @@ class BuildStats:
 
 
 def build_items(records: list[KnownRecord], options: BuildOptions, cache: ItemCache) -> BuildSummary:
-    """Build every record not yet in `cache` (failed ones again with `retry_failed`), then summarise."""
+    """Build every record not yet in `cache`, or whose inputs changed since (failed ones again with
+    `retry_failed`), then summarise; the summary counts why items were rebuilt."""
     started = time.perf_counter()
+    inputs = ItemInputs.of(options)
+    fingerprints = {record.known_id: item_fingerprint(record, inputs) for record in records}
     outcomes = {record.known_id: cache.get(record.known_id) for record in records}
-    pending = [record for record in records if outcomes[record.known_id] is None
-               or (outcomes[record.known_id].status == "failed" and options.retry_failed)]
-    progress = tqdm(total=len(pending), desc=f"building {options.voice_config}", unit="item")
+    pending, rebuilt = [], Counter()
+    for record in records:
+        outcome = outcomes[record.known_id]
+        if outcome is None:
+            pending.append(record)
+            continue
+        changed = changed_parts(outcome.fingerprint, fingerprints[record.known_id])
+        if changed or (outcome.status == "failed" and options.retry_failed):
+            pending.append(record)
+            rebuilt.update(changed or ["retry_failed"])
+    progress = tqdm(total=len(pending), desc=f"building {options.voice_config}", unit="item", disable=None)
     for outcome, audio in build_outcomes(pending, options):
+        outcome.fingerprint = fingerprints[outcome.known_id]
         cache.put(outcome, audio)
         outcomes[outcome.known_id] = outcome
         progress.update(1)
     progress.close()
     summary = summarise(options.voice_config, records, outcomes, built=len(pending))
+    summary.rebuilt = dict(rebuilt)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -74,15 +89,25 @@ def build_dataset(out_dir: str | Path = "known-speech", **options: object) -> Bu
     folder = DatasetFolder(out_dir)
     source = Path(options.source) if options.source else bundled_source_path()
     records = load_known(source)[: options.limit]
+    with folder.writing(f"build {options.voice_config}"):
+        return _build(folder, options, source, records, started)
+
+
+def _build(folder: DatasetFolder, options: BuildOptions, source: Path, records: list[KnownRecord],
+           started: float) -> BuildResult:
     cache = ItemCache(folder.item_cache(options.voice_config))
     summary = build_items(records, options, cache)
-    builder = KnownSpeech(cache_dir=str(folder.work_dir / "datasets"), name=options.voice_config,
-                          item_cache=str(cache.directory), known_ids=tuple(r.known_id for r in records))
-    builder.download_and_prepare(download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD)
-    dataset = builder.as_dataset(split="train")
+    dataset = None  # no item built: the statistics and the card still say why
+    if summary.failed < summary.items:
+        builder = KnownSpeech(cache_dir=str(folder.work_dir / "datasets"), name=options.voice_config,
+                              item_cache=str(cache.directory), known_ids=tuple(r.known_id for r in records))
+        builder.download_and_prepare(download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD)
+        dataset = builder.as_dataset(split="train")
     summary.seconds = time.perf_counter() - started
-    stats = BuildStats(summary, options.engine, options.voice, options.asr_model, str(source), KNOWN_URL,
-                       file_sha256(source), options.limit)
+    # names, not local paths: build_stats.json is published
+    voice = Path(options.voice).name if Path(options.voice).exists() else options.voice
+    stats = BuildStats(summary, options.engine, voice, options.asr_model, source.name, KNOWN_URL, file_sha256(source),
+                       options.limit)
     shards = write_config(dataset, folder.root, options.voice_config, {**stats.to_dict(), "seconds": summary.seconds})
     logger.info("wrote %d shard(s) of %s to %s", len(shards), options.voice_config, folder.root)
     return BuildResult(summary, options.voice_config, shards)

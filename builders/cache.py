@@ -1,7 +1,7 @@
 """Per-item build cache: one FLAC and one JSON per known_id, so an interrupted build resumes.
 
 The JSON is written last and is the commit marker: an item counts as done only when its JSON
-exists, and its audio is never rewritten once committed (resumed builds are byte-identical).
+exists, and its audio is rewritten only when what made it changed (resumed builds are byte-identical).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class ItemOutcome:
     reason: str | None = None
     seconds: float = 0.0
     engine_version: str | None = None  # of the engine that made (or failed to make) it
+    fingerprint: dict | None = None  # what it was made from (builders.fingerprint)
 
 
 class ItemCache:

@@ -18,7 +18,7 @@ from .align.qc import compare_alignments
 from .align.result import Alignment, AlignmentResult, EstimatedAlignment
 from .align.tts import words_from_synthesis
 from .align.whisper import words_from_whisper
-from .asr import AsrCheck
+from .asr import AsrCheck, shared_words
 from .cache import ItemOutcome
 from .options import BuildOptions
 from .tts.base import VoiceInfo
@@ -28,6 +28,7 @@ __all__ = ["ItemBuilder", "SpokenRow", "speech_token_spans", "UNIT_SPAN"]
 logger = logging.getLogger(__name__)
 
 UNIT_SPAN = "hubert-25hz"  # the speech_token_spans entry the unit tokenizer fills
+SILENT_PEAK = 1e-3  # audio whose peak stays below this (-60 dBFS) holds no speech
 
 
 @dataclass(frozen=True)
@@ -129,15 +130,24 @@ class ItemBuilder:
         version = self.engine.info.engine_version
         try:
             spoken = verbalise(record.prompt)
+            if len(spoken.words) > self.options.max_words:
+                raise ValueError(f"the prompt has {len(spoken.words)} spoken words, more than the limit of "
+                                 f"{self.options.max_words} (--max-words)")
             subject_chars = record.subject_char_span
             stage = "synthesis"
             synthesis = self.engine.synthesize(spoken, known_id=record.known_id)
             samples = to_mono_16k(synthesis.samples, synthesis.sample_rate)
             if samples.size == 0 or not np.isfinite(samples).all():
                 raise RuntimeError("synthesised audio is empty or not finite")
+            peak = float(np.abs(samples).max())
+            if peak < SILENT_PEAK:
+                raise ValueError(f"the audio is silent (peak {peak:.2g}); it holds no speech to align")
             duration = samples.size / TARGET_SAMPLE_RATE
             stage = "asr"
             asr = self.asr.check(samples, spoken.text, spoken.spoken_text_in(*subject_chars))
+            if not shared_words(spoken.text, asr.transcript):
+                raise ValueError(f"Whisper heard {asr.transcript!r}, no word of the prompt: the audio may hold no "
+                                 f"speech, or other speech, and an alignment of it would be invented")
             stage = "alignment"
             aligned = self._align(spoken, synthesis, asr, samples, subject_chars)
             subject_time = time_span_of_chars(aligned.words, *subject_chars)

@@ -24,6 +24,8 @@ class BuildOptions:
     aligners: tuple[str, ...] = DEFAULT_ALIGNERS
     ctc_model: str = DEFAULT_CTC_MODEL
     unit_tokenizer: str | None = None  # Spirit LM's hubert_25hz folder, or a HubertModel folder with its quantizer
+    max_words: int = 64  # an item with more spoken words fails before synthesis (Known prompts have at most 21)
+    item_memory_gb: float | None = 4.0  # data memory a worker process may use; an item needing more fails
 
     def __post_init__(self) -> None:
         from .tts import ENGINES
@@ -36,6 +38,10 @@ class BuildOptions:
             raise ValueError(f"aligners={self.aligners}: choose from {ALIGNERS}")
         if self.workers < 1:
             raise ValueError(f"workers={self.workers}: need at least 1")
+        if self.max_words < 1:
+            raise ValueError(f"max_words={self.max_words}: need at least 1")
+        if self.item_memory_gb is not None and self.item_memory_gb <= 0:
+            raise ValueError(f"item_memory_gb={self.item_memory_gb}: must be positive (or None for no limit)")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit={self.limit}: need a positive number of items, or None for all")
         if self.source is not None and not Path(self.source).is_file():

@@ -1,10 +1,20 @@
-"""Items built in worker processes (or in this one), each with its own loaded models."""
+"""Items built in worker processes (or in this one), each worker with its own loaded models.
+
+A worker that dies (SIGKILL, the out-of-memory killer) breaks the pool; the items it may have been
+building are then built again, each alone in a fresh worker, so that the one that kills its worker is
+recorded as failed with that reason and no other item is blamed; the rest go on in a fresh pool.
+Workers run under a data-memory limit, so a runaway allocation fails its item instead of the machine.
+"""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import queue
+import resource
 from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 from known_speech.source import KnownRecord
 
@@ -12,17 +22,26 @@ from .cache import ItemOutcome
 from .item import ItemBuilder
 from .options import BuildOptions
 
-__all__ = ["build_outcomes"]
+__all__ = ["build_outcomes", "WORKER_DIED"]
+
+logger = logging.getLogger(__name__)
+
+WORKER_DIED = "worker process died while building this item (killed, e.g. by the out-of-memory killer)"
 
 _worker: ItemBuilder | None = None
 _worker_setup_error: str | None = None
+_started: multiprocessing.Queue | None = None
 
 
-def _init_worker(options: BuildOptions) -> None:
-    # an exception here would make the pool respawn workers forever: keep it for the first item
-    global _worker, _worker_setup_error
+def _init_worker(options: BuildOptions, started: multiprocessing.Queue) -> None:
+    # an exception here would break every pool: keep it for the first item, which reports it
+    global _worker, _worker_setup_error, _started
     logging.basicConfig(level=logging.WARNING)
+    _started = started
     try:
+        if options.item_memory_gb:
+            limit = int(options.item_memory_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
         _worker = ItemBuilder(options)
     except Exception as err:
         _worker_setup_error = f"{type(err).__name__}: {err}"
@@ -30,8 +49,42 @@ def _init_worker(options: BuildOptions) -> None:
 
 def _build_in_worker(record: KnownRecord) -> tuple[ItemOutcome, bytes | None]:
     if _worker is None:  # a set-up failure is the build's, not the item's: abort, cache nothing
-        raise RuntimeError(f"a build worker could not load its models: {_worker_setup_error}")
-    return _worker.build(record)
+        raise ValueError(f"a build worker could not load its models: {_worker_setup_error}")
+    _started.put(record.known_id)
+    try:
+        return _worker.build(record)
+    except MemoryError:
+        return ItemOutcome(record.known_id, "failed", stage="memory",
+                           reason=f"MemoryError: the item needed more than the {_worker.options.item_memory_gb} GB "
+                                  f"a worker may use (--item-memory-gb)"), None
+
+
+def _drain(started: multiprocessing.Queue) -> set[int]:
+    ids = set()
+    while True:
+        try:
+            ids.add(started.get_nowait())
+        except queue.Empty:
+            return ids
+
+
+def _run_pool(records: Sequence[KnownRecord], options: BuildOptions, workers: int, context,
+              done: set[int]) -> Iterator[tuple[ItemOutcome, bytes | None]]:
+    """Outcomes of `records` from one pool; raises BrokenProcessPool with the started ids attached."""
+    started = context.Queue()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(options, started)) as pool:
+        pending = {pool.submit(_build_in_worker, record) for record in records}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    outcome = future.result()
+                    done.add(outcome[0].known_id)
+                    yield outcome
+        except BrokenProcessPool as err:
+            err.started = _drain(started) - done
+            raise
 
 
 def build_outcomes(pending: Sequence[KnownRecord], options: BuildOptions) -> Iterator[tuple[ItemOutcome, bytes | None]]:
@@ -44,5 +97,21 @@ def build_outcomes(pending: Sequence[KnownRecord], options: BuildOptions) -> Ite
         return
     # spawn, not fork: onnxruntime and CTranslate2 thread pools do not survive a fork
     context = multiprocessing.get_context("spawn")
-    with context.Pool(options.workers, initializer=_init_worker, initargs=(options,)) as pool:
-        yield from pool.imap_unordered(_build_in_worker, pending, chunksize=4)
+    todo, done, fruitless = list(pending), set(), 0
+    while todo:
+        try:
+            yield from _run_pool(todo, options, options.workers, context, done)
+            return
+        except BrokenProcessPool as err:
+            suspects = [record for record in todo if record.known_id in err.started]
+            fruitless = 0 if suspects else fruitless + 1
+            if fruitless == 3:
+                raise RuntimeError("build workers keep dying before they start an item") from err
+            logger.warning("a build worker died; building %s again, each alone", [r.known_id for r in suspects])
+            for record in suspects:
+                try:
+                    yield from _run_pool([record], options, 1, context, done)
+                except BrokenProcessPool:
+                    done.add(record.known_id)
+                    yield ItemOutcome(record.known_id, "failed", stage="worker", reason=WORKER_DIED), None
+            todo = [record for record in todo if record.known_id not in done]

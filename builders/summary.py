@@ -43,6 +43,7 @@ class BuildSummary:
     subject_recognition_rate: float | None = None
     seconds: float = 0.0
     engine_version: str | None = None
+    rebuilt: dict[str, int] = field(default_factory=dict)  # items built again, by what changed
     failures: list[ItemFailure] = field(default_factory=list)
     alignment_qc: dict[str, AlignmentQCStats] = field(default_factory=dict)
 
@@ -53,8 +54,10 @@ class BuildSummary:
         ok = self.items - self.failed
         wer = f"{self.mean_wer:.3f}" if self.mean_wer is not None else "n/a"
         rate = f"{self.subject_recognition_rate:.1%}" if self.subject_recognition_rate is not None else "n/a"
+        why = ", ".join(f"{count} for {part}" for part, count in sorted(self.rebuilt.items()))
         return (
-            f"{self.voice_config}: {ok}/{self.items} items ok ({self.built} built now, {self.reused} reused), "
+            f"{self.voice_config}: {ok}/{self.items} items ok ({self.built} built now"
+            f"{' (rebuilt: ' + why + ')' if why else ''}, {self.reused} reused), "
             f"{self.failed} failed; audio {self.total_audio_s / 60:.1f} min; mean WER {wer}; "
             f"subject recognised {rate}; {self.seconds:.0f} s"
         )

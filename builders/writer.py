@@ -36,12 +36,13 @@ def read_versions(out_dir: str | Path) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
-def write_config(dataset: datasets.Dataset, out_dir: str | Path, voice_config: str, stats: dict) -> list[Path]:
-    """Write one voice config's train split as parquet shards and record its statistics; re-render the card."""
+def write_config(dataset: datasets.Dataset | None, out_dir: str | Path, voice_config: str, stats: dict) -> list[Path]:
+    """Write one voice config's train split as parquet shards and record its statistics; re-render the card.
+    With no dataset (every item failed) only the statistics are written, and the card lists no config."""
     folder = DatasetFolder(out_dir)
     config_dir = folder.config_dir(voice_config)
     config_dir.mkdir(parents=True, exist_ok=True)
-    num_shards = max(1, math.ceil((dataset.data.nbytes or 1) / MAX_SHARD_BYTES))
+    num_shards = 0 if dataset is None else max(1, math.ceil((dataset.data.nbytes or 1) / MAX_SHARD_BYTES))
     written: list[Path] = []
     for index in range(num_shards):
         target = config_dir / f"train-{index:05d}-of-{num_shards:05d}.parquet"
@@ -54,8 +55,8 @@ def write_config(dataset: datasets.Dataset, out_dir: str | Path, voice_config: s
     all_stats[voice_config] = {
         **stats,
         "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "num_examples": len(dataset),
-        "num_bytes": int(dataset.data.nbytes),
+        "num_examples": len(dataset) if dataset is not None else 0,
+        "num_bytes": int(dataset.data.nbytes) if dataset is not None else 0,
         "download_size": sum(path.stat().st_size for path in written),
     }
     atomic_write_text(folder.build_stats, json.dumps(all_stats, indent=2, ensure_ascii=False))
@@ -83,7 +84,7 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
     """README.md with the YAML `configs:` block listing every voice config and recall filter in `out_dir`."""
     out_dir = Path(out_dir)
     stats = read_build_stats(out_dir)
-    config_names = sorted(stats)
+    config_names = sorted(name for name, entry in stats.items() if entry["num_examples"])
     jsonl_configs = _jsonl_configs(out_dir)
     card_data = DatasetCardData(
         language="en",
@@ -123,7 +124,7 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
         for name, config in jsonl_configs.items()
     ]
     template = files("known_speech.cards").joinpath("dataset_card.md").read_text(encoding="utf-8")
-    voices = [{"config_name": name, **stats[name]} for name in config_names]
+    voices = [{"config_name": name, **stats[name]} for name in sorted(stats)]  # failed builds too, with why
     card = DatasetCard.from_template(
         card_data,
         template_str=template,

@@ -87,7 +87,7 @@ def run_filter(
     atomic_write_text(path, "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in done.values()))
     todo = [record for record in records if int(record["known_id"]) not in done]
     with open(path, "a", encoding="utf-8") as handle:
-        for record in tqdm(todo, desc=f"filter {adapter.model_name} ({modality})", unit="item"):
+        for record in tqdm(todo, desc=f"filter {adapter.model_name} ({modality})", unit="item", disable=None):
             known_id = int(record["known_id"])
             generation, error = "", ""
             try:

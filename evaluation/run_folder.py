@@ -12,7 +12,8 @@ The runner writes it; aggregation and reports read it; neither needs the other.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -35,16 +36,18 @@ class RunSettings:
     noise_std: float
     adapter_class: str = ""
     torch_dtype: str = ""
+    calibrated_on: int = 0  # how many items the noise level was calibrated on (the whole selection)
+    calibration_digest: str = ""  # which items: a resumed run with another selection is refused
 
     def to_json(self) -> str:
-        return json.dumps({"config": self.config.to_dict(), "noise_std": self.noise_std,
-                           "adapter_class": self.adapter_class, "torch_dtype": self.torch_dtype}, indent=2)
+        return json.dumps({"config": self.config.to_dict(), **{k: v for k, v in asdict(self).items() if k != "config"}},
+                          indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "RunSettings":
         data = json.loads(text)
-        return cls(TraceRunConfig.from_dict(data["config"]), float(data["noise_std"]), data.get("adapter_class", ""),
-                   data.get("torch_dtype", ""))
+        known = {f.name for f in fields(cls)} - {"config"}
+        return cls(TraceRunConfig.from_dict(data["config"]), **{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -124,7 +127,12 @@ class RunFolder:
         return sorted(int(path.stem) for path in (self.path / span).glob("*.npz"))
 
     def load(self, known_id: int, span: Span = "items") -> TraceResult:
-        return TraceResult.load(self.item_file(known_id, span))
+        path = self.item_file(known_id, span)
+        try:
+            return TraceResult.load(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not a readable trace result ({type(err).__name__}: {err}); delete it and run "
+                             f"the trace again to redo this item") from None
 
     def record_failure(self, known_id: int, reason: str) -> None:
         atomic_write_text(self.failure_file(known_id), json.dumps({"known_id": known_id, "reason": reason}))

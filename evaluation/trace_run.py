@@ -4,6 +4,8 @@ merged folder equals a single process's)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -26,11 +28,16 @@ logger = logging.getLogger(__name__)
 
 
 def select_records(config: TraceRunConfig) -> list[dict]:
-    """The records of the run's modality the model recalls (all with `unfiltered`), up to `limit`."""
+    """The records of the run's modality the model recalls (all with `unfiltered`); `limit` is not applied:
+    the noise level is calibrated on all of them, so that a run extended by a larger limit keeps it."""
     records = load_records(config.modality, config.dataset, config.voice_config)
     if not config.unfiltered:
         records = recalled_records(records, config.dataset, config.model, config.modality, config.voice_config)
-    return records[: config.limit]
+    return records
+
+
+def calibration_digest(records: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(sorted(int(r["known_id"]) for r in records)).encode()).hexdigest()[:16]
 
 
 def _prepare(adapter: Adapter, record: dict, modality: Modality) -> ModelInput:
@@ -97,7 +104,11 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     dist = Distributed(device)
     folder = RunFolder.of(config, out)
     saved = folder.resume(config)
-    records = select_records(config)
+    selection = select_records(config)
+    if saved and saved.calibration_digest not in ("", calibration_digest(selection)):
+        raise ValueError(f"{folder.path}: sigma was calibrated on {saved.calibrated_on} items, and the selection has "
+                         f"changed since (now {len(selection)}, e.g. after a new filter); use another --out")
+    records = selection[: config.limit]
     adapter = adapter or adapter_class(config.adapter)(config.model, device=dist.device, dtype=config.dtype,
                                                        **config.adapter_options)
     adapter.check_modality(config.modality)
@@ -106,14 +117,15 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     if saved:
         noise_std = saved.noise_std
     else:
-        inputs = _prepare_all(adapter, records, config.modality, failed)
+        inputs = _prepare_all(adapter, selection, config.modality, failed)
         if not inputs:
             raise ValueError(f"no item of {config.model} ({config.modality}) could be prepared: "
                              f"{failed or 'the selection is empty'}")
         noise_std = _calibrate_noise(adapter, inputs, config.trace.noise_factor)
         if dist.rank == 0:
             folder.write_settings(RunSettings(config, noise_std, type(adapter).__qualname__,
-                                              str(adapter.dtype).removeprefix("torch.")))
+                                              str(adapter.dtype).removeprefix("torch."), len(inputs),
+                                              calibration_digest(selection)))
     dist.barrier()
     options = config.options(noise_std)
     tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile)
@@ -126,7 +138,8 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     share = dist.broadcast(shares)[dist.rank]
     folder.make_dirs()
     loop_started = time.perf_counter()
-    for known_id in tqdm(share, desc=f"trace {config.run_name} (rank {dist.rank})", unit="item", position=dist.rank):
+    for known_id in tqdm(share, desc=f"trace {config.run_name} (rank {dist.rank})", unit="item", position=dist.rank,
+                         disable=None):
         if folder.finished(known_id, config.control, retry_failed):
             continue
         try:

@@ -33,13 +33,31 @@ def _add_model_arguments(parser: argparse.ArgumentParser, run: bool = True) -> N
     parser.add_argument("--voice-config", "--config", dest="voice_config", default="",
                         help="the voice config of the dataset for speech, e.g. piper-en_US-joe-medium")
     if run:
-        parser.add_argument("--limit", type=int, default=None, help="only the first N items")
+        parser.add_argument("--limit", type=_positive_int, default=None, help="only the first N items")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="auto: bfloat16 on CUDA (as Spirit LM's own code), float32 on CPU (default: auto)")
     parser.add_argument("--adapter-option", dest="adapter_options", action="append", default=[], type=_key_value,
                         metavar="KEY=VALUE", help="adapter setting, recorded with the results "
                         "(qwen2-audio: text_suffix='Generate the caption in English:')")
+
+
+def _number(kind, lowest, what):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < lowest or (lowest == 0 and kind is float and value == 0):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1, "a positive integer")
+_non_negative_int = _number(int, 0, "an integer >= 0")
+_positive_float = _number(float, 0, "a positive number")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -68,19 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TTS engine: piper, piper-subprocess, melotts, kokoro, espeak-ng, external (default: piper)")
     build.add_argument("--voice", default=build_defaults["voice"],
                        help=f"voice name or .onnx path (default: {build_defaults['voice']})")
-    build.add_argument("--limit", type=int, default=build_defaults["limit"], help="build only the first N records")
+    build.add_argument("--limit", type=_positive_int, default=build_defaults["limit"], help="build only the first N records")
     build.add_argument("--out", default=DEFAULT_OUTPUT_DIR, help=f"dataset repository folder (default: {DEFAULT_OUTPUT_DIR})")
     build.add_argument("--source", default=build_defaults["source"],
                        help="a Known-format JSON file (default: the bundled known_1000.json)")
     build.add_argument("--asr-model", default=build_defaults["asr_model"],
                        help=f"faster-whisper model (default: bundled {build_defaults['asr_model']})")
-    build.add_argument("--workers", type=int, default=build_defaults["workers"],
+    build.add_argument("--workers", type=_positive_int, default=build_defaults["workers"],
                        help=f"processes (default: {build_defaults['workers']})")
     build.add_argument("--retry-failed", action="store_true", help="rebuild items that failed before")
     build.add_argument("--aligner", dest="aligners", action="append", choices=ALIGNERS, default=None,
                        help=f"alignments to record (repeatable; default: {' and '.join(build_defaults['aligners'])})")
     build.add_argument("--ctc-model", default=build_defaults["ctc_model"],
                        help=f"CTC model for --aligner ctc, name or path (default: {build_defaults['ctc_model']})")
+    build.add_argument("--max-words", type=_positive_int, default=build_defaults["max_words"],
+                       help=f"an item with more spoken words fails before synthesis (default: {build_defaults['max_words']})")
+    build.add_argument("--item-memory-gb", type=_positive_float, default=build_defaults["item_memory_gb"],
+                       help="data memory each worker process may use; an item needing more fails "
+                            f"(default: {build_defaults['item_memory_gb']:g})")
     build.add_argument("--unit-tokenizer", default=None,
                        help="Spirit LM's speech_tokenizer/hubert_25hz folder (or checkpoints root), or a HubertModel "
                             "folder with its quantizer or k-means centroids: store units with their provenance")
@@ -101,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--private", action="store_true", help="create the repository as private")
     publish.add_argument("--allow-failed", action="store_true", help="publish even if some items failed")
     publish.add_argument("--dry-run", action="store_true", help="print the files and the tag; upload nothing")
+    publish.add_argument("--endpoint", default=None, help="Hub endpoint (default: huggingface_hub's, e.g. HF_ENDPOINT)")
     publish.set_defaults(handler=commands.publish)
 
     tts_env = subcommands.add_parser("tts-env", help="create the own environment of a TTS engine (melotts)")
@@ -110,17 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     filter_ = subcommands.add_parser("filter", help="which facts a model recalls (Known-t2t / Known-s2t), resumable")
     _add_model_arguments(filter_)
-    filter_.add_argument("--max-new-tokens", type=int, default=12, help="greedy tokens generated (default: 12)")
+    filter_.add_argument("--max-new-tokens", type=_positive_int, default=12, help="greedy tokens generated (default: 12)")
     filter_.set_defaults(handler=commands.filter_)
 
     trace = subcommands.add_parser("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")
     _add_model_arguments(trace)
     trace.add_argument("--kinds", default="hidden,mlp,attn", help="comma-separated: hidden,mlp,attn (default: all)")
-    trace.add_argument("--samples", type=int, default=trace_defaults["samples"],
+    trace.add_argument("--samples", type=_positive_int, default=trace_defaults["samples"],
                        help=f"noise samples (default: {trace_defaults['samples']})")
-    trace.add_argument("--window", type=int, default=trace_defaults["window"],
+    trace.add_argument("--window", type=_positive_int, default=trace_defaults["window"],
                        help=f"layers restored around l for mlp/attn (default: {trace_defaults['window']})")
-    trace.add_argument("--noise-factor", type=float, default=trace_defaults["noise_factor"],
+    trace.add_argument("--noise-factor", type=_positive_float, default=trace_defaults["noise_factor"],
                        help=f"sigma = factor x subject embedding std (default: {trace_defaults['noise_factor']:g})")
     trace.add_argument("--no-control", action="store_true", help="skip the control-span traces")
     trace.add_argument("--unfiltered", action="store_true", help="trace every record, not only the recalled ones")
@@ -144,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = subcommands.add_parser("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")
     report.add_argument("runs", nargs="+", help="trace run folders, or folders holding them")
     report.add_argument("--out", default=None, help="report folder (default: <results>/report)")
-    report.add_argument("--per-item", type=int, default=0, help="also plot the first N items of each run")
+    report.add_argument("--per-item", type=_non_negative_int, default=0, help="also plot the first N items of each run")
     report.set_defaults(handler=commands.report)
     return parser
 
@@ -155,10 +179,17 @@ def main(argv: list[str] | None = None) -> int:
         args.adapter_options = dict(args.adapter_options)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # the Hub client's retry warnings: the error that ends them is reported below
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
     try:
         return args.handler(args)
-    except ValueError as err:  # our errors name the record, field or argument
-        print(f"known-speech: error: {err}", file=sys.stderr)
+    except (ValueError, ImportError, OSError) as err:  # ours name the record, field or argument and the fix
+        if args.verbose:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"known-speech: error: {message} (run with -v for the traceback)", file=sys.stderr)
         return 2
 
 

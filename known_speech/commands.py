@@ -14,12 +14,17 @@ def build(args: argparse.Namespace) -> int:
     from known_speech.builders.build import build_dataset
 
     options = {name: getattr(args, name) for name in ("engine", "voice", "asr_model", "source", "limit", "workers",
-                                                       "retry_failed", "ctc_model", "unit_tokenizer")}
+                                                       "retry_failed", "ctc_model", "unit_tokenizer", "max_words",
+                                                       "item_memory_gb")}
     result = build_dataset(args.out, **options, **({"aligners": tuple(args.aligners)} if args.aligners else {}))
     summary = result.summary
     print(summary.describe())
     for failure in summary.failures:
         print(f"  failed known_id={failure.known_id} at {failure.stage}: {failure.reason}")
+    if summary.failed == summary.items:
+        print(f"known-speech: error: no item of {result.voice_config} was built (reasons above, and in "
+              f"{args.out}/build_stats.json)", file=sys.stderr)
+        return 1
     print(f"load it with: datasets.load_dataset({args.out!r}, {result.voice_config!r})")
     return 0
 
@@ -31,15 +36,19 @@ def filter_(args: argparse.Namespace) -> int:
     from known_speech.evaluation.records import load_records
     from known_speech.layout import DatasetFolder
 
+    folder = DatasetFolder(args.dataset)
     records = load_records(args.modality, args.dataset, args.voice_config)[: args.limit]
-    adapter = adapter_class(args.adapter or adapter_for(args.model))(args.model, device=args.device, dtype=args.dtype,
-                                                                      **args.adapter_options)
-    path = DatasetFolder(args.dataset).filter_file(args.model, args.modality, args.voice_config)
-    rows = run_filter(adapter, records, args.modality, path, voice_config=args.voice_config,
-                      max_new_tokens=args.max_new_tokens)
-    write_views(args.dataset, args.model)
-    if (Path(args.dataset) / "build_stats.json").exists():
-        render_card(args.dataset)
+    adapter_cls = adapter_class(args.adapter or adapter_for(args.model))
+    if args.modality not in adapter_cls.modalities:
+        raise ValueError(f"--modality {args.modality}: adapter {adapter_cls.name!r} supports {adapter_cls.modalities}")
+    path = folder.filter_file(args.model, args.modality, args.voice_config)
+    with folder.writing(f"filter {args.model} {args.modality}"):
+        adapter = adapter_cls(args.model, device=args.device, dtype=args.dtype, **args.adapter_options)
+        rows = run_filter(adapter, records, args.modality, path, voice_config=args.voice_config,
+                          max_new_tokens=args.max_new_tokens)
+        write_views(args.dataset, args.model)
+        if folder.build_stats.exists():
+            render_card(args.dataset)
     counts = {match: sum(row.match == match for row in rows.values()) for match in ("exact", "partial", "none")}
     errors = sum(bool(row.error) for row in rows.values())
     print(f"{args.model} ({args.modality}): {len(rows)} items, exact {counts['exact']}, partial {counts['partial']}, "
@@ -138,7 +147,8 @@ def publish(args: argparse.Namespace) -> int:
         print("dry run: nothing is uploaded\n" + plan.describe())
         print(f"token: {'found' if get_token() else 'not found (set HF_TOKEN or run `hf auth login`)'}")
         return 0
-    print(f"published {plan.tag}: {publish(plan)}")
+    print("uploading\n" + plan.describe())
+    print(f"published {plan.tag}: {publish(plan, endpoint=args.endpoint)}")
     return 0
 
 

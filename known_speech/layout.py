@@ -8,12 +8,19 @@
     <root>/filters/<model>/speech-<voice config>.jsonl
     <root>/views/known_t2t-<model>.jsonl       the recalled facts (Known-t2t, Known-s2t)
     <root>/.build/<voice config>/items/        the resumable item cache (not published)
+    <root>/.lock, <root>/.writer.json          one writer at a time (build, filter, publish)
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 __all__ = ["DatasetFolder", "model_slug", "BUILD_STATS_FILE", "VERSIONS_FILE", "CARD_FILE", "WORK_DIR"]
@@ -22,6 +29,7 @@ BUILD_STATS_FILE = "build_stats.json"
 VERSIONS_FILE = "versions.json"
 CARD_FILE = "README.md"
 WORK_DIR = ".build"
+LOCK_FILE, WRITER_FILE = ".lock", ".writer.json"
 VIEWS = ("known_t2t", "known_s2t")
 
 
@@ -75,3 +83,26 @@ class DatasetFolder:
 
     def view_files(self) -> list[Path]:
         return sorted((self.root / "views").glob("*.jsonl"))
+
+    @contextmanager
+    def writing(self, command: str) -> Iterator[None]:
+        """Hold the folder's write lock (a file lock, so it dies with its process) for `command`; a second
+        writer stops at once with a message naming the first, instead of interleaving with it."""
+        from filelock import FileLock, Timeout
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock, writer = FileLock(self.root / LOCK_FILE), self.root / WRITER_FILE
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = json.loads(writer.read_text(encoding="utf-8")) if writer.exists() else {}
+            raise ValueError(f"{self.root} is being written by another known-speech process ({holder.get('command', '?')}, "
+                             f"pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish "
+                             f"or use another folder") from None
+        try:
+            writer.write_text(json.dumps({"command": command, "pid": os.getpid(), "argv": sys.argv[1:],
+                                          "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+            yield
+        finally:
+            writer.unlink(missing_ok=True)
+            lock.release()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -39,6 +40,26 @@ class KnownSourceError(ValueError):
     """A source record is malformed; the message names the record and the field."""
 
 
+# known_id is an int32 column of the dataset
+KNOWN_ID_RANGE = (-(2**31), 2**31 - 1)
+# scripts written without spaces between words: the spoken form, the subject's words and the alignment all
+# work on whitespace-separated words, so such prompts need a word segmenter first
+_SPACELESS = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+                        "\uf900-\ufaff\uff66-\uff9f]")
+
+
+def subject_start(prompt: str, subject: str) -> int:
+    """Where the subject first occurs as whole words ("2" is not inside "3.2.1"); -1 if nowhere."""
+    for match in re.finditer(re.escape(subject), prompt):
+        before = prompt[match.start() - 1] if match.start() else " "
+        after = prompt[match.end()] if match.end() < len(prompt) else " "
+        if not (before.isalnum() or (before in ".," and match.start() > 1 and prompt[match.start() - 2].isdigit())) \
+                and not (after.isalnum() or (after in ".," and match.end() + 1 < len(prompt)
+                                              and prompt[match.end() + 1].isdigit())):
+            return match.start()
+    return -1
+
+
 @dataclass(frozen=True)
 class KnownRecord:
     """One Known fact: `prompt` contains `subject` and should be completed by `attribute`."""
@@ -53,8 +74,8 @@ class KnownRecord:
 
     @property
     def subject_char_span(self) -> tuple[int, int]:
-        """[start, end) of the subject's first occurrence in the prompt, in characters."""
-        start = self.prompt.index(self.subject)
+        """[start, end) of the subject's first occurrence as whole words in the prompt, in characters."""
+        start = subject_start(self.prompt, self.subject)
         return start, start + len(self.subject)
 
     def to_dict(self) -> dict:
@@ -85,10 +106,20 @@ def _validate(raw: object, index: int, source: Path) -> KnownRecord:
             )
         if expected is str and not value.strip():
             raise KnownSourceError(f"{where}: field {field!r} is empty")
+    if not KNOWN_ID_RANGE[0] <= raw["known_id"] <= KNOWN_ID_RANGE[1]:
+        raise KnownSourceError(f"{where}: field 'known_id' must fit a 32-bit integer ({KNOWN_ID_RANGE[0]}.."
+                               f"{KNOWN_ID_RANGE[1]})")
     if raw["subject"] not in raw["prompt"]:
         raise KnownSourceError(
             f"{where}: field 'subject' ({raw['subject']!r}) does not occur in field 'prompt' ({raw['prompt']!r})"
         )
+    if _SPACELESS.search(raw["prompt"]):
+        raise KnownSourceError(f"{where}: field 'prompt' ({raw['prompt']!r}) is in a script written without spaces "
+                               f"between words; known-speech works on whitespace-separated words and has no "
+                               f"word segmenter for it yet")
+    if subject_start(raw["prompt"], raw["subject"]) < 0:
+        raise KnownSourceError(f"{where}: field 'subject' ({raw['subject']!r}) occurs in field 'prompt' "
+                               f"({raw['prompt']!r}) only inside a word or number")
     prediction = raw.get("prediction", "")
     return KnownRecord(
         known_id=raw["known_id"],

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 
 from num2words import num2words
 
-__all__ = ["SpokenForm", "SpokenWord", "WrittenWord", "verbalise", "number_to_words"]
+__all__ = ["SpokenForm", "SpokenWord", "WrittenWord", "verbalise", "number_to_words", "money_to_words"]
 
 _SYMBOL_WORDS = {"&": "and", "%": "percent", "+": "plus", "@": "at", "#": "number"}
+# a currency sign before a number: (one unit, many units, one hundredth, many hundredths)
+_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
+               "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", "sen", "sen")}
+_MONEY = re.compile(r"([$€£¥])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{2}))?")
 _EDGE_PUNCTUATION = "\"'“”‘’()[]{}<>,.;:!?¿¡«»—–-/\\|*…"
 # digit groups with thousands separators or a decimal part, then an optional suffix
 _NUMBER = re.compile(r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(st|nd|rd|th|s|'s)?", re.IGNORECASE)
@@ -101,7 +105,20 @@ def number_to_words(digits: str, suffix: str = "", standalone: bool = True) -> s
     return words
 
 
+def money_to_words(sign: str, whole: str, cents: str | None = None) -> str:
+    """"$5" -> "five dollars", "$1.50" -> "one dollar fifty cents", "£2" -> "two pounds"."""
+    one, many, one_cent, many_cents = _CURRENCIES[sign]
+    value = int(whole.replace(",", ""))
+    words = f"{number_to_words(whole, standalone=False)} {one if value == 1 else many}"
+    if cents and int(cents):
+        words += f" {number_to_words(cents.lstrip('0'), standalone=False)} {one_cent if int(cents) == 1 else many_cents}"
+    return words
+
+
 def _verbalise_word(text: str) -> list[str]:
+    money = _MONEY.fullmatch(text)
+    if money:
+        return money_to_words(*money.groups()).split()
     pieces = _PIECES.findall(text)
     spoken: list[str] = []
     for piece in pieces:

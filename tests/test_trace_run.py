@@ -70,9 +70,12 @@ def test_interrupted_trace_resumes_without_redoing_items(spiritlm_checkpoint, sp
     run_dir = config.run_dir(tmp_path)
     stamps = {p.name: p.stat().st_mtime_ns for p in (run_dir / "items").glob("*.npz")}
     assert first.traced == 2 and len(stamps) == 2
+    # sigma is calibrated on the whole selection (all 1,209 Known prompts here), not on the first --limit
+    settings = RunFolder(run_dir).settings()
+    assert settings.calibrated_on == 1209 and settings.noise_std == first.noise_std
     config.limit = 3
     second = run_trace(config, out=tmp_path)
-    assert second.traced == 3
+    assert second.traced == 3 and second.noise_std == first.noise_std
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "items").glob("*.npz") if p.name in stamps} == stamps
     with pytest.raises(ValueError, match="other settings"):
         run_trace(TraceRunConfig(model=config.model, modality="text", dataset=str(spoken_dataset),

@@ -26,7 +26,12 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = "float32", devi
     elif Path(name_or_path).suffix == ".gguf":
         path = Path(name_or_path)
         name_or_path, kwargs["gguf_file"] = str(path.parent), path.name
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    except OSError as err:  # transformers' own message, without the Hub connection error chained to it
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"model {name_or_path!r} could not be loaded: {first} (a local folder, a .gguf file, a "
+                         f"Hub name that is cached or reachable, or 'smollm2')") from None
     model.to(device).eval()
     return model, tokenizer

@@ -27,10 +27,23 @@ class ExternalEngine:
         path = self.folder / MANIFEST
         if not path.is_file():
             raise ValueError(f"voice={voice!r}: the external engine needs a folder with {MANIFEST}")
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(manifest.get("files"), dict):
-            raise ValueError(f"{path}: field 'files' must map known_id to an audio file")
-        self.files = {int(known_id): self.folder / name for known_id, name in manifest["files"].items()}
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise ValueError(f"{path}: field 'files' must map known_id to an audio file in the folder")
+        self.files = {}
+        folder = self.folder.resolve()
+        for known_id, name in manifest["files"].items():
+            if not str(known_id).lstrip("-").isdigit() or not isinstance(name, str):
+                raise ValueError(f"{path}: field 'files' entry {known_id!r}: {name!r}: expected \"<known_id>\": "
+                                 f"\"<file name>\"")
+            file = (folder / name).resolve()
+            if Path(name).is_absolute() or folder not in file.parents:
+                raise ValueError(f"{path}: field 'files' entry {known_id!r} names {name!r}, outside {folder}; "
+                                 f"name files relative to the manifest's folder")
+            self.files[int(known_id)] = file
         self.info = VoiceInfo(engine="external", voice=str(manifest.get("voice") or self.folder.name),
                               speaker=manifest.get("engine"), engine_version=manifest.get("version"))
 
@@ -38,7 +51,7 @@ class ExternalEngine:
         if known_id not in self.files:
             raise ValueError(f"known_id={known_id}: not in {self.folder / MANIFEST}")
         path = self.files[known_id]
-        if not path.is_file():
+        if not path.exists() or path.is_dir():
             raise ValueError(f"known_id={known_id}: field 'files' names {path}, which does not exist")
         samples, sample_rate = soundfile.read(path, dtype="float32")
         return Synthesis(samples, sample_rate)

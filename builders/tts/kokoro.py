@@ -32,7 +32,7 @@ class KokoroEngine:
         try:
             from kokoro_onnx import Kokoro
         except ImportError as err:
-            raise ImportError("pip install kokoro-onnx") from err
+            raise ImportError("the kokoro engine needs kokoro-onnx: pip install kokoro-onnx") from err
         self.model = Kokoro(*map(str, kokoro_files()))
         if voice not in self.model.get_voices():
             raise ValueError(f"voice={voice!r} is not a Kokoro voice; choose from {sorted(self.model.get_voices())}")

@@ -1,0 +1,187 @@
+"""What an adversarial user tried, with the real components: a killed worker, changed inputs, a second
+writer, silent audio, paths outside a manifest, malformed input, and the errors that name the fix."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from known_speech.builders.build import build_dataset
+from known_speech.builders.pool import WORKER_DIED
+from known_speech.cli import main as cli_main
+from known_speech.layout import DatasetFolder
+from known_speech.source import KnownSourceError, load_known
+from known_speech.spoken import verbalise
+
+pytestmark = pytest.mark.slow
+
+
+def _source(tmp_path, known_records, ids, change=None):
+    by_id = {r.known_id: r.to_dict() for r in known_records}
+    records = [dict(by_id[i], **(change or {}).get(i, {})) for i in ids]
+    path = tmp_path / "source.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def _espeak(path, text):
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), text], check=True)
+
+
+def _holders(path) -> list[int]:
+    """Processes that have `path` open (from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if any(os.readlink(f"/proc/{entry}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{entry}/fd")):
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_worker_killed_mid_item_fails_that_item_and_the_build_finishes(tmp_path, known_records):
+    """Item 65's audio is a FIFO: its worker blocks reading it and is SIGKILLed, twice (in the pool, then
+    alone); the build records 65 as failed for that reason, builds 0 and 21, and does not hang."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    by_id = {r.known_id: r for r in known_records}
+    for known_id in (0, 21):
+        _espeak(voice / f"{known_id}.wav", verbalise(by_id[known_id].prompt).text)
+    fifo = voice / "65.wav"
+    os.mkfifo(fifo)
+    (voice / "manifest.json").write_text(json.dumps({"voice": "v", "files": {i: f"{i}.wav" for i in ("0", "21", "65")}}))
+    result = {}
+    build = threading.Thread(target=lambda: result.setdefault("r", build_dataset(
+        tmp_path / "ds", engine="external", voice=str(voice), source=str(_source(tmp_path, known_records, (0, 21, 65))),
+        workers=2)))
+    build.start()
+    kills, deadline = 0, time.monotonic() + 300
+    while build.is_alive() and time.monotonic() < deadline:
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # succeeds once a worker is reading it
+        except OSError:
+            time.sleep(0.2)
+            continue
+        for pid in _holders(fifo):
+            if pid != os.getpid():
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+        time.sleep(0.5)  # the reader is dead before our end closes: it never sees an end of file
+        os.close(writer)
+    build.join(timeout=60)
+    assert not build.is_alive(), "the build hung"
+    summary = result["r"].summary
+    assert kills >= 2 and summary.failed == 1 and summary.items == 3
+    assert summary.failures[0].known_id == 65 and summary.failures[0].reason == WORKER_DIED
+
+
+def test_changed_inputs_rebuild_exactly_the_affected_items(tmp_path, known_records):
+    out, ids = tmp_path / "ds", (21, 65)
+    first = build_dataset(out, source=str(_source(tmp_path, known_records, ids)), workers=1, aligners=("tts",))
+    flac = {i: (out / ".build" / "piper-en_US-joe-medium" / "items" / f"{i}.flac").read_bytes() for i in ids}
+    assert first.summary.built == 2
+    again = build_dataset(out, source=str(_source(tmp_path, known_records, ids)), workers=1, aligners=("tts",))
+    assert (again.summary.built, again.summary.reused, again.summary.rebuilt) == (0, 2, {})
+    changed = _source(tmp_path, known_records, ids, {65: {"attribute": "Sony Music"}})
+    third = build_dataset(out, source=str(changed), workers=1, aligners=("tts",))
+    assert third.summary.rebuilt == {"record": 1} and third.summary.built == 1
+    assert (out / ".build" / "piper-en_US-joe-medium" / "items" / "21.flac").read_bytes() == flac[21]
+    fourth = build_dataset(out, source=str(changed), workers=1, aligners=("tts", "whisper"))
+    assert fourth.summary.rebuilt == {"aligners": 2}
+    stats = json.loads((out / "build_stats.json").read_text())["piper-en_US-joe-medium"]
+    assert stats["rebuilt"] == {"aligners": 2} and stats["source"] == "source.json" and not stats["voice"].startswith("/")
+
+
+def test_a_second_writer_stops_with_a_message_naming_the_first(tmp_path):
+    folder = tmp_path / "ds"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from known_speech.layout import DatasetFolder\n"
+        f"with DatasetFolder({str(folder)!r}).writing('build piper-x'):\n"
+        "    print('holding', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(ValueError, match=r"being written by another known-speech process \(build piper-x, pid "):
+            with DatasetFolder(folder).writing("filter"):
+                pass
+        done = subprocess.run([sys.executable, "-m", "known_speech.cli", "build", "--out", str(folder), "--limit", "1"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "build piper-x" in done.stderr and done.stderr.count("\n") == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    with DatasetFolder(folder).writing("filter"):  # released with its process
+        assert json.loads((folder / ".writer.json").read_text())["command"] == "filter"
+
+
+def test_silent_or_foreign_audio_fails_its_item_instead_of_inventing_an_alignment(tmp_path, known_records):
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    soundfile.write(voice / "21.wav", np.zeros(16_000, dtype=np.float32), 16_000)
+    _espeak(voice / "65.wav", "Completely different words about the weather tomorrow morning")
+    (voice / "manifest.json").write_text(json.dumps({"voice": "v", "files": {"21": "21.wav", "65": "65.wav"}}))
+    result = build_dataset(tmp_path / "ds", engine="external", voice=str(voice), workers=1,
+                           source=str(_source(tmp_path, known_records, (21, 65))))
+    reasons = {f.known_id: (f.stage, f.reason) for f in result.summary.failures}
+    assert reasons[21][0] == "synthesis" and "silent" in reasons[21][1]
+    assert reasons[65][0] == "asr" and "no word of the prompt" in reasons[65][1]
+
+
+def test_manifest_paths_stay_in_the_manifest_folder_and_malformed_manifests_are_named(tmp_path, capsys):
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    for files, message in (({"0": "../../etc/passwd"}, "outside"), ({"0": "/etc/passwd"}, "outside"),
+                           ({"x": "0.wav"}, r"expected \"<known_id>\"")):
+        (voice / "manifest.json").write_text(json.dumps({"files": files}))
+        assert cli_main(["build", "--engine", "external", "--voice", str(voice), "--out", str(tmp_path / "ds"),
+                         "--limit", "1", "--workers", "1"]) == 2
+        assert message and "manifest.json: field 'files'" in capsys.readouterr().err
+    (voice / "manifest.json").write_text("{not json")
+    assert cli_main(["build", "--engine", "external", "--voice", str(voice), "--out", str(tmp_path / "ds")]) == 2
+    assert "manifest.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_source_records_are_refused_or_read_by_their_words(tmp_path, write_source):
+    base = {"subject": "2", "attribute": "x", "template": "{}", "relation_id": "P1"}
+    records = load_known(write_source([{**base, "known_id": 1, "prompt": "Version 3.2.1 and 2 are"}]))
+    assert records[0].subject_char_span == (18, 19)  # the standalone "2", not the one inside "3.2.1"
+    for record, message in (
+        ({**base, "known_id": 2**63, "prompt": "2 is"}, "must fit a 32-bit integer"),
+        ({**base, "known_id": 1, "prompt": "3.2.1 is"}, "only inside a word or number"),
+        ({**base, "known_id": 1, "subject": "巴黎", "prompt": "巴黎是法国的首都"}, "written without spaces"),
+    ):
+        with pytest.raises(KnownSourceError, match=message):
+            load_known(write_source([record]))
+    assert verbalise("It costs $5 and €1.50").text == "It costs five dollars and one euro fifty cents"
+
+
+def test_errors_name_the_input_and_the_fix_in_one_line(tmp_path, capsys, monkeypatch):
+    assert cli_main(["trace", "--model", "no-such-org/no-such-model", "--unfiltered", "--limit", "1",
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model 'no-such-org/no-such-model' could not be loaded" in err
+    with pytest.raises(SystemExit):
+        cli_main(["trace", "--model", "smollm2", "--noise-factor", "-1", "--out", str(tmp_path)])
+    assert "expected a positive number" in capsys.readouterr().err and not list(tmp_path.rglob("run.json"))
+    with pytest.raises(SystemExit):
+        cli_main(["build", "--limit", "-1"])
+    assert "--limit: '-1': expected a positive integer" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "kokoro_onnx", None)  # an optional engine that is not installed
+    assert cli_main(["build", "--engine", "kokoro", "--voice", "af_sarah", "--out", str(tmp_path / "k"), "--limit", "1",
+                     "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install kokoro-onnx" in err and err.count("\n") == 1
+    run = tmp_path / "run" / "items"
+    run.mkdir(parents=True)
+    (run.parent / "run.json").write_text(json.dumps({"config": {"model": "m", "adapter": "hf-text"}, "noise_std": 1.0}))
+    (run / "3.npz").write_bytes(b"not a zip")
+    assert cli_main(["report", str(run.parent)]) == 2
+    assert "3.npz: not a readable trace result" in capsys.readouterr().err
