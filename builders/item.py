@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -160,8 +160,8 @@ class ItemBuilder:
             return ItemOutcome(record.known_id, "failed", stage=stage, reason=f"{type(err).__name__}: {err}",
                                seconds=time.perf_counter() - started, engine_version=version), None
         row = SpokenRow(
-            record, spoken.text, duration, self.engine.info, aligned.words, subject_chars, subject_time, token_spans,
-            aligned.alignment, aligned.estimated, asr)
+            record, spoken.text, duration, replace(self.engine.info, seed=synthesis.seed), aligned.words, subject_chars,
+            subject_time, token_spans, aligned.alignment, aligned.estimated, asr)
         outcome = ItemOutcome(record.known_id, "ok", row=row.to_dict(), seconds=time.perf_counter() - started,
                               engine_version=version)
         return outcome, encode_flac(samples)

@@ -36,6 +36,9 @@ class Synthesis:
     word_times_s: list[tuple[float, float]] | None = None
     # per spoken word, how much of its phonemisation was found in the utterance's (0..1)
     word_scores: list[float] | None = None
+    # the seed the engine's sampling noise was drawn with; None where the engine cannot be seeded per item
+    # (Piper's ONNX graph draws from one generator per session) or draws none (espeak-ng, external audio)
+    seed: int | None = None
 
 
 class TTSEngine(Protocol):

@@ -60,7 +60,8 @@ class SubprocessEngine:
         request_id, self._next_id = self._next_id, self._next_id + 1
         out = Path(self._folder.name) / f"{request_id}.wav"
         try:
-            self.process.stdin.write(json.dumps({"id": request_id, "text": spoken.text, "out": str(out)}) + "\n")
+            self.process.stdin.write(json.dumps({"id": request_id, "text": spoken.text, "out": str(out),
+                                                 "seed": known_id}) + "\n")
             self.process.stdin.flush()
         except BrokenPipeError:
             raise self._dead() from None
@@ -75,7 +76,8 @@ class SubprocessEngine:
         if times is not None and len(times) != len(spoken.words):
             logger.warning("worker gave %d word times for %d spoken words; aligning with Whisper", len(times), len(spoken.words))
             times = None
-        return Synthesis(samples, sample_rate, [tuple(t) for t in times] if times is not None else None)
+        return Synthesis(samples, sample_rate, [tuple(t) for t in times] if times is not None else None,
+                         seed=answer.get("seed"))
 
     def close(self) -> None:
         if self.process.poll() is None:

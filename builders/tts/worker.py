@@ -38,9 +38,18 @@ class _Melo:
         self.sample_rate = self.model.hps.data.sampling_rate
         self.version = metadata.version("melotts")
 
-    def synthesize(self, text: str, out: str) -> list | None:
+    def synthesize(self, text: str, out: str, seed: int | None) -> tuple[list | None, int | None]:
+        import random
+
+        import numpy as np
+        import torch
+
+        if seed is not None:  # MeloTTS samples durations and noise with torch: one seed per item
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
         self.model.tts_to_file(text, self.speaker_id, out, speed=self.speed, quiet=True)
-        return None  # MeloTTS keeps its durations inside the model; the build aligns with Whisper
+        return None, seed  # MeloTTS keeps its durations inside the model; the build aligns with Whisper
 
 
 class _Piper:
@@ -53,14 +62,14 @@ class _Piper:
         self.version = self.engine.info.engine_version
         self.sample_rate = self.engine._voice.config.sample_rate
 
-    def synthesize(self, text: str, out: str) -> list | None:
+    def synthesize(self, text: str, out: str, seed: int | None) -> tuple[list | None, int | None]:
         import soundfile
 
         from known_speech.spoken import verbalise
 
         synthesis = self.engine.synthesize(verbalise(text))
         soundfile.write(out, synthesis.samples, synthesis.sample_rate)
-        return synthesis.word_times_s
+        return synthesis.word_times_s, synthesis.seed
 
 
 WORKER_ENGINES = {"melotts": _Melo, "piper": _Piper}
@@ -87,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     for line in sys.stdin:
         request = json.loads(line)
         answer = {"id": request["id"], "audio_path": request["out"], "sample_rate": engine.sample_rate,
-                  "word_times_s": None, "error": None}
+                  "word_times_s": None, "seed": None, "error": None}
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                answer["word_times_s"] = engine.synthesize(request["text"], request["out"])
+                answer["word_times_s"], answer["seed"] = engine.synthesize(request["text"], request["out"],
+                                                                           request.get("seed"))
         except Exception as err:  # one failing item is answered, not fatal
             answer["error"] = f"{type(err).__name__}: {err}"
         protocol.write(json.dumps(answer) + "\n")
