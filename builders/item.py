@@ -156,8 +156,11 @@ class ItemBuilder:
             stage = "units"
             token_spans = self._speech_token_spans(samples, subject_time)
         except Exception as err:  # recorded with its stage; the build goes on
-            logger.warning("known_id=%s failed at %s: %s", record.known_id, stage, err)
-            return ItemOutcome(record.known_id, "failed", stage=stage, reason=f"{type(err).__name__}: {err}",
+            reason = f"{type(err).__name__}: {err}"
+            if isinstance(err, MemoryError):
+                reason += f" (more memory than a worker may use: --item-memory-gb {self.options.item_memory_gb})"
+            logger.warning("known_id=%s failed at %s: %s", record.known_id, stage, reason)
+            return ItemOutcome(record.known_id, "failed", stage=stage, reason=reason,
                                seconds=time.perf_counter() - started, engine_version=version), None
         row = SpokenRow(
             record, spoken.text, duration, replace(self.engine.info, seed=synthesis.seed), aligned.words, subject_chars,

@@ -51,12 +51,7 @@ def _build_in_worker(record: KnownRecord) -> tuple[ItemOutcome, bytes | None]:
     if _worker is None:  # a set-up failure is the build's, not the item's: abort, cache nothing
         raise ValueError(f"a build worker could not load its models: {_worker_setup_error}")
     _started.put(record.known_id)
-    try:
-        return _worker.build(record)
-    except MemoryError:
-        return ItemOutcome(record.known_id, "failed", stage="memory",
-                           reason=f"MemoryError: the item needed more than the {_worker.options.item_memory_gb} GB "
-                                  f"a worker may use (--item-memory-gb)"), None
+    return _worker.build(record)
 
 
 def _drain(started: multiprocessing.Queue) -> set[int]:

@@ -84,6 +84,20 @@ def test_a_worker_killed_mid_item_fails_that_item_and_the_build_finishes(tmp_pat
     assert summary.failures[0].known_id == 65 and summary.failures[0].reason == WORKER_DIED
 
 
+def test_an_item_needing_more_memory_than_a_worker_may_use_fails_with_that_reason(tmp_path, known_records):
+    """Item 21's audio decodes to 400 MB of samples; workers may use 0.5 GB of data memory in all."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    _espeak(voice / "0.wav", verbalise(next(r for r in known_records if r.known_id == 0).prompt).text)
+    soundfile.write(voice / "21.flac", np.zeros(100_000_000, dtype=np.int16), 16_000, subtype="PCM_16")
+    (voice / "manifest.json").write_text(json.dumps({"voice": "v", "files": {"0": "0.wav", "21": "21.flac"}}))
+    result = build_dataset(tmp_path / "ds", engine="external", voice=str(voice), workers=2, item_memory_gb=0.5,
+                           source=str(_source(tmp_path, known_records, (0, 21))))
+    (failure,) = result.summary.failures
+    assert failure.known_id == 21 and "MemoryError" in failure.reason and "--item-memory-gb 0.5" in failure.reason
+    assert result.summary.items - result.summary.failed == 1
+
+
 def test_changed_inputs_rebuild_exactly_the_affected_items(tmp_path, known_records):
     out, ids = tmp_path / "ds", (21, 65)
     first = build_dataset(out, source=str(_source(tmp_path, known_records, ids)), workers=1, aligners=("tts",))
@@ -99,6 +113,22 @@ def test_changed_inputs_rebuild_exactly_the_affected_items(tmp_path, known_recor
     assert fourth.summary.rebuilt == {"aligners": 2}
     stats = json.loads((out / "build_stats.json").read_text())["piper-en_US-joe-medium"]
     assert stats["rebuilt"] == {"aligners": 2} and stats["source"] == "source.json" and not stats["voice"].startswith("/")
+    flac = (out / ".build" / "piper-en_US-joe-medium" / "items" / "21.flac").read_bytes()
+    smaller = build_dataset(out, source=str(changed), workers=1, aligners=("tts", "whisper"), limit=1)
+    assert (smaller.summary.items, smaller.summary.built) == (1, 0)  # another --limit reuses, rewrites nothing
+    assert (out / ".build" / "piper-en_US-joe-medium" / "items" / "21.flac").read_bytes() == flac
+
+
+def test_a_build_where_every_item_fails_still_says_why(tmp_path, known_records, capsys):
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    (voice / "manifest.json").write_text(json.dumps({"voice": "v", "files": {}}))
+    source = _source(tmp_path, known_records, (0, 21))
+    assert cli_main(["build", "--engine", "external", "--voice", str(voice), "--source", str(source),
+                     "--out", str(tmp_path / "ds"), "--workers", "1"]) == 1
+    assert "no item of external-v was built" in capsys.readouterr().err
+    stats = json.loads((tmp_path / "ds" / "build_stats.json").read_text())["external-v"]
+    assert stats["failed"] == 2 and stats["num_examples"] == 0 and "not in" in stats["failures"][0]["reason"]
 
 
 def test_a_second_writer_stops_with_a_message_naming_the_first(tmp_path):
