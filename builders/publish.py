@@ -87,7 +87,7 @@ def dataset_files(dataset_dir: Path, voice_configs: list[str]) -> list[Path]:
     for voice_config in voice_configs:
         candidates += sorted(folder.config_dir(voice_config).glob("train-*.parquet"))
     for filter_dir in folder.filter_dirs():
-        candidates += sorted(filter_dir.glob("*.jsonl")) + sorted(filter_dir.glob("*.json"))
+        candidates += sorted(filter_dir.glob("*.parquet")) + sorted(filter_dir.glob("*.json"))
     candidates += folder.view_files() + sorted((folder.root / "images").glob("*.png"))
     return [path for path in candidates if path.is_file()
             and not any(part.startswith(".") for part in path.relative_to(dataset_dir).parts)]

@@ -15,7 +15,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from known_speech import __version__
 from known_speech.atomic import atomic_path, atomic_write_text
 from known_speech.layout import DatasetFolder
-from known_speech.schema import filter_features, record_features
+from known_speech.schema import record_features
 from known_speech.source import KNOWN_URL
 
 __all__ = ["write_config", "render_card", "read_build_stats", "read_versions"]
@@ -64,19 +64,23 @@ def write_config(dataset: datasets.Dataset | None, out_dir: str | Path, voice_co
     return written
 
 
-def _jsonl_configs(out_dir: Path) -> dict[str, dict]:
-    """Recall filters (`filter-<model>`, every modality and voice) and their views (`known_t2t-<model>`, ...)."""
+def _filter_configs(out_dir: Path) -> dict[str, dict]:
+    """Recall filters (`filter-<model>`, every modality and voice) and their views (`known_t2t-<model>`, ...),
+    each a parquet config whose features are read from its files."""
+    import pyarrow.parquet as pq
+
     configs: dict[str, dict] = {}
     dataset = DatasetFolder(out_dir)
     for folder in dataset.filter_dirs():
-        files = sorted(folder.glob("*.jsonl"))
+        files = sorted(folder.glob("*.parquet"))
         if files:
-            configs[f"filter-{folder.name}"] = {"path": f"filters/{folder.name}/*.jsonl", "files": files}
+            configs[f"filter-{folder.name}"] = {"path": f"filters/{folder.name}/*.parquet", "files": files}
     for view in dataset.view_files():
         configs[view.stem] = {"path": f"views/{view.name}", "files": [view]}
     for config in configs.values():
-        config["num_examples"] = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in config["files"])
+        config["num_examples"] = sum(pq.ParquetFile(f).metadata.num_rows for f in config["files"])
         config["num_bytes"] = sum(f.stat().st_size for f in config["files"])
+        config["features"] = datasets.Features.from_arrow_schema(pq.read_schema(config["files"][0]))
     return configs
 
 
@@ -85,7 +89,7 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
     out_dir = Path(out_dir)
     stats = read_build_stats(out_dir)
     config_names = sorted(name for name, entry in stats.items() if entry["num_examples"])
-    jsonl_configs = _jsonl_configs(out_dir)
+    filter_configs = _filter_configs(out_dir)
     card_data = DatasetCardData(
         language="en",
         license="mit",
@@ -102,7 +106,7 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
             for index, name in enumerate(config_names)
         ] + [
             {"config_name": name, "data_files": [{"split": "train", "path": config["path"]}]}
-            for name, config in jsonl_configs.items()
+            for name, config in filter_configs.items()
         ],
     )
     # The Hub's own `dataset_info` block. `datasets` also keys its local cache on it, so a rebuilt
@@ -120,8 +124,8 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
         info(name, record_features(), stats[name]["num_bytes"], stats[name]["num_examples"], stats[name]["download_size"])
         for name in config_names
     ] + [
-        info(name, filter_features(), config["num_bytes"], config["num_examples"], config["num_bytes"])
-        for name, config in jsonl_configs.items()
+        info(name, config["features"], config["num_bytes"], config["num_examples"], config["num_bytes"])
+        for name, config in filter_configs.items()
     ]
     template = files("known_speech.cards").joinpath("dataset_card.md").read_text(encoding="utf-8")
     voices = [{"config_name": name, **stats[name]} for name in sorted(stats)]  # failed builds too, with why
@@ -134,7 +138,7 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
         toolkit_version=__version__,
         source_url=KNOWN_URL,
         source_sha256=voices[0].get("source_sha256", "") if voices else "",
-        filters=[{"config_name": name, "num_examples": config["num_examples"]} for name, config in jsonl_configs.items()],
+        filters=[{"config_name": name, "num_examples": config["num_examples"]} for name, config in filter_configs.items()],
         versions=versions if versions is not None else read_versions(out_dir),
     )
     atomic_write_text(DatasetFolder(out_dir).card, str(card))

@@ -1,6 +1,6 @@
 """Known-t2t / Known-s2t: which facts a model recalls, by greedy generation (`matching` classifies the
-answers). Results go into the dataset repository as the model's filter config, with `known_t2t-<model>` /
-`known_s2t-<model>` views of the recalled facts; a filter records its settings and resumes only with them.
+answers). The rows go, one JSON line each, into the dataset's work folder, so a stopped run resumes; a
+filter records its settings and resumes only with them. `views` makes the published tables of them.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from known_speech.atomic import atomic_write_text
-from known_speech.layout import DatasetFolder
 
 from .adapter import Adapter
 from .matching import classify_answer, first_answer
 from .model_input import Modality
 
-__all__ = ["FilterRow", "filter_settings", "run_filter", "read_filter", "write_views"]
+__all__ = ["FilterRow", "filter_settings", "run_filter", "read_filter"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,20 +103,3 @@ def run_filter(
             handle.flush()
             done[known_id] = row
     return done
-
-
-def write_views(dataset_dir: str | Path, model: str) -> list[Path]:
-    """`views/known_t2t-<model>.jsonl` and `views/known_s2t-<model>.jsonl`: the recalled facts (exact or partial)."""
-    dataset = DatasetFolder(dataset_dir)
-    folder = dataset.filter_dir(model)
-    views = {"known_t2t": sorted(folder.glob("text.jsonl")), "known_s2t": sorted(folder.glob("speech-*.jsonl"))}
-    written = []
-    for view, files in views.items():
-        if not files:
-            continue
-        rows = [row for file in files for row in read_filter(file).values() if row.match != "none"]
-        target = dataset.view_file(view, model)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in rows))
-        written.append(target)
-    return written

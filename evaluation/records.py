@@ -32,10 +32,17 @@ def load_records(modality: Modality, dataset: str | Path, voice_config: str = ""
 def recalled_records(records: list[dict], dataset: str | Path, model: str, modality: Modality,
                      voice_config: str = "") -> list[dict]:
     """The records the model's recall filter found recalled (exact or partial)."""
-    path = DatasetFolder(dataset).filter_file(model, modality, voice_config)
-    if not path.exists():
+    folder = DatasetFolder(dataset)
+    rows_file, table = folder.filter_file(model, modality, voice_config), folder.filter_table(model, modality, voice_config)
+    if rows_file.exists():
+        recalled = {known_id for known_id, row in read_filter(rows_file).items() if row.match != "none"}
+    elif table.exists():  # a dataset from the Hub: the published filter
+        import pyarrow.parquet as pq
+
+        recalled = {int(row["known_id"]) for row in pq.read_table(table, columns=["known_id", "match"]).to_pylist()
+                    if row["match"] != "none"}
+    else:
         raise ValueError(
-            f"no recall filter at {path}: run `known-speech filter --model {model} --modality {modality}"
-            f"{' --config ' + voice_config if voice_config else ''}` first (or pass --unfiltered)")
-    recalled = {known_id for known_id, row in read_filter(path).items() if row.match != "none"}
+            f"no recall filter of {model} for {modality} in {dataset}: run `known-speech filter --model {model} "
+            f"--modality {modality}{' --config ' + voice_config if voice_config else ''}` first (or pass --unfiltered)")
     return [record for record in records if int(record["known_id"]) in recalled]

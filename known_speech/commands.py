@@ -32,7 +32,8 @@ def build(args: argparse.Namespace) -> int:
 def filter_(args: argparse.Namespace) -> int:
     from known_speech.builders.writer import render_card
     from known_speech.evaluation.adapter import adapter_class, adapter_for
-    from known_speech.evaluation.filtering import run_filter, write_views
+    from known_speech.evaluation.filtering import run_filter
+    from known_speech.evaluation.views import write_filter_views
     from known_speech.evaluation.records import load_records
     from known_speech.layout import DatasetFolder
 
@@ -46,9 +47,8 @@ def filter_(args: argparse.Namespace) -> int:
         adapter = adapter_cls(args.model, device=args.device, dtype=args.dtype, **args.adapter_options)
         rows = run_filter(adapter, records, args.modality, path, voice_config=args.voice_config,
                           max_new_tokens=args.max_new_tokens)
-        write_views(args.dataset, args.model)
-        if folder.build_stats.exists():
-            render_card(args.dataset)
+        write_filter_views(args.dataset, args.model)
+        render_card(args.dataset)
     counts = {match: sum(row.match == match for row in rows.values()) for match in ("exact", "partial", "none")}
     errors = sum(bool(row.error) for row in rows.values())
     print(f"{args.model} ({args.modality}): {len(rows)} items, exact {counts['exact']}, partial {counts['partial']}, "

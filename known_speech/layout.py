@@ -4,10 +4,13 @@
     <root>/build_stats.json                    per voice config: what built it and how it went
     <root>/versions.json                       published versions (known-speech publish)
     <root>/<voice config>/train-*.parquet      one config per voice
-    <root>/filters/<model>/text.jsonl          a model's recall filter, per modality and voice config
-    <root>/filters/<model>/speech-<voice config>.jsonl
-    <root>/views/known_t2t-<model>.jsonl       the recalled facts (Known-t2t, Known-s2t)
+    <root>/filters/<model>/text.parquet        a model's recall filter, per modality and voice config, with
+    <root>/filters/<model>/speech-<voice config>.parquet     its settings beside it (<name>.json)
+    <root>/views/known_t2t-<model>.parquet     the recalled facts: Known-t2t, Known-s2t (with audio), and
+    <root>/views/known_s2t-<model>.parquet     Known-both (recalled from text and from speech)
+    <root>/views/known_both-<model>.parquet
     <root>/.build/<voice config>/items/        the resumable item cache (not published)
+    <root>/.build/filters/<model>/<name>.jsonl the resumable filter rows (not published)
     <root>/.lock, <root>/.writer.json          one writer at a time (build, filter, publish)
 """
 
@@ -30,7 +33,7 @@ VERSIONS_FILE = "versions.json"
 CARD_FILE = "README.md"
 WORK_DIR = ".build"
 LOCK_FILE, WRITER_FILE = ".lock", ".writer.json"
-VIEWS = ("known_t2t", "known_s2t")
+VIEWS = ("known_t2t", "known_s2t", "known_both")
 
 
 def model_slug(model: str) -> str:
@@ -71,18 +74,26 @@ class DatasetFolder:
     def filter_dir(self, model: str) -> Path:
         return self.root / "filters" / model_slug(model)
 
+    @staticmethod
+    def filter_name(modality: str, voice_config: str = "") -> str:
+        return modality if modality == "text" else f"speech-{voice_config}"
+
     def filter_file(self, model: str, modality: str, voice_config: str = "") -> Path:
-        name = modality if modality == "text" else f"speech-{voice_config}"
-        return self.filter_dir(model) / f"{name}.jsonl"
+        """The resumable rows of a filter run (JSON lines, in the work folder)."""
+        return self.work_dir / "filters" / model_slug(model) / f"{self.filter_name(modality, voice_config)}.jsonl"
+
+    def filter_table(self, model: str, modality: str, voice_config: str = "") -> Path:
+        """The published filter (parquet), made from the rows when a run ends."""
+        return self.filter_dir(model) / f"{self.filter_name(modality, voice_config)}.parquet"
 
     def filter_dirs(self) -> list[Path]:
         return sorted(path for path in (self.root / "filters").glob("*/") if path.is_dir())
 
     def view_file(self, view: str, model: str) -> Path:
-        return self.root / "views" / f"{view}-{model_slug(model)}.jsonl"
+        return self.root / "views" / f"{view}-{model_slug(model)}.parquet"
 
     def view_files(self) -> list[Path]:
-        return sorted((self.root / "views").glob("*.jsonl"))
+        return sorted((self.root / "views").glob("*.parquet"))
 
     @contextmanager
     def writing(self, command: str) -> Iterator[None]:

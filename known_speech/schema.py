@@ -10,7 +10,8 @@ from datasets import Audio, Features, List, Value
 
 from .audio import TARGET_SAMPLE_RATE
 
-__all__ = ["record_features", "filter_features"]
+__all__ = ["record_features", "filter_features", "speech_view_features", "both_view_features", "KNOWN_COLUMNS",
+           "FILTER_COLUMNS"]
 
 
 def record_features() -> Features:
@@ -85,12 +86,24 @@ def record_features() -> Features:
     )
 
 
+FILTER_COLUMNS = ("model", "adapter", "modality", "voice_config", "generation", "answer", "match", "error")
+KNOWN_COLUMNS = ("subject", "attribute", "template", "prompt", "relation_id", "prediction")
+
+
 def filter_features() -> Features:
-    """A model's recall filter row (evaluation.filtering.FilterRow); match is exact / partial / none."""
-    return Features(
-        {
-            "known_id": Value("int32"),
-            **{name: Value("string") for name in
-               ("model", "adapter", "modality", "voice_config", "generation", "answer", "match", "error")},
-        }
-    )
+    """A model's recall filter row (evaluation.filtering.FilterRow; match is exact / partial / none), with the
+    Known record it was asked about."""
+    return Features({"known_id": Value("int32"), **{name: Value("string") for name in KNOWN_COLUMNS + FILTER_COLUMNS}})
+
+
+def speech_view_features() -> Features:
+    """A speech view row: the voice config's row (audio, words, spans) and the model's answer to it."""
+    return Features({**record_features(), **{name: Value("string") for name in FILTER_COLUMNS}})
+
+
+def both_view_features() -> Features:
+    """A fact recalled from text and from speech: the voice config's row and both answers."""
+    answers = {f"{modality}_{name}": Value("string") for modality in ("text", "speech")
+               for name in ("generation", "answer", "match")}
+    return Features({**record_features(), **{name: Value("string") for name in ("model", "adapter", "voice_config")},
+                     **answers})

@@ -127,7 +127,7 @@ def test_smollm2_filter_finds_rome_and_resumes_after_a_torn_line(tmp_path, capsy
     dataset = tmp_path / "ds"
     argv = ["filter", "--model", "smollm2", "--modality", "text", "--dataset", str(dataset), "--limit", "24"]
     assert cli_main(argv) == 0
-    path = dataset / "filters" / "smollm2" / "text.jsonl"
+    path = dataset / ".build" / "filters" / "smollm2" / "text.jsonl"  # the resumable rows
     rows = read_filter(path)
     assert len(rows) == 24
     assert rows[21].match == "exact" and rows[21].answer == "Rome"  # "The capital of Italy is" -> " Rome."
@@ -137,8 +137,14 @@ def test_smollm2_filter_finds_rome_and_resumes_after_a_torn_line(tmp_path, capsy
     again = read_filter(path)
     assert len(path.read_text().splitlines()) == 24 and again.keys() == rows.keys()
     assert [again[k].generation for k in sorted(again)] == [rows[k].generation for k in sorted(rows)]
-    view = [json.loads(line) for line in (dataset / "views" / "known_t2t-smollm2.jsonl").read_text().splitlines()]
-    assert {row["known_id"] for row in view} == {k for k, row in rows.items() if row.match != "none"}
+    from datasets import load_dataset
+
+    view = load_dataset(str(dataset), "known_t2t-smollm2", split="train")  # a parquet config of the folder
+    assert set(view["known_id"]) == {k for k, row in rows.items() if row.match != "none"}
+    rome = next(row for row in view if row["known_id"] == 21)
+    assert (rome["prompt"], rome["attribute"], rome["answer"], rome["match"]) == \
+        ("The capital of Roman Republic is", "Rome", "Rome", "exact")
+    assert len(load_dataset(str(dataset), "filter-smollm2", split="train")) == 24
 
 
 def _copy_tokenizer(tokenizer, folder):

@@ -158,7 +158,7 @@ def test_filter_records_its_settings_and_refuses_a_resume_with_others(spiritlm_c
     model = str(spiritlm_checkpoint / "spiritlm_model" / "spirit-lm-base-7b")
     argv = ["filter", "--model", model, "--modality", "text", "--dataset", str(dataset), "--limit", "2"]
     assert cli_main(argv) == 0
-    settings = json.loads((dataset / "filters" / "spirit-lm-base-7b" / "text.json").read_text())
+    settings = json.loads((dataset / "filters" / "spirit-lm-base-7b" / "text.json").read_text())  # published copy
     assert settings["dtype"] == "float32" and settings["banned_tokens"] == 503 and settings["max_new_tokens"] == 12
     assert cli_main(argv + ["--max-new-tokens", "5"]) == 2
     assert cli_main(argv) == 0  # the same settings resume

@@ -1,0 +1,58 @@
+"""A model's filters and views as parquet configs of a real small build: `load_dataset` reads each of them,
+speech views with their audio decoded. The filter rows are given here (random tiny models recall nothing;
+the filter itself runs on the real SmolLM2 in test_evaluation.py)."""
+
+import json
+import shutil
+from dataclasses import asdict
+
+import pytest
+from datasets import load_dataset
+from huggingface_hub import DatasetCard
+
+from known_speech.builders.writer import render_card
+from known_speech.evaluation.filtering import FilterRow
+from known_speech.evaluation.views import write_filter_views
+from known_speech.layout import DatasetFolder
+
+pytestmark = pytest.mark.slow
+
+VOICE = "piper-en_US-joe-medium"
+
+
+def _rows(folder: DatasetFolder, modality: str, matches: dict[int, str], voice_config: str = "") -> None:
+    path = folder.filter_file("m", modality, voice_config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [FilterRow(known_id, "m", "hf-text", modality, voice_config, f" {match} answer", f"{match} answer", match)
+            for known_id, match in matches.items()]
+    path.write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
+
+
+def test_views_are_parquet_configs_with_the_known_record_and_the_audio(spoken_dataset, tmp_path):
+    out = tmp_path / "known-speech"
+    shutil.copytree(spoken_dataset, out)
+    folder = DatasetFolder(out)
+    _rows(folder, "text", {0: "none", 3: "exact", 21: "exact", 65: "partial"})
+    _rows(folder, "speech", {0: "exact", 3: "none", 21: "partial", 65: "none", 182: "exact"}, VOICE)
+    written = write_filter_views(out, "m")
+    assert {path.name for path in written} == {"text.parquet", f"speech-{VOICE}.parquet", "known_t2t-m.parquet",
+                                               "known_s2t-m.parquet", "known_both-m.parquet"}
+    render_card(out)
+    t2t = load_dataset(str(out), "known_t2t-m", split="train")
+    assert sorted(t2t["known_id"]) == [3, 21, 65] and "audio" not in t2t.column_names
+    rome = t2t.filter(lambda known_id: known_id == 21, input_columns="known_id")[0]
+    assert (rome["prompt"], rome["subject"], rome["attribute"], rome["match"]) == \
+        ("The capital of Roman Republic is", "Roman Republic", "Rome", "exact")
+    s2t = load_dataset(str(out), "known_s2t-m", split="train")
+    assert sorted(s2t["known_id"]) == [0, 21, 182] and set(s2t["voice_config"]) == {VOICE}
+    row = s2t.filter(lambda known_id: known_id == 21, input_columns="known_id")[0]
+    samples = row["audio"].get_all_samples()
+    assert samples.sample_rate == 16_000 and samples.data.shape[1] == pytest.approx(row["duration_s"] * 16_000, abs=2)
+    assert row["words"] and row["subject_time_span"][1] > row["subject_time_span"][0] and row["match"] == "partial"
+    both = load_dataset(str(out), "known_both-m", split="train")
+    assert both["known_id"] == [21] and (both[0]["text_match"], both[0]["speech_match"]) == ("exact", "partial")
+    assert len(load_dataset(str(out), "filter-m", split="train")) == 9  # text and speech rows of the filter
+    card = DatasetCard.load(out / "README.md")
+    configs = {c["config_name"]: c["data_files"][0]["path"] for c in card.data.configs}
+    assert configs["known_s2t-m"] == "views/known_s2t-m.parquet" and configs["filter-m"] == "filters/m/*.parquet"
+    assert "| `known_both-m` | 1 |" in card.text
