@@ -19,7 +19,7 @@ from .options import BuildOptions
 __all__ = ["STAGES_VERSION", "ItemInputs", "item_fingerprint", "changed_parts"]
 
 # bump when a stage makes a different row from the same inputs
-STAGES_VERSION = 2
+STAGES_VERSION = 3
 
 
 def _digest(value: object) -> str:
@@ -62,8 +62,7 @@ class ItemInputs:
 
 
 def item_fingerprint(record: KnownRecord, inputs: ItemInputs) -> dict[str, str]:
-    known = {key: value for key, value in record.to_dict().items() if key != "prediction"}
-    return {"record": _digest(known), "spoken_form": _digest(verbalise(record.prompt).text), "voice": inputs.voice,
+    return {"record": _digest(record.to_dict()), "spoken_form": _digest(verbalise(record.prompt).reading), "voice": inputs.voice,
             "asr_model": inputs.asr_model, "aligners": inputs.aligners, "unit_tokenizer": inputs.unit_tokenizer,
             "stages": inputs.stages}
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from known_speech.audio import TARGET_SAMPLE_RATE, encode_flac, to_mono_16k
+from known_speech.audio import TARGET_SAMPLE_RATE, Normalisation, encode_flac, normalise_peak, to_mono_16k
 from known_speech.source import KnownRecord
 from known_speech.spans import SPEECH_TOKENIZER_RATES, AlignedWord, TokenSpan, frame_span, time_span_of_chars
 from known_speech.spoken import verbalise
@@ -34,11 +34,12 @@ SILENT_PEAK = 1e-3  # audio whose peak stays below this (-60 dBFS) holds no spee
 @dataclass(frozen=True)
 class SpokenRow:
     """A row of the dataset but its audio (schema: known_speech.schema.record_features): the Known record
-    (but GPT-2-XL's `prediction`) and what the build made of it."""
+    (with `prediction`, GPT-2-XL's completion in ROME's data: a baseline) and what the build made of it."""
 
     record: KnownRecord
     spoken_text: str
     duration_s: float
+    normalisation: Normalisation
     voice: VoiceInfo
     words: list[AlignedWord]
     subject_char_span: tuple[int, int]
@@ -49,10 +50,9 @@ class SpokenRow:
     asr: AsrCheck
 
     def to_dict(self) -> dict:
-        known = {key: value for key, value in self.record.to_dict().items() if key != "prediction"}
         return {
-            **known, "spoken_text": self.spoken_text,
-            "duration_s": self.duration_s, "voice": self.voice.to_dict(), "words": [w.to_dict() for w in self.words],
+            **self.record.to_dict(), "spoken_text": self.spoken_text,
+            "duration_s": self.duration_s, "normalisation": self.normalisation.to_dict(), "voice": self.voice.to_dict(), "words": [w.to_dict() for w in self.words],
             "subject_char_span": list(self.subject_char_span), "subject_time_span": list(self.subject_time_span),
             "speech_token_spans": [span.to_dict() for span in self.speech_token_spans],
             "alignment": self.alignment.to_dict(),
@@ -142,6 +142,7 @@ class ItemBuilder:
             peak = float(np.abs(samples).max())
             if peak < SILENT_PEAK:
                 raise ValueError(f"the audio is silent (peak {peak:.2g}); it holds no speech to align")
+            samples, normalisation = normalise_peak(samples)
             duration = samples.size / TARGET_SAMPLE_RATE
             stage = "asr"
             asr = self.asr.check(samples, spoken.text, spoken.spoken_text_in(*subject_chars))
@@ -163,7 +164,7 @@ class ItemBuilder:
             return ItemOutcome(record.known_id, "failed", stage=stage, reason=reason,
                                seconds=time.perf_counter() - started, engine_version=version), None
         row = SpokenRow(
-            record, spoken.text, duration, replace(self.engine.info, seed=synthesis.seed), aligned.words, subject_chars,
+            record, spoken.reading, duration, normalisation, replace(self.engine.info, seed=synthesis.seed), aligned.words, subject_chars,
             subject_time, token_spans, aligned.alignment, aligned.estimated, asr)
         outcome = ItemOutcome(record.known_id, "ok", row=row.to_dict(), seconds=time.perf_counter() - started,
                               engine_version=version)

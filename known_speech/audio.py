@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import io
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import soundfile
 import soxr
 
-__all__ = ["TARGET_SAMPLE_RATE", "to_mono_16k", "encode_flac", "decode_audio", "waveform_of"]
+__all__ = ["TARGET_SAMPLE_RATE", "PEAK_DBFS", "Normalisation", "to_mono_16k", "normalise_peak", "encode_flac",
+           "decode_audio", "waveform_of"]
 
 TARGET_SAMPLE_RATE = 16_000
+PEAK_DBFS = -1.0  # every engine's audio is scaled to this peak: headroom for FLAC's 16 bits, one level for all
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How an item's audio was levelled: the method, its target and the gain applied (dB)."""
+
+    method: str
+    target_dbfs: float
+    gain_db: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def normalise_peak(samples: np.ndarray, target_dbfs: float = PEAK_DBFS) -> tuple[np.ndarray, Normalisation]:
+    """Scale so that the largest sample sits at `target_dbfs` (engines differ: Piper peaks at full scale,
+    espeak-ng quieter); silent audio is returned as it is, with 0 dB."""
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak == 0.0:
+        return samples, Normalisation("peak", target_dbfs, 0.0)
+    gain = 10 ** (target_dbfs / 20) / peak
+    return (samples * gain).astype(np.float32), Normalisation("peak", target_dbfs, float(20 * np.log10(gain)))
 
 
 def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -31,9 +31,11 @@ def record_features() -> Features:
             "template": Value("string"),
             "prompt": Value("string"),
             "relation_id": Value("string"),
+            "prediction": Value("string"),
             "spoken_text": Value("string"),
             "audio": Audio(sampling_rate=TARGET_SAMPLE_RATE),
             "duration_s": Value("float64"),
+            "normalisation": {"method": Value("string"), "target_dbfs": Value("float32"), "gain_db": Value("float32")},
             "voice": {
                 "engine": Value("string"),
                 "voice": Value("string"),

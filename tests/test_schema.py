@@ -11,7 +11,8 @@ from known_speech.builders.asr import AsrCheck
 from known_speech.builders.item import SpokenRow
 from known_speech.builders.tts.base import VoiceInfo
 from known_speech.evaluation.filtering import FilterRow
-from known_speech.schema import filter_features, record_features
+from known_speech.audio import Normalisation
+from known_speech.schema import KNOWN_COLUMNS, filter_features, record_features, speech_view_features
 from known_speech.source import KnownRecord
 from known_speech.spans import AlignedWord, TokenSpan
 
@@ -28,7 +29,8 @@ def _struct(feature) -> set[str]:
 
 def test_record_features_are_the_spoken_row_and_its_parts():
     features = record_features()
-    assert set(features) == _names(SpokenRow, drop=("record",)) | _names(KnownRecord, drop=("prediction",)) | {"audio"}
+    assert set(features) == _names(SpokenRow, drop=("record",)) | _names(KnownRecord) | {"audio"}
+    assert _struct(features["normalisation"]) == _names(Normalisation)
     assert _struct(features["voice"]) == _names(VoiceInfo)
     assert _struct(features["words"]) == _names(AlignedWord)
     assert _struct(features["speech_token_spans"]) == _names(TokenSpan)
@@ -39,5 +41,7 @@ def test_record_features_are_the_spoken_row_and_its_parts():
     assert _struct(features["asr"]) == _names(AsrCheck, drop=("words",))
 
 
-def test_filter_features_are_the_filter_row():
-    assert set(filter_features()) == _names(FilterRow)
+def test_filter_and_view_features_are_the_filter_row_with_its_record():
+    assert set(filter_features()) == _names(FilterRow) | set(KNOWN_COLUMNS)
+    assert set(KNOWN_COLUMNS) == _names(KnownRecord, drop=("known_id",))
+    assert set(speech_view_features()) == set(record_features()) | _names(FilterRow, drop=("known_id",))

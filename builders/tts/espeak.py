@@ -32,7 +32,7 @@ class EspeakEngine:
                               engine_version=version.split(":", 1)[-1].split()[0] if ":" in version else version.strip())
 
     def synthesize(self, spoken: SpokenForm, known_id: int | None = None) -> Synthesis:
-        result = subprocess.run([self.binary, "-v", self.voice, "-s", str(self.words_per_minute), "--stdout", spoken.text],
+        result = subprocess.run([self.binary, "-v", self.voice, "-s", str(self.words_per_minute), "--stdout", spoken.reading],
                                 capture_output=True, check=True)
         samples, sample_rate = soundfile.read(io.BytesIO(result.stdout), dtype="float32")
         # espeak-ng reports word positions only through its C callback API; the build aligns with Whisper

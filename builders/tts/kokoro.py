@@ -40,5 +40,5 @@ class KokoroEngine:
         self.info = VoiceInfo(engine="kokoro", voice=voice, speed=speed, engine_version=metadata.version("kokoro-onnx"))
 
     def synthesize(self, spoken: SpokenForm, known_id: int | None = None) -> Synthesis:
-        samples, sample_rate = self.model.create(spoken.text, voice=self.voice, speed=self.speed, lang="en-us")
+        samples, sample_rate = self.model.create(spoken.reading, voice=self.voice, speed=self.speed, lang="en-us")
         return Synthesis(samples, sample_rate)  # no per-word durations exposed: the build aligns with Whisper

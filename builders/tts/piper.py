@@ -99,9 +99,9 @@ class PiperEngine:
         return [p for sentence in self._voice.phonemize(text) for p in sentence if p not in _SKIPPED_PHONEMES]
 
     def synthesize(self, spoken: SpokenForm, known_id: int | None = None) -> Synthesis:
-        chunks = list(self._voice.synthesize(spoken.text, syn_config=self._config, include_alignments=True))
+        chunks = list(self._voice.synthesize(spoken.reading, syn_config=self._config, include_alignments=True))
         if not chunks:
-            raise RuntimeError(f"Piper produced no audio for {spoken.text!r}")
+            raise RuntimeError(f"Piper produced no audio for {spoken.reading!r}")
         sample_rate = chunks[0].sample_rate
         samples = np.concatenate([chunk.audio_float_array for chunk in chunks])
         # (phoneme, start sample, end sample) over the whole utterance
@@ -109,7 +109,7 @@ class PiperEngine:
         cursor = 0
         for chunk in chunks:
             if chunk.phoneme_alignments is None:
-                logger.warning("Piper gave no phoneme alignment for %r", spoken.text)
+                logger.warning("Piper gave no phoneme alignment for %r", spoken.reading)
                 return Synthesis(samples, sample_rate)
             for alignment in chunk.phoneme_alignments:
                 end = cursor + int(alignment.num_samples)

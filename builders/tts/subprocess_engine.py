@@ -60,7 +60,7 @@ class SubprocessEngine:
         request_id, self._next_id = self._next_id, self._next_id + 1
         out = Path(self._folder.name) / f"{request_id}.wav"
         try:
-            self.process.stdin.write(json.dumps({"id": request_id, "text": spoken.text, "out": str(out),
+            self.process.stdin.write(json.dumps({"id": request_id, "text": spoken.reading, "out": str(out),
                                                  "seed": known_id}) + "\n")
             self.process.stdin.flush()
         except BrokenPipeError:
