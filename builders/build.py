@@ -21,6 +21,7 @@ from .fingerprint import ItemInputs, changed_parts, item_fingerprint
 from .options import BuildOptions
 from .pool import build_outcomes
 from .summary import BuildSummary, summarise
+from .tts.licences import voice_licence
 from .writer import write_config
 
 __all__ = ["BuildResult", "BuildStats", "build_items", "build_dataset"]
@@ -47,6 +48,7 @@ class BuildStats:
     source_url: str
     source_sha256: str
     limit: int | None
+    voice_licence: dict  # builders.tts.licences.VoiceLicence
 
     def to_dict(self) -> dict:
         return {**self.summary.to_dict(), **{k: v for k, v in asdict(self).items() if k != "summary"}}
@@ -107,7 +109,7 @@ def _build(folder: DatasetFolder, options: BuildOptions, source: Path, records: 
     # names, not local paths: build_stats.json is published
     voice = Path(options.voice).name if Path(options.voice).exists() else options.voice
     stats = BuildStats(summary, options.engine, voice, options.asr_model, source.name, KNOWN_URL, file_sha256(source),
-                       options.limit)
+                       options.limit, voice_licence(options.engine, options.voice).to_dict())
     shards = write_config(dataset, folder.root, options.voice_config, {**stats.to_dict(), "seconds": summary.seconds})
     logger.info("wrote %d shard(s) of %s to %s", len(shards), options.voice_config, folder.root)
     return BuildResult(summary, options.voice_config, shards)

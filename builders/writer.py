@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
 
 import datasets
+import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from known_speech import __version__
 from known_speech.atomic import atomic_path, atomic_write_text
+from known_speech.audio import PEAK_DBFS
 from known_speech.layout import DatasetFolder
 from known_speech.schema import record_features
 from known_speech.source import KNOWN_URL
@@ -52,16 +55,40 @@ def write_config(dataset: datasets.Dataset | None, out_dir: str | Path, voice_co
     for stale in set(config_dir.glob("train-*.parquet")) - set(written):
         stale.unlink()
     all_stats = read_build_stats(out_dir)
+    durations = np.array(dataset["duration_s"]) if dataset is not None else np.zeros(0)
     all_stats[voice_config] = {
         **stats,
+        "relations": dict(sorted(Counter(dataset["relation_id"]).items())) if dataset is not None else {},
+        "duration_s": {"min": float(durations.min()), "median": float(np.median(durations)),
+                       "p95": float(np.percentile(durations, 95)), "max": float(durations.max())} if durations.size else {},
         "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "num_examples": len(dataset) if dataset is not None else 0,
         "num_bytes": int(dataset.data.nbytes) if dataset is not None else 0,
         "download_size": sum(path.stat().st_size for path in written),
     }
     atomic_write_text(folder.build_stats, json.dumps(all_stats, indent=2, ensure_ascii=False))
+    if durations.size:
+        _plot_durations(folder, voice_config, durations)
     render_card(out_dir)
     return written
+
+
+def _size_category(rows: int) -> str:
+    """The Hub's size bucket of the largest config."""
+    return "n<1K" if rows < 1000 else "1K<n<10K" if rows < 10_000 else "10K<n<100K"
+
+
+def _plot_durations(folder: DatasetFolder, voice_config: str, durations: np.ndarray) -> Path:
+    """images/durations-<voice config>.png: how long the items are, for the card."""
+    from known_speech.plotting import pyplot, save_figure
+
+    figure, axis = pyplot().subplots(figsize=(5, 2.4), dpi=110)
+    axis.hist(durations, bins=min(30, max(5, durations.size // 10)), color="#4878a8")
+    axis.set_xlabel("duration (s)")
+    axis.set_ylabel("items")
+    axis.set_title(f"{voice_config}: {durations.size} items, median {np.median(durations):.2f} s", fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, folder.root / "images" / f"durations-{voice_config}.png")
 
 
 def _filter_configs(out_dir: Path) -> dict[str, dict]:
@@ -90,13 +117,20 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
     stats = read_build_stats(out_dir)
     config_names = sorted(name for name, entry in stats.items() if entry["num_examples"])
     filter_configs = _filter_configs(out_dir)
+    # the prompts are MIT; the audio follows each voice (its Hub licence id where its card states one)
+    voice_ids = {entry.get("voice_licence", {}).get("hub_id") for entry in stats.values()}
+    licences = sorted({"mit"} | {i for i in voice_ids if i}) + (["other"] if None in voice_ids else [])
     card_data = DatasetCardData(
         language="en",
-        license="mit",
+        license=licences,
         pretty_name="Known-Speech",
         task_categories=["automatic-speech-recognition", "text-generation"],
-        size_categories="1K<n<10K",
-        source_datasets=["known_1000 (ROME)"],
+        tags=["audio", "speech", "synthetic-speech", "factual-recall", "interpretability", "causal-tracing"],
+        annotations_creators=["machine-generated"],
+        language_creators=["machine-generated"],
+        multilinguality="monolingual",
+        size_categories=_size_category(max([entry["num_examples"] for entry in stats.values()], default=0)),
+        source_datasets=["extended|other"],
         configs=[
             {
                 "config_name": name,
@@ -136,6 +170,7 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
         repo_id=repo_id,
         default_config=config_names[0] if config_names else "",
         toolkit_version=__version__,
+        peak_dbfs=PEAK_DBFS,
         source_url=KNOWN_URL,
         source_sha256=voices[0].get("source_sha256", "") if voices else "",
         filters=[{"config_name": name, "num_examples": config["num_examples"]} for name, config in filter_configs.items()],
