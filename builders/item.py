@@ -8,7 +8,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from known_speech.audio import TARGET_SAMPLE_RATE, Normalisation, encode_flac, normalise_peak, to_mono_16k
+from known_speech.audio import (
+    TARGET_SAMPLE_RATE,
+    Normalisation,
+    decode_audio,
+    encode_flac,
+    normalise_peak,
+    to_mono_16k,
+)
 from known_speech.source import KnownRecord
 from known_speech.spans import SPEECH_TOKENIZER_RATES, AlignedWord, TokenSpan, frame_span, time_span_of_chars
 from known_speech.spoken import verbalise
@@ -155,7 +162,9 @@ class ItemBuilder:
             if not 0 <= subject_time[0] < subject_time[1] <= duration + 1e-6:
                 raise ValueError(f"subject time span {subject_time} is empty or outside the audio ({duration:.3f} s)")
             stage = "units"
-            token_spans = self._speech_token_spans(samples, subject_time)
+            flac = encode_flac(samples)
+            # units of the audio as stored (16-bit FLAC), so they equal what tokenizing the row's audio gives
+            token_spans = self._speech_token_spans(decode_audio(flac)[0] if self.units else samples, subject_time)
         except Exception as err:  # recorded with its stage; the build goes on
             reason = f"{type(err).__name__}: {err}"
             if isinstance(err, MemoryError):
@@ -168,4 +177,4 @@ class ItemBuilder:
             subject_time, token_spans, aligned.alignment, aligned.estimated, asr)
         outcome = ItemOutcome(record.known_id, "ok", row=row.to_dict(), seconds=time.perf_counter() - started,
                               engine_version=version)
-        return outcome, encode_flac(samples)
+        return outcome, flac

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import queue
 import resource
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -30,10 +29,10 @@ WORKER_DIED = "worker process died while building this item (killed, e.g. by the
 
 _worker: ItemBuilder | None = None
 _worker_setup_error: str | None = None
-_started: multiprocessing.Queue | None = None
+_started = None  # a SimpleQueue of the known_ids this worker has started
 
 
-def _init_worker(options: BuildOptions, started: multiprocessing.Queue) -> None:
+def _init_worker(options: BuildOptions, started) -> None:
     # an exception here would break every pool: keep it for the first item, which reports it
     global _worker, _worker_setup_error, _started
     logging.basicConfig(level=logging.WARNING)
@@ -54,19 +53,17 @@ def _build_in_worker(record: KnownRecord) -> tuple[ItemOutcome, bytes | None]:
     return _worker.build(record)
 
 
-def _drain(started: multiprocessing.Queue) -> set[int]:
+def _drain(started) -> set[int]:
     ids = set()
-    while True:
-        try:
-            ids.add(started.get_nowait())
-        except queue.Empty:
-            return ids
+    while not started.empty():
+        ids.add(started.get())
+    return ids
 
 
 def _run_pool(records: Sequence[KnownRecord], options: BuildOptions, workers: int, context,
               done: set[int]) -> Iterator[tuple[ItemOutcome, bytes | None]]:
     """Outcomes of `records` from one pool; raises BrokenProcessPool with the started ids attached."""
-    started = context.Queue()
+    started = context.SimpleQueue()  # written through at once: a worker killed right after still told us
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                              initargs=(options, started)) as pool:
         pending = {pool.submit(_build_in_worker, record) for record in records}

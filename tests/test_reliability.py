@@ -71,10 +71,14 @@ def test_a_worker_killed_mid_item_fails_that_item_and_the_build_finishes(tmp_pat
         except OSError:
             time.sleep(0.2)
             continue
-        for pid in _holders(fifo):
-            if pid != os.getpid():
-                os.kill(pid, signal.SIGKILL)
-                kills += 1
+        readers, waited = [], 0.0
+        while not readers and waited < 10:  # the reader's end shows in /proc a moment after ours opens
+            readers = [pid for pid in _holders(fifo) if pid != os.getpid()]
+            time.sleep(0.05)
+            waited += 0.05
+        for pid in readers:
+            os.kill(pid, signal.SIGKILL)
+            kills += 1
         time.sleep(0.5)  # the reader is dead before our end closes: it never sees an end of file
         os.close(writer)
     build.join(timeout=60)
@@ -126,8 +130,8 @@ def test_a_build_where_every_item_fails_still_says_why(tmp_path, known_records, 
     source = _source(tmp_path, known_records, (0, 21))
     assert cli_main(["build", "--engine", "external", "--voice", str(voice), "--source", str(source),
                      "--out", str(tmp_path / "ds"), "--workers", "1"]) == 1
-    assert "no item of external-v was built" in capsys.readouterr().err
-    stats = json.loads((tmp_path / "ds" / "build_stats.json").read_text())["external-v"]
+    assert "no item of external-voice was built" in capsys.readouterr().err
+    stats = json.loads((tmp_path / "ds" / "build_stats.json").read_text())["external-voice"]
     assert stats["failed"] == 2 and stats["num_examples"] == 0 and "not in" in stats["failures"][0]["reason"]
 
 
