@@ -6,6 +6,7 @@ Reference and transcript are both passed through Whisper's English normaliser (f
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -17,7 +18,7 @@ import numpy as np
 from known_speech.settings import DEFAULT_ASR_MODEL, bundled_whisper_dir
 
 __all__ = ["AsrCheck", "TimedWord", "WhisperChecker", "normalise_text", "word_error_rate", "contains_phrase",
-           "shared_words"]
+           "shared_words", "heard_other_speech"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,18 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 def shared_words(reference: str, hypothesis: str) -> set[str]:
     """Normalised words the two texts have in common."""
     return set(normalise_text(reference).split()) & set(normalise_text(hypothesis).split())
+
+
+# below this character similarity a transcript with no word of the prompt is other speech or none
+# (misheard names still sound alike: "Drake Britton plays as the" / "Great for it in places that": 0.57)
+FOREIGN_BELOW = 0.45
+
+
+def heard_other_speech(reference: str, hypothesis: str) -> bool:
+    """The transcript shares no word with the reference and does not sound like it either."""
+    if shared_words(reference, hypothesis):
+        return False
+    return difflib.SequenceMatcher(None, normalise_text(reference), normalise_text(hypothesis)).ratio() < FOREIGN_BELOW
 
 
 def contains_phrase(text: str, phrase: str) -> bool:

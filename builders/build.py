@@ -13,6 +13,7 @@ import datasets
 from tqdm.auto import tqdm
 
 from known_speech.layout import DatasetFolder
+from known_speech.progress import bars_disabled
 from known_speech.source import KNOWN_URL, KnownRecord, bundled_source_path, file_sha256, load_known
 
 from .builder import KnownSpeech
@@ -71,7 +72,7 @@ def build_items(records: list[KnownRecord], options: BuildOptions, cache: ItemCa
         if changed or (outcome.status == "failed" and options.retry_failed):
             pending.append(record)
             rebuilt.update(changed or ["retry_failed"])
-    progress = tqdm(total=len(pending), desc=f"building {options.voice_config}", unit="item", disable=None)
+    progress = tqdm(total=len(pending), desc=f"building {options.voice_config}", unit="item", disable=bars_disabled())
     for outcome, audio in build_outcomes(pending, options):
         outcome.fingerprint = fingerprints[outcome.known_id]
         cache.put(outcome, audio)
@@ -103,7 +104,10 @@ def _build(folder: DatasetFolder, options: BuildOptions, source: Path, records: 
     if summary.failed < summary.items:
         builder = KnownSpeech(cache_dir=str(folder.work_dir / "datasets"), name=options.voice_config,
                               item_cache=str(cache.directory), known_ids=tuple(r.known_id for r in records))
-        builder.download_and_prepare(download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD)
+        # the split is whatever this build committed: the info cached by the last build (other item
+        # counts after --retry-failed or a new --limit) is no expectation to verify against
+        builder.download_and_prepare(download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD,
+                                     verification_mode=datasets.VerificationMode.NO_CHECKS)
         dataset = builder.as_dataset(split="train")
     summary.seconds = time.perf_counter() - started
     # names, not local paths: build_stats.json is published

@@ -25,7 +25,7 @@ from .align.qc import compare_alignments
 from .align.result import Alignment, AlignmentResult, EstimatedAlignment
 from .align.tts import words_from_synthesis
 from .align.whisper import words_from_whisper
-from .asr import AsrCheck, shared_words
+from .asr import AsrCheck, heard_other_speech
 from .cache import ItemOutcome
 from .options import BuildOptions
 from .tts.base import VoiceInfo
@@ -153,9 +153,9 @@ class ItemBuilder:
             duration = samples.size / TARGET_SAMPLE_RATE
             stage = "asr"
             asr = self.asr.check(samples, spoken.text, spoken.spoken_text_in(*subject_chars))
-            if not shared_words(spoken.text, asr.transcript):
-                raise ValueError(f"Whisper heard {asr.transcript!r}, no word of the prompt: the audio may hold no "
-                                 f"speech, or other speech, and an alignment of it would be invented")
+            if heard_other_speech(spoken.text, asr.transcript):
+                raise ValueError(f"Whisper heard {asr.transcript!r}, no word of the prompt nor anything like it: the "
+                                 f"audio may hold no speech, or other speech, and an alignment of it would be invented")
             stage = "alignment"
             aligned = self._align(spoken, synthesis, asr, samples, subject_chars)
             subject_time = time_span_of_chars(aligned.words, *subject_chars)

@@ -39,6 +39,16 @@ def _known_rows(rows: dict[int, FilterRow], records: dict[int, dict]) -> list[di
     return known
 
 
+def _table(rows: list[dict]):
+    """Filter rows as a table; with no row (a model that recalls nothing), an empty one with every column."""
+    import datasets
+
+    features = filter_features()
+    if not rows:
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+    return datasets.Dataset.from_list(rows, features=features)
+
+
 def _voice_rows(dataset_dir: Path, voice_config: str, keep: dict[int, dict], features):
     """The voice config's rows of the facts in `keep`, with `keep[known_id]`'s columns added."""
     import datasets
@@ -66,7 +76,7 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
             continue
         first = next(iter(rows.values()))
         records = {int(r["known_id"]): r for r in load_records(first.modality, dataset_dir, first.voice_config)}
-        table = datasets.Dataset.from_list(_known_rows(rows, records), features=filter_features())
+        table = _table(_known_rows(rows, records))
         target = folder.filter_table(model, first.modality, first.voice_config)
         written.append(_to_parquet(table, target))
         settings = rows_file.with_suffix(".json")
@@ -79,7 +89,7 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
     if text_rows:
         recalled = {k: r for k, r in text_rows.items() if r.match != "none"}
         records = {int(r["known_id"]): r for r in load_records("text", dataset_dir)}
-        view = datasets.Dataset.from_list(_known_rows(recalled, records), features=filter_features())
+        view = _table(_known_rows(recalled, records))
         written.append(_to_parquet(view, folder.view_file("known_t2t", model)))
     s2t, both = [], []
     for voice_config, rows in speech_rows.items():

@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pytest
 import soundfile
+from datasets import load_dataset
 
+from known_speech.builders.asr import heard_other_speech
 from known_speech.builders.build import build_dataset
 from known_speech.builders.pool import WORKER_DIED
 from known_speech.cli import main as cli_main
@@ -167,6 +169,28 @@ def test_silent_or_foreign_audio_fails_its_item_instead_of_inventing_an_alignmen
     reasons = {f.known_id: (f.stage, f.reason) for f in result.summary.failures}
     assert reasons[21][0] == "synthesis" and "silent" in reasons[21][1]
     assert reasons[65][0] == "asr" and "no word of the prompt" in reasons[65][1]
+    # the voice is fixed: --retry-failed builds both, and the split is what this build made (not the
+    # item count cached by the last one)
+    _espeak(voice / "21.wav", "The capital of Roman Republic is")
+    _espeak(voice / "65.wav", "LGA seven seven five is created by")
+    retried = build_dataset(tmp_path / "ds", engine="external", voice=str(voice), workers=1, retry_failed=True,
+                            source=str(_source(tmp_path, known_records, (21, 65))))
+    assert retried.summary.failed == 0
+    assert load_dataset(str(tmp_path / "ds"), retried.voice_config, split="train")["known_id"] == [21, 65]
+
+
+@pytest.mark.parametrize("prompt, transcript, other", [
+    # what Whisper tiny.en heard of Piper's joe-medium in the full build: misheard, but this speech
+    ("Drake Britton plays as the", "Great for it in places that...", False),
+    ("Henrik Zetterberg, a citizen of", "Henry Exeter Bird, as it is enough.", False),
+    ("Mauna Kea, in", "Monarchy. And...", False),
+    ("Mojang is owned by", "Marching his own bye.", False),
+    # Whisper's hallucination on silence, and nothing heard
+    ("The capital of Italy is", "Thank you for watching.", True),
+    ("Beats Music is owned by", "", True),
+])
+def test_misheard_names_are_kept_and_other_speech_is_not(prompt, transcript, other):
+    assert heard_other_speech(prompt, transcript) is other
 
 
 def test_manifest_paths_stay_in_the_manifest_folder_and_malformed_manifests_are_named(tmp_path, capsys):
