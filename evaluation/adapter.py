@@ -70,21 +70,24 @@ class Adapter(ABC):
         """Ids the model's own text generation forbids (Spirit LM: markers and speech tokens)."""
         return []
 
-    @torch.no_grad()
     def generate(self, model_input: ModelInput, max_new_tokens: int) -> str:
         """Greedy continuation of the ids or input embeddings, decoded as text, with the banned ids banned."""
-        if model_input.inputs_embeds is not None:
-            inputs = {"inputs_embeds": model_input.inputs_embeds.unsqueeze(0)}
-            prompt_length = 0  # generate returns only the new tokens when given embeddings
-        else:
-            inputs = {"input_ids": torch.tensor([model_input.input_ids], device=self.device)}
-            prompt_length = len(model_input.input_ids)
-        banned = self.banned_token_ids(model_input.modality)
-        mask = torch.ones((1, model_input.length), dtype=torch.long, device=self.device)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        output = self.model.generate(**inputs, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                     bad_words_ids=[[i] for i in banned] or None, pad_token_id=pad)
-        return self.tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)
+        return self.generate_batch([model_input], max_new_tokens)[0]
+
+    def generate_batch(self, model_inputs: list[ModelInput], max_new_tokens: int) -> list[str]:
+        """`generate` for many inputs of one modality in one left-padded batch (evaluation.generation)."""
+        from .generation import generate_batch
+
+        return generate_batch(self.model, self.tokenizer, model_inputs, max_new_tokens,
+                              self.banned_token_ids(model_inputs[0].modality), self.device)
+
+    def describe(self) -> dict:
+        """What produced the results: the adapter, its options, the model's provenance, the toolkit."""
+        from known_speech import __version__
+        from known_speech.tracing.loading import model_provenance
+
+        return {"adapter": self.name, "adapter_options": self.options, **model_provenance(self.model_name, self.decoder),
+                "known_speech": __version__}
 
     def check_modality(self, modality: str) -> None:
         if modality not in self.modalities:

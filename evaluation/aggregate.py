@@ -39,11 +39,6 @@ class RunEffects:
     def total_effect(self) -> np.ndarray:
         return self.high - self.low
 
-    @property
-    def label(self) -> str:
-        return f"{self.config.model} {'T→T' if self.config.modality == 'text' else 'S→T'}" + (
-            " (control span)" if self.span == "control" else "")
-
     def subset(self, known_ids: list[int]) -> "RunEffects":
         rows = [self.known_ids.index(known_id) for known_id in known_ids]
         return RunEffects(self.run_dir, self.config, self.span, list(known_ids),

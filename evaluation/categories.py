@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CATEGORIES", "category_members", "category_effects"]
+__all__ = ["CATEGORIES", "category_members", "category_effects", "category_labels"]
 
 CATEGORIES: tuple[str, ...] = (
     "first subject token",
@@ -21,6 +21,11 @@ CATEGORIES: tuple[str, ...] = (
     "further tokens",
     "last token",
 )
+
+
+def category_labels(span: str = "items") -> tuple[str, ...]:
+    """The categories as a figure or table names them: of the control span where it was corrupted."""
+    return CATEGORIES if span != "control" else tuple(c.replace("subject", "control-span") for c in CATEGORIES)
 
 
 def category_members(corrupted: tuple[int, int], num_tokens: int) -> dict[str, list[int]]:

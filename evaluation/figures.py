@@ -1,8 +1,12 @@
-"""Figures of the benchmark: log-AIE heatmaps as the paper's Figure 2, and T→T vs S→T differences."""
+"""The benchmark's figures in the paper's panel layout: rows hidden / MLP / attention, one column per run
+(T→T, S→T per voice) and one per paired difference (S→T − T→T on the prompts both recall); AIE on the
+log scale of the paper's Figure 2, or signed on a diverging scale."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -10,12 +14,26 @@ from known_speech.plotting import pyplot, save_figure
 from known_speech.tracing.plot import KIND_COLORMAPS
 
 from .aggregate import Estimate
-from .categories import CATEGORIES
 
-__all__ = ["plot_aie_heatmaps", "plot_difference"]
+__all__ = ["Panel", "plot_panels", "LOG_FLOOR", "KIND_TITLES", "VECTOR_FORMATS"]
 
-_KIND_TITLES = {"hidden": "hidden state", "mlp": "MLP", "attn": "attention"}
-LOG_FLOOR = 1e-4  # AIE at or below this is drawn as the floor on the log scale
+KIND_TITLES = {"hidden": "hidden state", "mlp": "MLP", "attn": "attention"}
+LOG_FLOOR = 1e-4  # AIE at or below this (negative included) is drawn at the floor on the log scale
+VECTOR_FORMATS = (".pdf", ".svg")
+ABSENT_COLOR = "#d9d9d9"
+Scale = Literal["log", "signed"]
+
+
+@dataclass
+class Panel:
+    """One column of the layout: a run's (or a paired difference's) estimates per kind, and what it shows."""
+
+    title: str
+    estimates: dict[str, Estimate]
+    n: int  # prompts behind it
+    categories: tuple[str, ...]
+    difference: bool = False  # a paired difference: always signed, its own scale
+    intervals: bool = True  # mark cells whose 95 % interval excludes 0 (only where n allows an interval)
 
 
 def _layer_ticks(axis, layers: int) -> None:
@@ -25,47 +43,51 @@ def _layer_ticks(axis, layers: int) -> None:
     axis.set_xlabel("layer", fontsize=8)
 
 
-def plot_aie_heatmaps(panels: list[tuple[str, dict[str, Estimate], int]], path: str | Path) -> Path:
-    """One row per run (label, estimates per kind, prompts), one column per kind; log10 of AIE."""
+def _row_limit(panels: list[Panel], kind: str, scale: Scale) -> tuple[float, float]:
+    """One colour scale per row for the runs' columns, so T→T and S→T compare by colour."""
+    values = [np.abs(p.estimates[kind].mean) if scale == "signed" else p.estimates[kind].mean
+              for p in panels if kind in p.estimates and not p.difference]
+    top = max((float(np.nanmax(v)) for v in values if np.isfinite(v).any()), default=0.0)
+    if scale == "log":
+        return np.log10(LOG_FLOOR), np.log10(max(top, LOG_FLOOR * 10))
+    top = top or 1e-6
+    return -top, top
+
+
+def plot_panels(panels: list[Panel], kinds: list[str], scale: Scale, value_label: str, path: str | Path) -> Path:
+    """Rows: kinds; columns: panels. Written as PNG with PDF and SVG beside it."""
     plt = pyplot()
-    kinds = [kind for kind in ("hidden", "mlp", "attn") if any(kind in estimates for _, estimates, _ in panels)]
-    figure, axes = plt.subplots(len(panels), len(kinds), figsize=(4.2 * len(kinds), 2.3 * len(panels) + 0.4),
+    figure, axes = plt.subplots(len(kinds), len(panels), figsize=(3.6 * len(panels) + 1.4, 2.3 * len(kinds) + 0.3),
                                 squeeze=False, dpi=150)
-    for row, (label, estimates, count) in enumerate(panels):
-        for column, kind in enumerate(kinds):
+    for row, kind in enumerate(kinds):
+        row_scale = _row_limit(panels, kind, scale)
+        for column, panel in enumerate(panels):
             axis = axes[row][column]
-            if kind not in estimates:
+            if kind not in panel.estimates:
                 axis.set_axis_off()
                 continue
-            table = np.log10(np.clip(estimates[kind].mean, LOG_FLOOR, None))
-            image = axis.pcolormesh(np.ma.masked_invalid(table), cmap=KIND_COLORMAPS[kind])
+            estimate = panel.estimates[kind]
+            if panel.difference:
+                limit = float(np.nanmax(np.abs(estimate.mean))) if np.isfinite(estimate.mean).any() else 0.0
+                table, (low, high), cmap, label = estimate.mean, (-(limit or 1e-6), limit or 1e-6), "RdBu_r", f"Δ {value_label}"
+            elif scale == "signed":
+                table, (low, high), cmap, label = estimate.mean, row_scale, "RdBu_r", value_label
+            else:
+                table = np.log10(np.clip(estimate.mean, LOG_FLOOR, None))
+                (low, high), cmap, label = row_scale, KIND_COLORMAPS[kind], f"log10 {value_label}"
+            axis.set_facecolor(ABSENT_COLOR)  # masked cells: no prompt has a token of that category
+            image = axis.pcolormesh(np.ma.masked_invalid(table), cmap=cmap, vmin=low, vmax=high)
+            if panel.difference and panel.intervals:
+                rows, columns = np.nonzero(estimate.excludes_zero())
+                axis.scatter(columns + 0.5, rows + 0.5, s=3, c="black")
             axis.invert_yaxis()
-            axis.set_yticks(np.arange(len(CATEGORIES)) + 0.5)
-            axis.set_yticklabels(CATEGORIES if column == 0 else [], fontsize=7)
+            axis.set_yticks(np.arange(len(panel.categories)) + 0.5)
+            axis.set_yticklabels(panel.categories if column == 0 or panel.categories != panels[0].categories else [],
+                                 fontsize=7)
             _layer_ticks(axis, table.shape[1])
-            axis.set_title(f"{label}: {_KIND_TITLES[kind]} (n={count})", fontsize=8)
-            figure.colorbar(image, ax=axis).ax.set_title("log10 AIE", fontsize=6)
+            axis.set_title(f"{KIND_TITLES[kind]}: {panel.title} (n={panel.n})", fontsize=8)
+            colorbar = figure.colorbar(image, ax=axis)
+            colorbar.set_label(label, fontsize=7)
+            colorbar.ax.tick_params(labelsize=6)
     figure.tight_layout()
-    return save_figure(figure, path)
-
-
-def plot_difference(label: str, estimates: dict[str, Estimate], count: int, path: str | Path) -> Path:
-    """AIE(S→T) - AIE(T→T) per kind; dots mark cells whose 95 % interval excludes zero."""
-    plt = pyplot()
-    kinds = list(estimates)
-    figure, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 2.7), squeeze=False, dpi=150)
-    for axis, kind in zip(axes[0], kinds):
-        estimate = estimates[kind]
-        limit = float(np.nanmax(np.abs(estimate.mean))) or 1e-6
-        image = axis.pcolormesh(np.ma.masked_invalid(estimate.mean), cmap="RdBu_r", vmin=-limit, vmax=limit)
-        rows, columns = np.nonzero(estimate.excludes_zero())
-        axis.scatter(columns + 0.5, rows + 0.5, s=3, c="black")
-        axis.invert_yaxis()
-        axis.set_yticks(np.arange(len(CATEGORIES)) + 0.5)
-        axis.set_yticklabels(CATEGORIES if axis is axes[0][0] else [], fontsize=7)
-        _layer_ticks(axis, estimate.mean.shape[1])
-        axis.set_title(f"{_KIND_TITLES[kind]}: S→T − T→T (n={count})", fontsize=8)
-        figure.colorbar(image, ax=axis).ax.set_title("ΔAIE", fontsize=6)
-    figure.suptitle(label, fontsize=8)
-    figure.tight_layout()
-    return save_figure(figure, path)
+    return save_figure(figure, path, also=VECTOR_FORMATS)

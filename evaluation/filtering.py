@@ -8,16 +8,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from known_speech.atomic import atomic_write_text
+from known_speech.progress import bars_disabled
 
 from .adapter import Adapter
+from .generation import MAX_BATCH, generation_batch_size
 from .matching import classify_answer, first_answer
-from .model_input import Modality
+from .model_input import Modality, ModelInput
 
 __all__ = ["FilterRow", "filter_settings", "run_filter", "read_filter"]
 
@@ -59,7 +63,7 @@ def filter_settings(adapter: Adapter, modality: Modality, voice_config: str, max
             "generation": "greedy", "max_new_tokens": max_new_tokens,
             "dtype": str(adapter.dtype).removeprefix("torch."), "banned_tokens": len(banned),
             "banned_tokens_sha256": hashlib.sha256(json.dumps(banned).encode()).hexdigest(),
-            "adapter_options": adapter.options}
+            "adapter_options": adapter.options, "provenance": adapter.describe()}
 
 
 def _check_settings(path: Path, settings: dict) -> None:
@@ -74,10 +78,53 @@ def _check_settings(path: Path, settings: dict) -> None:
     atomic_write_text(settings_path, json.dumps(settings, indent=2))
 
 
+@dataclass
+class _Batch:
+    inputs: list[ModelInput]
+    failed: dict[int, str]  # known_id -> why its input could not be made
+
+
+def _prepared_batches(adapter: Adapter, records: list[dict], modality: Modality, max_new_tokens: int,
+                      batch_size: int | None) -> Iterator[_Batch]:
+    """Inputs made a window at a time (not all held at once), generated in batches of similar length."""
+    window = 4 * MAX_BATCH
+    for start in range(0, len(records), window):
+        inputs, failed = [], {}
+        for record in records[start:start + window]:
+            try:
+                inputs.append(adapter.prepare(record, modality))
+            except (ValueError, KeyError) as err:
+                failed[int(record["known_id"])] = str(err)
+        inputs.sort(key=lambda item: item.length)  # little padding in each batch
+        if failed:
+            yield _Batch([], failed)
+        position = 0
+        while position < len(inputs):
+            longest = inputs[min(len(inputs), position + MAX_BATCH) - 1].length
+            size = batch_size or generation_batch_size(adapter.model, adapter.device, longest, max_new_tokens)
+            yield _Batch(inputs[position:position + size], {})
+            position += size
+
+
+def _generate(adapter: Adapter, inputs: list[ModelInput], max_new_tokens: int) -> list[str]:
+    """A batch that runs out of device memory is generated again in halves."""
+    try:
+        return adapter.generate_batch(inputs, max_new_tokens)
+    except torch.OutOfMemoryError:
+        if len(inputs) == 1:
+            raise
+        torch.cuda.empty_cache()
+        logger.info("a batch of %d ran out of memory: halving it", len(inputs))
+        half = len(inputs) // 2
+        return _generate(adapter, inputs[:half], max_new_tokens) + _generate(adapter, inputs[half:], max_new_tokens)
+
+
 def run_filter(
     adapter: Adapter, records: list[dict], modality: Modality, path: Path, voice_config: str = "", max_new_tokens: int = 12,
+    batch_size: int | None = None,
 ) -> dict[int, FilterRow]:
-    """Generate for every record not yet in `path` (append-only JSON lines, so a stopped run resumes)."""
+    """Generate for every record not yet in `path` (append-only JSON lines, so a stopped run resumes), many
+    prompts per forward (`batch_size`, or as many as fit the device's memory)."""
     adapter.check_modality(modality)
     path.parent.mkdir(parents=True, exist_ok=True)
     _check_settings(path, filter_settings(adapter, modality, voice_config, max_new_tokens))
@@ -85,21 +132,26 @@ def run_filter(
     # rewrite what was read, dropping any torn last line, before appending more
     atomic_write_text(path, "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in done.values()))
     todo = [record for record in records if int(record["known_id"]) not in done]
-    with open(path, "a", encoding="utf-8") as handle:
-        for record in tqdm(todo, desc=f"filter {adapter.model_name} ({modality})", unit="item", disable=None):
-            known_id = int(record["known_id"])
-            generation, error = "", ""
-            try:
-                generation = adapter.generate(adapter.prepare(record, modality), max_new_tokens)
-            except (ValueError, KeyError) as err:
-                error = str(err)
-                logger.warning("known_id=%d: %s", known_id, err)
+    by_id = {int(record["known_id"]): record for record in todo}
+    with open(path, "a", encoding="utf-8") as handle, \
+            tqdm(total=len(todo), desc=f"filter {adapter.model_name} ({modality})", unit="item", disable=bars_disabled()) as bar:
+
+        def write(known_id: int, generation: str, error: str = "") -> None:
             row = FilterRow(
-                known_id=known_id, model=adapter.model_name, adapter=adapter.name, modality=modality, voice_config=voice_config,
-                generation=generation, answer=first_answer(generation),
-                match=classify_answer(generation, record["attribute"]) if not error else "none", error=error,
+                known_id=known_id, model=adapter.model_name, adapter=adapter.name, modality=modality,
+                voice_config=voice_config, generation=generation, answer=first_answer(generation),
+                match=classify_answer(generation, by_id[known_id]["attribute"]) if not error else "none", error=error,
             )
             handle.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
-            handle.flush()
             done[known_id] = row
+
+        for batch in _prepared_batches(adapter, todo, modality, max_new_tokens, batch_size):
+            for known_id, error in batch.failed.items():
+                logger.warning("known_id=%d: %s", known_id, error)
+                write(known_id, "", error)
+            if batch.inputs:
+                for model_input, generation in zip(batch.inputs, _generate(adapter, batch.inputs, max_new_tokens)):
+                    write(model_input.known_id, generation)
+            handle.flush()  # a batch's rows reach the file together: a stop loses at most the batch running
+            bar.update(len(batch.inputs) + len(batch.failed))
     return done

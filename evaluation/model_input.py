@@ -3,7 +3,7 @@ its positions to the written prompt's text tokens that position categories are d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -54,6 +54,21 @@ class ModelInput:
         """[start, end) of the input positions linked to text tokens [text_start, text_end), or None."""
         positions = [p for p, k in enumerate(self.text_token_of_position) if k is not None and text_start <= k < text_end]
         return (positions[0], positions[-1] + 1) if positions else None
+
+    def continued(self, ids: list[int], embeddings: torch.Tensor | None, labels: list[str], pieces: list[str]) -> "ModelInput":
+        """This input followed by `ids` (the attribute metric's teacher-forced tokens): they stand for no
+        text token of the prompt, so position categories stay those of the prompt."""
+        if not ids:
+            return self
+        return replace(
+            self,
+            input_ids=self.input_ids + list(ids) if self.input_ids is not None else None,
+            inputs_embeds=torch.cat([self.inputs_embeds, embeddings]) if self.inputs_embeds is not None else None,
+            text_token_of_position=self.text_token_of_position + [None] * len(ids),
+            labels=self.labels + list(labels),
+            pieces=self.pieces + list(pieces) if self.pieces else [],
+            metadata={**self.metadata, "teacher_forced_ids": list(ids)},
+        )
 
     def provenance(self) -> dict:
         """What the result records of how this input was built."""

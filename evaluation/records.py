@@ -11,7 +11,7 @@ from known_speech.layout import DatasetFolder
 from .filtering import read_filter
 from .model_input import Modality
 
-__all__ = ["load_records", "recalled_records"]
+__all__ = ["load_records", "recalled_records", "filter_rows"]
 
 
 def load_records(modality: Modality, dataset: str | Path, voice_config: str = "") -> list[dict]:
@@ -29,20 +29,27 @@ def load_records(modality: Modality, dataset: str | Path, voice_config: str = ""
     return sorted(records, key=lambda record: int(record["known_id"]))
 
 
-def recalled_records(records: list[dict], dataset: str | Path, model: str, modality: Modality,
-                     voice_config: str = "") -> list[dict]:
-    """The records the model's recall filter found recalled (exact or partial)."""
+def filter_rows(dataset: str | Path, model: str, modality: Modality, voice_config: str = "") -> dict[int, dict] | None:
+    """The model's recall-filter rows ({known_id: {"answer", "match", ...}}): the resumable rows of the
+    work folder, else the published table (a dataset from the Hub); None where the model was not filtered."""
     folder = DatasetFolder(dataset)
     rows_file, table = folder.filter_file(model, modality, voice_config), folder.filter_table(model, modality, voice_config)
     if rows_file.exists():
-        recalled = {known_id for known_id, row in read_filter(rows_file).items() if row.match != "none"}
-    elif table.exists():  # a dataset from the Hub: the published filter
+        return {known_id: asdict(row) for known_id, row in read_filter(rows_file).items()}
+    if table.exists():
         import pyarrow.parquet as pq
 
-        recalled = {int(row["known_id"]) for row in pq.read_table(table, columns=["known_id", "match"]).to_pylist()
-                    if row["match"] != "none"}
-    else:
+        return {int(row["known_id"]): row for row in pq.read_table(table).to_pylist()}
+    return None
+
+
+def recalled_records(records: list[dict], dataset: str | Path, model: str, modality: Modality,
+                     voice_config: str = "") -> list[dict]:
+    """The records the model's recall filter found recalled (exact or partial)."""
+    rows = filter_rows(dataset, model, modality, voice_config)
+    if rows is None:
         raise ValueError(
             f"no recall filter of {model} for {modality} in {dataset}: run `known-speech filter --model {model} "
             f"--modality {modality}{' --config ' + voice_config if voice_config else ''}` first (or pass --unfiltered)")
+    recalled = {known_id for known_id, row in rows.items() if row["match"] != "none"}
     return [record for record in records if int(record["known_id"]) in recalled]

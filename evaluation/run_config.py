@@ -46,7 +46,9 @@ class TraceRunConfig:
 
     @property
     def run_name(self) -> str:
-        return "text" if self.modality == "text" else f"speech-{self.voice_config}"
+        """text or speech-<voice config>, and the metric where it is not ROME's P(answer)."""
+        name = "text" if self.modality == "text" else f"speech-{self.voice_config}"
+        return name if self.trace.metric == "prob" else f"{name}-{self.trace.metric}"
 
     def run_dir(self, out: str | Path) -> Path:
         return Path(out) / model_slug(self.model) / self.run_name

@@ -38,6 +38,8 @@ class RunSettings:
     torch_dtype: str = ""
     calibrated_on: int = 0  # how many items the noise level was calibrated on (the whole selection)
     calibration_digest: str = ""  # which items: a resumed run with another selection is refused
+    provenance: dict = field(default_factory=dict)  # Adapter.describe(): model, revision, quantisation, versions
+    created: str = ""  # when the run started (UTC)
 
     def to_json(self) -> str:
         return json.dumps({"config": self.config.to_dict(), **{k: v for k, v in asdict(self).items() if k != "config"}},

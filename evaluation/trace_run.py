@@ -8,12 +8,15 @@ import hashlib
 import json
 import logging
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from known_speech.progress import bars_disabled
 from known_speech.tracing import CausalTracer, TraceOptions, TraceResult, subject_embedding_std
+from known_speech.tracing.prompts import attribute_ids
 
 from .adapter import Adapter, adapter_class
 from .model_input import Modality, ModelInput
@@ -22,7 +25,7 @@ from .run_config import TraceRunConfig
 from .run_folder import RunFolder, RunSettings, TraceRunSummary
 from .sharding import Distributed, balanced_shares, trace_cost
 
-__all__ = ["run_trace", "select_records"]
+__all__ = ["run_trace", "select_records", "scored_input"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ def _prepare(adapter: Adapter, record: dict, modality: Modality) -> ModelInput:
 def _prepare_all(adapter: Adapter, records: list[dict], modality: Modality, failed: dict[int, str]) -> dict[int, ModelInput]:
     """Inputs of every selected item: the noise is calibrated over all of them, on every rank alike."""
     prepared: dict[int, ModelInput] = {}
-    for record in tqdm(records, desc="prepare inputs", unit="item", disable=None):
+    for record in tqdm(records, desc="prepare inputs", unit="item", disable=bars_disabled()):
         try:
             prepared[int(record["known_id"])] = _prepare(adapter, record, modality)
         except ValueError as err:
@@ -65,13 +68,34 @@ def _calibrate_noise(adapter: Adapter, inputs: dict[int, ModelInput], noise_fact
     return noise_factor * subject_embedding_std(subjects)
 
 
-def _trace_one(tracer: CausalTracer, model_input: ModelInput, corrupted: tuple[int, int], corrupted_text: tuple[int, int],
-               span: str, record: dict, options: TraceOptions) -> TraceResult:
+def scored_input(adapter: Adapter, model_input: ModelInput, record: dict, options: TraceOptions) -> tuple[ModelInput, list[int]]:
+    """The input the metric reads and the ids it scores: the answer token at the prompt's end, or for
+    `attribute` every token the attribute adds to the prompt string, all but the last teacher-forced."""
+    if options.metric != "attribute":
+        return model_input, [model_input.answer.id]
+    tokenizer = adapter.tokenizer
+    try:
+        ids = attribute_ids(tokenizer, model_input.prompt_text, record["attribute"])
+    except ValueError as err:
+        raise ValueError(f"known_id={record['known_id']}: field 'attribute': {err}") from err
+    forced = ids[:-1]
+    embeddings = None
+    if model_input.inputs_embeds is not None and forced:
+        with torch.no_grad():
+            embeddings = adapter.decoder.get_input_embeddings()(torch.tensor(forced, device=adapter.device))
+        embeddings = embeddings.to(model_input.inputs_embeds)
+    return model_input.continued(forced, embeddings, [tokenizer.decode([i]) for i in forced],
+                                 tokenizer.convert_ids_to_tokens(forced)), ids
+
+
+def _trace_one(tracer: CausalTracer, adapter: Adapter, model_input: ModelInput, corrupted: tuple[int, int],
+               corrupted_text: tuple[int, int], span: str, record: dict, options: TraceOptions) -> TraceResult:
+    model_input, answer_ids = scored_input(adapter, model_input, record, options)
     kwargs = ({"input_ids": torch.tensor(model_input.input_ids)} if model_input.input_ids is not None
               else {"inputs_embeds": model_input.inputs_embeds})
-    result = tracer.trace(subject_range=corrupted, answer_id=model_input.answer.id, options=options,
+    result = tracer.trace(subject_range=corrupted, answer_ids=answer_ids, options=options,
                           tokens=model_input.labels, **kwargs)
-    result.answer = model_input.answer.text
+    result.answer = model_input.answer.text if options.metric != "attribute" else record["attribute"].strip()
     result.metadata.update({
         "known_id": model_input.known_id, "modality": model_input.modality, "span": span,
         "prompt": record["prompt"], "subject": record["subject"], "attribute": record["attribute"],
@@ -81,17 +105,17 @@ def _trace_one(tracer: CausalTracer, model_input: ModelInput, corrupted: tuple[i
     return result
 
 
-def _trace_item(tracer: CausalTracer, folder: RunFolder, model_input: ModelInput, record: dict, options: TraceOptions,
+def _trace_item(tracer: CausalTracer, adapter: Adapter, folder: RunFolder, model_input: ModelInput, record: dict, options: TraceOptions,
                 control: bool) -> None:
     """The subject trace, then the control span's where it has room; each saved as soon as it is done."""
     subject_file, control_file = folder.item_file(model_input.known_id), folder.item_file(model_input.known_id, "control")
     if not subject_file.exists():
-        _trace_one(tracer, model_input, model_input.subject_range, model_input.subject_text_range, "subject",
+        _trace_one(tracer, adapter, model_input, model_input.subject_range, model_input.subject_text_range, "subject",
                    record, options).save(subject_file)
     span = model_input.control_span() if control and not control_file.exists() else None
     if span:
         control_text, control_positions = span
-        _trace_one(tracer, model_input, control_positions, control_text, "control", record, options).save(control_file)
+        _trace_one(tracer, adapter, model_input, control_positions, control_text, "control", record, options).save(control_file)
 
 
 def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str = "cpu", retry_failed: bool = False,
@@ -125,7 +149,8 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
         if dist.rank == 0:
             folder.write_settings(RunSettings(config, noise_std, type(adapter).__qualname__,
                                               str(adapter.dtype).removeprefix("torch."), len(inputs),
-                                              calibration_digest(selection)))
+                                              calibration_digest(selection), adapter.describe(),
+                                              datetime.now(timezone.utc).isoformat(timespec="seconds")))
     dist.barrier()
     options = config.options(noise_std)
     tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile)
@@ -139,7 +164,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     folder.make_dirs()
     loop_started = time.perf_counter()
     for known_id in tqdm(share, desc=f"trace {config.run_name} (rank {dist.rank})", unit="item", position=dist.rank,
-                         disable=None):
+                         disable=bars_disabled()):
         if folder.finished(known_id, config.control, retry_failed):
             continue
         try:
@@ -147,7 +172,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
                 raise ValueError(failed[known_id])
             record = by_id[known_id]
             model_input = inputs[known_id] if known_id in inputs else _prepare(adapter, record, config.modality)
-            _trace_item(tracer, folder, model_input, record, options, config.control)
+            _trace_item(tracer, adapter, folder, model_input, record, options, config.control)
             folder.clear_failure(known_id)
         except (ValueError, KeyError, torch.OutOfMemoryError) as err:
             logger.warning("known_id=%d failed: %s", known_id, err)

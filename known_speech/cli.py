@@ -8,6 +8,7 @@ import sys
 from dataclasses import MISSING, fields
 
 from . import commands
+from .progress import configure_progress
 from .settings import ALIGNERS, DEFAULT_OUTPUT_DIR
 
 __all__ = ["main", "build_parser"]
@@ -74,11 +75,14 @@ def _defaults(options_class) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     from known_speech.builders.options import BuildOptions
+    from known_speech.tracing.metric import METRICS
     from known_speech.tracing.result import TraceOptions
 
     build_defaults, trace_defaults = _defaults(BuildOptions), _defaults(TraceOptions)
     parser = argparse.ArgumentParser(prog="known-speech", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--progress", action="store_true",
+                        help="show progress bars even where the output is not a terminal (a log file, CI)")
     subcommands = parser.add_subparsers(dest="command", required=True)
 
     build = subcommands.add_parser("build", help="synthesise, align and check the spoken Known set (resumable)")
@@ -135,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     filter_ = subcommands.add_parser("filter", help="which facts a model recalls (Known-t2t / Known-s2t), resumable")
     _add_model_arguments(filter_)
     filter_.add_argument("--max-new-tokens", type=_positive_int, default=12, help="greedy tokens generated (default: 12)")
+    filter_.add_argument("--batch-size", type=_positive_int, default=None,
+                         help="prompts per generate call (default: as many as fit the GPU's free memory, 8 on CPU)")
     filter_.set_defaults(handler=commands.filter_)
 
     trace = subcommands.add_parser("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")
@@ -146,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"layers restored around l for mlp/attn (default: {trace_defaults['window']})")
     trace.add_argument("--noise-factor", type=_positive_float, default=trace_defaults["noise_factor"],
                        help=f"sigma = factor x subject embedding std (default: {trace_defaults['noise_factor']:g})")
+    trace.add_argument("--metric", choices=METRICS, default=trace_defaults["metric"],
+                       help="what is traced: prob = P(first answer token) (ROME's, default), logprob = its log, "
+                            "attribute = log P(whole attribute), teacher-forced")
     trace.add_argument("--no-control", action="store_true", help="skip the control-span traces")
     trace.add_argument("--unfiltered", action="store_true", help="trace every record, not only the recalled ones")
     trace.add_argument("--retry-failed", action="store_true", help="trace items that failed before again")
@@ -179,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         args.adapter_options = dict(args.adapter_options)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_progress(force=args.progress)
     if not args.verbose:  # the Hub client's retry warnings: the error that ends them is reported below
         from huggingface_hub.utils import logging as hub_logging
 

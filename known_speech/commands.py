@@ -46,7 +46,7 @@ def filter_(args: argparse.Namespace) -> int:
     with folder.writing(f"filter {args.model} {args.modality}"):
         adapter = adapter_cls(args.model, device=args.device, dtype=args.dtype, **args.adapter_options)
         rows = run_filter(adapter, records, args.modality, path, voice_config=args.voice_config,
-                          max_new_tokens=args.max_new_tokens)
+                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         write_filter_views(args.dataset, args.model)
         render_card(args.dataset)
     counts = {match: sum(row.match == match for row in rows.values()) for match in ("exact", "partial", "none")}
@@ -66,7 +66,7 @@ def trace(args: argparse.Namespace) -> int:
         voice_config=args.voice_config, control=not args.no_control, limit=args.limit, unfiltered=args.unfiltered,
         dtype=args.dtype, adapter_options=args.adapter_options,
         trace=TraceOptions(kinds=tuple(args.kinds.split(",")), samples=args.samples, window=args.window,
-                           noise_factor=args.noise_factor),
+                           noise_factor=args.noise_factor, metric=args.metric),
     )
     summary = run_trace(config, out=args.out, device=args.device, retry_failed=args.retry_failed, compile=args.compile)
     if int(os.environ.get("RANK", 0)) == 0:

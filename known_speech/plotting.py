@@ -1,4 +1,4 @@
-"""Matplotlib without a display, and figures written where asked (PNG or PDF by suffix)."""
+"""Matplotlib without a display, and figures written where asked (PNG, PDF or SVG by suffix)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ def pyplot():
     return plt
 
 
-def save_figure(figure, path: str | Path) -> Path:
+def save_figure(figure, path: str | Path, also: tuple[str, ...] = ()) -> Path:
+    """Write `path` (its suffix picks the format) and the same figure in each format of `also` beside it
+    (a paper wants ".pdf" or ".svg")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    for target in (path, *(path.with_suffix(suffix) for suffix in also)):
+        figure.savefig(target, bbox_inches="tight")
     pyplot().close(figure)
     return path

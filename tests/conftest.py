@@ -58,3 +58,27 @@ def spiritlm_release(tmp_path_factory):
     root = tmp_path_factory.mktemp("spiritlm-checkpoints")
     write_spiritlm_release(root, train_sentencepiece(root / "sentencepiece", SPIRITLM_MARKERS, vocab_size=3000))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_audio(tmp_path_factory, smollm2):
+    """A random Qwen2-Audio (1 audio layer, 2 text layers) saved with its processor (SmolLM2's tokenizer
+    with the audio tokens), as `from_pretrained` folders are."""
+    from transformers import (AutoTokenizer, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
+                              WhisperFeatureExtractor)
+
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny-qwen2-audio")
+    smollm2[1].save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.add_tokens(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"], special_tokens=True)
+    Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = Qwen2AudioConfig(
+        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=128),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    Qwen2AudioForConditionalGeneration(config).save_pretrained(folder)
+    return folder

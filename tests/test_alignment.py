@@ -176,4 +176,9 @@ def test_build_with_ctc_aligner_and_units_then_show_alignment(tmp_path, known_re
     png = tmp_path / "fig3.png"
     assert cli_main(["show-alignment", "65", "--dataset", str(out), "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000
+    svg = tmp_path / "fig3.svg"  # matplotlib writes each text as a comment beside its glyphs
+    assert cli_main(["show-alignment", "65", "--dataset", str(out), "--out", str(svg)]) == 0
+    text = svg.read_text()
+    for label in ("power (dB/Hz)", "subject, tts", "subject, ctc", "hubert-25hz", "(25 Hz frames)", "(50 Hz frames)"):
+        assert f"<!-- {label}" in text or label in text, label
     assert cli_main(["show-alignment", "4", "--dataset", str(out)]) == 2

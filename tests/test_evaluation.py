@@ -147,33 +147,16 @@ def test_smollm2_filter_finds_rome_and_resumes_after_a_torn_line(tmp_path, capsy
     assert len(load_dataset(str(dataset), "filter-smollm2", split="train")) == 24
 
 
-def _copy_tokenizer(tokenizer, folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(folder)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(folder)
-
-
 @pytest.mark.slow
-def test_qwen2_audio_adapter_corrupts_embedding_frames_of_the_subject(tmp_path, smollm2, spoken_dataset):
+def test_qwen2_audio_adapter_corrupts_embedding_frames_of_the_subject(tiny_qwen2_audio, spoken_dataset):
     """Continuous-embedding speech: a tiny random Qwen2-Audio saved with its processor, loaded by name."""
     from datasets import load_dataset
-    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, WhisperFeatureExtractor
 
     from known_speech.tracing import CausalTracer
 
-    tokenizer = _copy_tokenizer(smollm2[1], tmp_path)
-    tokenizer.add_tokens(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"], special_tokens=True)
-    Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer).save_pretrained(tmp_path)
-    torch.manual_seed(0)
-    config = Qwen2AudioConfig(
-        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=128),
-        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
-    Qwen2AudioForConditionalGeneration(config).save_pretrained(tmp_path)
+    tmp_path = tiny_qwen2_audio
     adapter = adapter_class("qwen2-audio")(str(tmp_path))
+    tokenizer = adapter.tokenizer
     row = next(r for r in load_dataset(str(spoken_dataset), VOICE, split="train") if r["known_id"] == 21)
     model_input = adapter.prepare(row, "speech")
     frames = model_input.metadata["num_audio_frames"]
@@ -197,3 +180,13 @@ def test_qwen2_audio_adapter_corrupts_embedding_frames_of_the_subject(tmp_path, 
     result = CausalTracer(adapter.decoder).trace(inputs_embeds=model_input.inputs_embeds, subject_range=(start, end),
                                                  answer_id=model_input.answer.id, options=TraceOptions(samples=2, kinds=("hidden",)))
     assert result.scores["hidden"].shape == (model_input.length, 2)  # the self-check against the model's forward passed
+    # the attribute metric appends the attribute's embeddings (all but the last token) after the audio
+    from known_speech.evaluation.trace_run import scored_input
+
+    forced, ids = scored_input(adapter, model_input, row, TraceOptions(metric="attribute"))
+    continuation = tokenizer(f"{model_input.prompt_text} {row['attribute']}")["input_ids"]
+    assert ids == continuation[len(tokenizer(model_input.prompt_text)["input_ids"]):] and forced.length == model_input.length + len(ids) - 1
+    with torch.no_grad():
+        expected = adapter.decoder.get_input_embeddings()(torch.tensor(ids[:-1], dtype=torch.long))
+    torch.testing.assert_close(forced.inputs_embeds[model_input.length:], expected)
+    assert forced.text_token_of_position[model_input.length:] == [None] * (len(ids) - 1)

@@ -88,7 +88,12 @@ def test_paired_difference_and_report_statistics(tmp_path):
     mean = np.mean([_expected_text_category(i, "text", "last token", 0) for i in (1, 2, 3)])
     assert text_stats["aie"]["hidden"]["mean"][last][0] == pytest.approx(mean)
     assert statistics["paired"]["tiny"]["known_ids"] == [2, 3]
-    assert "paired S→T vs T→T (n=2)" in (report.out_dir / "report.md").read_text()
+    markdown = (report.out_dir / "report.md").read_text()
+    assert "| total effect | 2 | 0.0000 (n=2, no interval) |" in markdown  # n per row; no interval of 2 values
+    assert "tiny S→T voice: only n = 3 prompt(s)" in markdown  # the small-n warning
+    # the control-free header: sigma and its calibration, the metric, n per run
+    assert "| noise σ | 0.5 = 3 × std of the subjects' input embeddings over ? prompts (rome noise) |" in markdown
+    assert "| n traced (subject · control span) | 3 · 0 | 3 · 0 |" in markdown
 
 
 def test_run_folder_refuses_to_resume_with_other_settings(tmp_path):

@@ -52,10 +52,10 @@ def test_spiritlm_filter_trace_both_modalities_and_report(spiritlm_checkpoint, s
     assert cli_main(["report", str(run_root), "--per-item", "1"]) == 0
     report = run_root / "report"
     html = (report / "report.html").read_text()
-    assert "data:image/png;base64," in html and "paired S→T vs T→T" in html
+    assert "data:image/png;base64," in html and f"paired S→T ({VOICE}) − T→T" in html
     markdown = (report / "report.md").read_text()
-    assert "subject vs control span" in markdown and "figures/aie.png" in markdown
-    assert (report / "figures" / "difference_spirit-lm-base-7b.png").stat().st_size > 10_000
+    assert "subject vs control span" in markdown and "figures/aie_log.png" in markdown
+    assert (report / "figures" / "aie_signed.svg").stat().st_size > 10_000
     stats = json.loads((report / "statistics.json").read_text())
     assert stats["paired"][model]["known_ids"] == [0, 3]
     effects = collect_effects(speech_dir)
@@ -107,3 +107,38 @@ def test_torchrun_split_equals_one_process(spiritlm_checkpoint, spoken_dataset, 
             assert a.noise_std == b.noise_std and a.low_score == b.low_score
             for kind in a.scores:
                 np.testing.assert_array_equal(a.scores[kind], b.scores[kind])
+
+
+@pytest.mark.slow
+def test_attribute_metric_run_scores_the_whole_attribute_teacher_forced(spiritlm_checkpoint, spoken_dataset, tmp_path):
+    """--metric attribute through the CLI: the input is Meta's prompt string ("[Text]" + prompt) and the
+    attribute but its last token; the clean score equals log P(attribute) summed from the model's own forward; restorations stop
+    at the prompt."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from known_speech.evaluation.spiritlm import load_spiritlm_tokenizer
+
+    model = spiritlm_checkpoint / "spiritlm_model" / "spirit-lm-base-7b"
+    argv = ["trace", "--model", str(model), "--modality", "text", "--dataset", str(spoken_dataset), "--limit", "70",
+            "--samples", "2", "--kinds", "hidden", "--unfiltered", "--no-control", "--metric", "attribute", "--out", str(tmp_path)]
+    assert cli_main(argv) == 0
+    run_dir = tmp_path / "spirit-lm-base-7b" / "text-attribute"
+    settings = json.loads((run_dir / "run.json").read_text())
+    assert settings["config"]["trace"]["metric"] == "attribute"
+    folder = RunFolder(run_dir)
+    result = max((folder.load(k) for k in folder.item_ids()), key=lambda r: len(r.answer_ids))  # a multi-token one
+    # Meta's tokenization (transformers 4's slow LlamaTokenizer, as test_tokenization pins it) of the prompt
+    # string with and without the attribute
+    tokenizer = load_spiritlm_tokenizer(model)
+    prompt_ids = tokenizer(result.metadata["prompt_text"])["input_ids"]
+    full_ids = tokenizer(f"{result.metadata['prompt_text']} {result.metadata['attribute']}")["input_ids"]
+    assert full_ids[:len(prompt_ids)] == prompt_ids and result.answer_ids == full_ids[len(prompt_ids):]
+    assert result.input_ids == full_ids[:-1] and len(result.answer_ids) >= 2
+    with torch.no_grad():
+        logits = LlamaForCausalLM.from_pretrained(str(model))(torch.tensor([full_ids[:-1]])).logits[0].float()
+    reads = torch.log_softmax(logits[len(prompt_ids) - 1:], dim=-1)
+    expected = sum(reads[j, token].item() for j, token in enumerate(result.answer_ids))
+    assert result.high_score == pytest.approx(expected, abs=1e-4) and result.low_score < 0
+    assert np.isnan(result.scores["hidden"][len(prompt_ids):]).all()
+    assert not np.isnan(result.scores["hidden"][:len(prompt_ids)]).any()

@@ -64,14 +64,17 @@ def _top_answer(model, input_ids):
         return int(model(input_ids=input_ids[None]).logits[0, -1].argmax())
 
 
-def _assert_equal_to_reference(model, input_ids, subject_range, answer_id, options, tracer=None, shared_prefix=True):
+def _assert_equal_to_reference(model, input_ids, subject_range, answer_id, options, tracer=None, shared_prefix=True,
+                               answer_ids=None):
     """shared_prefix: which attention path the engine must have taken (a silent fallback fails)."""
-    answer_id = _top_answer(model, input_ids) if answer_id is None else answer_id
+    answer_id = _top_answer(model, input_ids) if answer_id is None and answer_ids is None else answer_id
     tracer = tracer or CausalTracer(model)
-    result = tracer.trace(input_ids=input_ids, subject_range=subject_range, answer_id=answer_id, options=options)
+    result = tracer.trace(input_ids=input_ids, subject_range=subject_range, answer_id=answer_id, answer_ids=answer_ids,
+                          options=options)
     assert tracer.shared_prefix is shared_prefix
     embeds = model.get_input_embeddings()(input_ids)
-    reference = reference_trace(model, embeds, subject_range, answer_id, options, result.noise_std)
+    reference = reference_trace(model, embeds, subject_range, answer_id, options, result.noise_std,
+                                answer_ids=answer_ids)
     assert result.high_score == pytest.approx(reference["high"], abs=1e-5)
     assert result.low_score == pytest.approx(reference["low"], abs=1e-5)
     for kind in options.kinds:
@@ -191,6 +194,26 @@ def test_token_range_embeddings_input_and_torch_noise():
     np.testing.assert_allclose(from_embeds.scores["mlp"], result.scores["mlp"], atol=1e-6, equal_nan=True)
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_logprob_and_whole_attribute_metrics_equal_the_reference_loop(family):
+    """attribute: log P of all the attribute's tokens, teacher-forced (the input ends with the attribute but
+    its last token); logprob: log P of the first. Both traced by the fast engine as by ROME's loop."""
+    model = _tiny(family)
+    prompt = torch.randint(0, 101, (7,), generator=torch.Generator().manual_seed(3))
+    attribute = [11, 42, 7]
+    options = TraceOptions(samples=3, window=3, metric="attribute", max_batch_tokens=50)
+    result = _assert_equal_to_reference(model, torch.cat([prompt, torch.tensor(attribute[:-1])]), (1, 3), None, options,
+                                        answer_ids=attribute)
+    assert result.answer_ids == attribute and result.options.metric == "attribute"
+    assert np.isnan(result.scores["hidden"][7:]).all() and not np.isnan(result.scores["hidden"][:7]).any()
+    assert result.high_score < 0  # a sum of log-probabilities
+    by_hand = torch.log_softmax(model(input_ids=torch.cat([prompt, torch.tensor(attribute[:-1])])[None]).logits[0, -3:], -1)
+    assert result.high_score == pytest.approx(sum(by_hand[j, t].item() for j, t in enumerate(attribute)), abs=1e-5)
+    logprob = _assert_equal_to_reference(model, prompt, (1, 3), 11, TraceOptions(samples=3, window=3, metric="logprob"))
+    assert logprob.high_score == pytest.approx(torch.log_softmax(model(input_ids=prompt[None]).logits[0, -1], -1)[11].item(),
+                                               abs=1e-5)
+
+
 def test_rome_noise_is_numpy_randomstate_1():
     options = TraceOptions(samples=10)
     noise = subject_noise(options, 3, 16, 0.5)
@@ -227,7 +250,7 @@ def test_bad_arguments_are_named():
     tracer = CausalTracer(_tiny("gpt2"))
     with pytest.raises(ValueError, match="subject_range=\\(4, 2\\)"):
         tracer.trace(input_ids=torch.arange(6), subject_range=(4, 2), answer_id=1)
-    with pytest.raises(ValueError, match="answer_id=500"):
+    with pytest.raises(ValueError, match=r"answer ids \[500\] are outside the vocabulary"):
         tracer.trace(input_ids=torch.arange(6), subject_range=(1, 2), answer_id=500)
     with pytest.raises(ValueError, match="kinds="):
         TraceOptions(kinds=("resid",))

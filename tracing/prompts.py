@@ -21,6 +21,7 @@ __all__ = [
     "AnswerToken",
     "encode",
     "answer_token",
+    "attribute_ids",
     "is_blank_piece",
     "tokens_overlapping",
     "subject_token_range",
@@ -92,9 +93,8 @@ def encode(tokenizer, text: str) -> Encoding:
                     bos=bos_id is not None and bool(ids) and ids[0] == bos_id and spans[0] is None)
 
 
-def answer_token(tokenizer, prompt_text: str, attribute: str) -> AnswerToken:
-    """The first id that `prompt_text + " " + attribute` has and `prompt_text` has not, both tokenized
-    the same way; whitespace-only pieces ("▁" from a dummy prefix) are skipped and recorded."""
+def _continuation(tokenizer, prompt_text: str, attribute: str) -> tuple[Encoding, int]:
+    """`prompt_text + " " + attribute` tokenized as the prompt is, and where the prompt's ids end in it."""
     prompt = encode(tokenizer, prompt_text)
     answer = attribute.strip()
     if not answer:
@@ -106,13 +106,31 @@ def answer_token(tokenizer, prompt_text: str, attribute: str) -> AnswerToken:
     if full.ids[:len(ids)] != ids:
         raise ValueError(f"attribute {attribute!r} changes how the prompt tokenizes: "
                          f"{prompt.pieces} vs {full.pieces[:len(ids)]}")
+    return full, len(ids)
+
+
+def answer_token(tokenizer, prompt_text: str, attribute: str) -> AnswerToken:
+    """The first id that `prompt_text + " " + attribute` has and `prompt_text` has not, both tokenized
+    the same way; whitespace-only pieces ("▁" from a dummy prefix) are skipped and recorded."""
+    full, start = _continuation(tokenizer, prompt_text, attribute)
     skipped = []
-    for position in range(len(ids), len(full)):
+    for position in range(start, len(full)):
         piece = full.pieces[position]
         if full.char_spans[position] is not None and not is_blank_piece(piece):
             return AnswerToken(full.ids[position], piece, tokenizer.decode([full.ids[position]]), tuple(skipped))
         skipped.append(piece)
     raise ValueError(f"attribute {attribute!r} adds no word piece after the prompt (only {skipped})")
+
+
+def attribute_ids(tokenizer, prompt_text: str, attribute: str) -> list[int]:
+    """Every id that `prompt_text + " " + attribute` adds to the prompt's, blank pieces included (what
+    the attribute metric teacher-forces, as MEMIT scores a target); a trailing EOS is not one of them."""
+    full, start = _continuation(tokenizer, prompt_text, attribute)
+    ids = [i for i, span in zip(full.ids[start:], full.char_spans[start:]) if span is not None or i != getattr(tokenizer, "eos_token_id", None)]
+    if not any(span is not None and not is_blank_piece(piece)
+               for span, piece in zip(full.char_spans[start:], full.pieces[start:])):
+        raise ValueError(f"attribute {attribute!r} adds no word piece after the prompt")
+    return ids
 
 
 def subject_token_range(encoding: Encoding, char_start: int, char_end: int) -> tuple[int, int]:
@@ -132,29 +150,36 @@ def trace_text_prompt(
     options: TraceOptions = TraceOptions(),
     embedding_std: float | None = None,
 ) -> TraceResult:
-    """Trace a text prompt; without `answer`, the clean run's top prediction is traced (as ROME)."""
+    """Trace a text prompt tokenized whole with the tokenizer's default special tokens. Without `answer`,
+    the clean run's top prediction is traced (as ROME); with `options.metric="attribute"`, the input
+    is the prompt and the attribute but its last token, and all the attribute's tokens are scored."""
     char_start = prompt.find(subject)
     if char_start < 0:
         raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r}")
     encoding = encode(tokenizer, prompt)
-    input_ids = torch.tensor(encoding.ids)
-    if answer is None:
+    input_ids, skipped = list(encoding.ids), ()
+    if options.metric == "attribute":
+        if answer is None:
+            raise ValueError("metric='attribute' scores the whole attribute: give the answer")
+        answer_ids = attribute_ids(tokenizer, prompt, answer)
+        input_ids += answer_ids[:-1]
+    elif answer is None:
         with torch.no_grad():
-            logits = tracer.model(input_ids=input_ids.unsqueeze(0).to(tracer.runner.device)).logits
-        answer_id, skipped = int(logits[0, -1].argmax()), ()
+            logits = tracer.model(input_ids=torch.tensor([input_ids], device=tracer.runner.device)).logits
+        answer_ids = [int(logits[0, -1].argmax())]
     else:
         target = answer_token(tokenizer, prompt, answer)
-        answer_id, skipped = target.id, target.skipped
+        answer_ids, skipped = [target.id], target.skipped
     result = tracer.trace(
-        input_ids=input_ids,
+        input_ids=torch.tensor(input_ids),
         subject_range=subject_token_range(encoding, char_start, char_start + len(subject)),
-        answer_id=answer_id,
+        answer_ids=answer_ids,
         options=options,
         embedding_std=embedding_std,
-        tokens=[tokenizer.decode([i]) for i in encoding.ids],
+        tokens=[tokenizer.decode([i]) for i in input_ids],
     )
-    result.answer = tokenizer.decode([answer_id])
+    result.answer = answer.strip() if options.metric == "attribute" else tokenizer.decode(answer_ids)
     result.metadata.update({"prompt": prompt, "subject": subject, "prompt_text": prompt, "bos": encoding.bos,
-                            "answer_piece": tokenizer.convert_ids_to_tokens([answer_id])[0],
+                            "answer_pieces": tokenizer.convert_ids_to_tokens(answer_ids),
                             "answer_skipped": list(skipped)})
     return result

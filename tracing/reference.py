@@ -13,6 +13,7 @@ from torch import nn
 from .architectures import ArchitectureSpec, spec_for
 from .restoration import window_layers
 from .noise import subject_noise
+from .metric import Target
 from .result import TraceOptions
 
 __all__ = ["reference_trace"]
@@ -22,7 +23,7 @@ def _first(output):
     return output[0] if isinstance(output, tuple) else output
 
 
-def _score(model, inputs_embeds, subject_range, noise, patches, answer_id) -> float:
+def _score(model, inputs_embeds, subject_range, noise, patches, target: Target) -> float:
     """patches: list of (module, position) whose output at `position` is copied from row 0."""
     start, end = subject_range
     rows = torch.cat([inputs_embeds.unsqueeze(0)] * (1 + noise.shape[0]))
@@ -40,7 +41,7 @@ def _score(model, inputs_embeds, subject_range, noise, patches, answer_id) -> fl
     finally:
         for handle in handles:
             handle.remove()
-    return torch.softmax(logits[1:, -1].float(), dim=-1).mean(dim=0)[answer_id].item()
+    return target.score(logits[1:, -target.positions:]).mean().item()
 
 
 @torch.no_grad()
@@ -48,12 +49,15 @@ def reference_trace(
     model: nn.Module,
     inputs_embeds: torch.Tensor,
     subject_range: tuple[int, int],
-    answer_id: int,
+    answer_id: int | None,
     options: TraceOptions,
     noise_std: float,
     spec: ArchitectureSpec | None = None,
+    answer_ids: list[int] | None = None,
 ) -> dict[str, object]:
-    """{"high", "low", kind: (T, L) tensor} by ROME's loop; noise_std is sigma itself."""
+    """{"high", "low", kind: (T, L) tensor} by ROME's loop; noise_std is sigma itself. The metric
+    `options.metric` scores `answer_id`, or `answer_ids` at the input's last positions (attribute)."""
+    target = Target(tuple(answer_ids) if answer_ids is not None else (answer_id,), options.metric)
     spec = spec or spec_for(model)
     layers = spec.layer_list(model)
     num_layers = len(layers)
@@ -61,10 +65,11 @@ def reference_trace(
     noise = subject_noise(options, subject_range[1] - subject_range[0], hidden, noise_std)
     logits = model(inputs_embeds=inputs_embeds.unsqueeze(0)).logits
     results: dict[str, object] = {
-        "high": torch.softmax(logits[0, -1].float(), dim=-1)[answer_id].item(),
-        "low": _score(model, inputs_embeds, subject_range, noise, [], answer_id),
+        "high": target.score(logits[0, -target.positions:]).item(),
+        "low": _score(model, inputs_embeds, subject_range, noise, [], target),
     }
-    positions = range(length) if options.token_range is None else options.token_range
+    prompt_length = length - (target.positions - 1)
+    positions = range(prompt_length) if options.token_range is None else options.token_range
     for kind in options.kinds:
         table = torch.full((length, num_layers), float("nan"))
         for position in positions:
@@ -75,6 +80,6 @@ def reference_trace(
                     path = spec.mlp if kind == "mlp" else spec.attn
                     modules = [layers[i].get_submodule(path) for i in window_layers(layer, options.window, num_layers)]
                 patches = [(module, position) for module in modules]
-                table[position, layer] = _score(model, inputs_embeds, subject_range, noise, patches, answer_id)
+                table[position, layer] = _score(model, inputs_embeds, subject_range, noise, patches, target)
         results[kind] = table
     return results

@@ -43,7 +43,7 @@ class RunStates:
     hidden_in: list[torch.Tensor]  # L+1 x (rows, T, d)
     keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # L x (rows, kv_heads, T, head_dim)
     sublayer_out: dict[str, list[torch.Tensor]]  # kind -> L x (rows, T, d)
-    last_probs: torch.Tensor  # (rows, vocab) softmax at the last position
+    last_logits: torch.Tensor  # (rows, read positions, vocab) logits where the target is read
 
 
 class SublayerHooks:

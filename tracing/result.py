@@ -11,6 +11,8 @@ import numpy as np
 
 from known_speech.atomic import atomic_path
 
+from .metric import METRICS, Metric
+
 __all__ = ["Kind", "KINDS", "TraceOptions", "TraceResult"]
 
 Kind = Literal["hidden", "mlp", "attn"]
@@ -39,6 +41,7 @@ class TraceOptions:
     token_range: tuple[int, ...] | None = None
     max_batch_tokens: int | None = None
     self_check: bool = True
+    metric: Metric = "prob"  # tracing.metric: prob (ROME), logprob, or attribute (the whole attribute's log-prob)
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(KINDS)
@@ -52,11 +55,14 @@ class TraceOptions:
             raise ValueError(f"noise_mode={self.noise_mode!r}: choose 'rome' or 'torch'")
         if self.noise_std is not None and self.noise_std < 0:
             raise ValueError(f"noise_std={self.noise_std}: must be >= 0")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric={self.metric!r}: choose from {METRICS}")
 
 
 @dataclass
 class TraceResult:
-    """Scores are P(answer) at the last position, averaged over noise samples.
+    """Scores are the metric (options.metric: P(answer) at the last position by default), averaged over
+    noise samples; `answer_ids` are all the tokens scored (one, but for the attribute metric).
 
     scores[kind] has shape (positions, layers); entries outside `token_range` are NaN.
     Indirect effect = scores - low_score.
@@ -75,6 +81,7 @@ class TraceResult:
     dtype: str = ""
     input_ids: list[int] | None = None
     seconds: float = 0.0
+    answer_ids: list[int] | None = None
     metadata: dict = field(default_factory=dict)
 
     @property
@@ -83,6 +90,13 @@ class TraceResult:
 
     def indirect_effect(self, kind: Kind) -> np.ndarray:
         return self.scores[kind] - self.low_score
+
+    def plot(self, path: str | Path | None = None, kinds: tuple[Kind, ...] | None = None):
+        """Heatmaps of every kind (tokens x layers): written to `path` (PNG, PDF or SVG), or returned as a
+        matplotlib figure."""
+        from .plot import plot_trace
+
+        return plot_trace(self, path, kinds)
 
     def peak(self, kind: Kind) -> tuple[int, int, float]:
         """(position, layer, score) of the largest score of `kind`."""
@@ -106,6 +120,7 @@ class TraceResult:
             "dtype": self.dtype,
             "input_ids": self.input_ids,
             "seconds": self.seconds,
+            "answer_ids": self.answer_ids,
             "metadata": self.metadata,
         }
         arrays = {f"scores_{kind}": table for kind, table in self.scores.items()}

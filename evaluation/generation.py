@@ -1,0 +1,71 @@
+"""Greedy generation of many prompts per forward, as the recall filter needs it: prompts left-padded
+(ids with the pad id, embeddings with zeros) behind an attention mask, so that every prompt ends where
+generation starts and `generate` derives each row's positions from the mask; the model's banned tokens
+stay banned. The batch size comes from free GPU memory, as the tracer's chunks do."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .model_input import ModelInput
+
+__all__ = ["generate_batch", "generation_batch_size", "MAX_BATCH"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 64  # beyond this a 7B model's decode step is compute-bound: larger batches gain little
+CPU_BATCH = 8  # CPU: batching gains little; keep memory and latency per batch small
+
+
+def generation_batch_size(model: torch.nn.Module, device: str | torch.device, longest: int, max_new_tokens: int) -> int:
+    """How many prompts of up to `longest` positions fit one batch: each row's key/value cache, its
+    hidden states and its float32 logits at the last position, in 60 % of the free GPU memory."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return CPU_BATCH
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    element = next(model.parameters()).element_size()
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    positions = longest + max_new_tokens
+    cache = 2 * config.num_hidden_layers * kv_heads * head_dim * element * positions
+    # the prompt's forward: activations of one layer at a time (hidden, MLP) and attention scores
+    activations = positions * element * (4 * config.hidden_size + 3 * (getattr(config, "intermediate_size", 0) or 0))
+    activations += 4 * heads * positions * positions
+    logits = 2 * 4 * config.vocab_size
+    return max(1, min(MAX_BATCH, int(0.6 * free / (cache + activations + logits))))
+
+
+@torch.no_grad()
+def generate_batch(model, tokenizer, inputs: list[ModelInput], max_new_tokens: int, banned: list[int],
+                   device: str | torch.device) -> list[str]:
+    """Greedy continuations of `inputs` (all ids, or all embeddings), decoded as text."""
+    if not inputs:
+        return []
+    embedded = inputs[0].inputs_embeds is not None
+    if any((item.inputs_embeds is not None) != embedded for item in inputs):
+        raise ValueError("a batch mixes id inputs and embedding inputs")
+    longest = max(item.length for item in inputs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    mask = torch.zeros((len(inputs), longest), dtype=torch.long, device=device)
+    for row, item in enumerate(inputs):
+        mask[row, longest - item.length:] = 1
+    if embedded:
+        first = inputs[0].inputs_embeds
+        embeds = torch.zeros((len(inputs), longest, first.shape[-1]), dtype=first.dtype, device=device)
+        for row, item in enumerate(inputs):
+            embeds[row, longest - item.length:] = item.inputs_embeds.to(device)
+        model_inputs, prompt_length = {"inputs_embeds": embeds}, 0  # generate returns only new tokens then
+    else:
+        ids = torch.full((len(inputs), longest), pad if pad is not None else 0, dtype=torch.long, device=device)
+        for row, item in enumerate(inputs):
+            ids[row, longest - item.length:] = torch.tensor(item.input_ids, device=device)
+        model_inputs, prompt_length = {"input_ids": ids}, longest
+    output = model.generate(**model_inputs, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                            bad_words_ids=[[i] for i in banned] or None, pad_token_id=pad)
+    return [tokenizer.decode(row[prompt_length:], skip_special_tokens=True) for row in output]

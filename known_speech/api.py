@@ -1,0 +1,42 @@
+"""The Python API in one call: trace a text prompt of any `transformers` causal LM.
+
+    >>> import known_speech
+    >>> result = known_speech.trace_prompt("smollm2", "The capital of Italy is", subject="Italy", answer="Rome")
+    >>> result.peak("mlp"), result.high_score, result.low_score
+    >>> result.plot("trace.png")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .tracing import KINDS, CausalTracer, Kind, TraceOptions, TraceResult
+from .tracing.metric import Metric
+from .tracing.prompts import trace_text_prompt
+
+__all__ = ["trace_prompt"]
+
+
+def trace_prompt(model, prompt: str, subject: str, answer: str | None = None, *, tokenizer=None,
+                 kinds: Sequence[Kind] = KINDS, samples: int = 10, noise_factor: float = 3.0,
+                 noise_std: float | None = None, window: int = 10, metric: Metric = "prob", device: str = "cpu",
+                 dtype: str = "auto", compile: bool = False) -> TraceResult:
+    """Causal trace of `prompt` with `subject` corrupted (ROME's semantics).
+
+    model: a name or path for `transformers` ("smollm2": the offline SmolLM2-135M-Instruct), or a loaded
+    causal LM with its `tokenizer`. answer: the expected attribute; its first token is traced (metric
+    "prob" or "logprob"), or all its tokens teacher-forced ("attribute"); None traces the model's top
+    prediction. The prompt is tokenized whole with the tokenizer's default special tokens (BOS where the
+    model's tokenizer adds one). noise_std None: noise_factor x the std of this prompt's subject
+    embeddings (ROME calibrates over many subjects: pass that sigma for comparable traces)."""
+    name = model if isinstance(model, str) else ""
+    if isinstance(model, str):
+        from .evaluation.adapter import resolve_dtype
+        from .tracing.loading import load_causal_lm
+
+        model, tokenizer = load_causal_lm(model, dtype=resolve_dtype(dtype, device), device=device)
+    if tokenizer is None:
+        raise ValueError("a loaded model needs its tokenizer: trace_prompt(model, ..., tokenizer=tokenizer)")
+    options = TraceOptions(kinds=tuple(kinds), samples=samples, noise_factor=noise_factor, noise_std=noise_std,
+                           window=window, metric=metric)
+    return trace_text_prompt(CausalTracer(model, model_name=name, compile=compile), tokenizer, prompt, subject, answer, options)
