@@ -6,8 +6,6 @@ import os
 
 import torch
 
-from .model_input import ModelInput
-
 __all__ = ["Distributed", "balanced_shares", "trace_cost"]
 
 
@@ -48,16 +46,15 @@ class Distributed:
         return gathered
 
 
-def trace_cost(model_input: ModelInput | None, record: dict, control: bool) -> float:
-    """Rough engine work of one item, for sharing items between ranks: each restored position from
-    the subject on runs the rest of the prompt, once per span traced. Unprepared items (a resumed
-    run) count the prompt's characters instead of positions."""
-    if model_input is None:
-        length, start, spans = len(record["prompt"]), 0, 1 + control
+def trace_cost(record: dict, control: bool) -> float:
+    """Rough engine work of one item, estimated from its record before any input is made (each rank
+    prepares only its own share): each restored position from the subject on runs the rest of the
+    prompt, once per span traced. Positions: 25 per second of speech, else one per 4 characters."""
+    if record.get("duration_s"):
+        length, start = 25.0 * float(record["duration_s"]), 25.0 * float((record.get("subject_time_span") or [0])[0])
     else:
-        length, start = model_input.length, model_input.subject_range[0]
-        spans = 1 + bool(control and model_input.control_span())
-    return float(spans * (length - start + 1) * length)
+        length, start = len(record["prompt"]) / 4, (record.get("subject_char_span") or [0])[0] / 4
+    return float((1 + control) * (length - start + 1) * length)
 
 
 def balanced_shares(costs: dict[int, float], world_size: int) -> list[list[int]]:

@@ -15,7 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from known_speech.progress import bars_disabled
-from known_speech.tracing import CausalTracer, TraceOptions, TraceResult, subject_embedding_std
+from known_speech.tracing import CausalTracer, TraceOptions, TraceResult
+from known_speech.tracing.noise import EmbeddingMoments
 from known_speech.tracing.prompts import attribute_ids
 
 from .adapter import Adapter, adapter_class
@@ -51,7 +52,7 @@ def _prepare(adapter: Adapter, record: dict, modality: Modality) -> ModelInput:
 
 
 def _prepare_all(adapter: Adapter, records: list[dict], modality: Modality, failed: dict[int, str]) -> dict[int, ModelInput]:
-    """Inputs of every selected item: the noise is calibrated over all of them, on every rank alike."""
+    """Inputs of the given items (a rank's own: its share of the run and of the calibration)."""
     prepared: dict[int, ModelInput] = {}
     for record in tqdm(records, desc="prepare inputs", unit="item", disable=bars_disabled()):
         try:
@@ -61,11 +62,20 @@ def _prepare_all(adapter: Adapter, records: list[dict], modality: Modality, fail
     return prepared
 
 
-def _calibrate_noise(adapter: Adapter, inputs: dict[int, ModelInput], noise_factor: float) -> float:
-    """noise_factor x the std of the subjects' input embeddings over the whole run (ROME), per modality."""
+def _subject_moments(adapter: Adapter, inputs: dict[int, ModelInput]) -> dict[int, EmbeddingMoments]:
+    """Per item, the moments of its subject's input embeddings (ROME's noise level is their std)."""
     with torch.no_grad():
-        subjects = [adapter.input_embeddings(model_input)[slice(*model_input.subject_range)] for model_input in inputs.values()]
-    return noise_factor * subject_embedding_std(subjects)
+        return {known_id: EmbeddingMoments.of(adapter.input_embeddings(model_input)[slice(*model_input.subject_range)])
+                for known_id, model_input in inputs.items()}
+
+
+def _calibration_items(selection: list[dict], shares: list[list[int]], rank: int) -> list[dict]:
+    """What a rank prepares when sigma is new: its own share of the run, and every world_size-th item of
+    the selection that no rank traces (sigma is calibrated on the whole selection, each item once)."""
+    traced = {known_id for share in shares for known_id in share}
+    untraced = [record for record in selection if int(record["known_id"]) not in traced]
+    own = set(shares[rank])
+    return [record for record in selection if int(record["known_id"]) in own] + untraced[rank::len(shares)]
 
 
 def scored_input(adapter: Adapter, model_input: ModelInput, record: dict, options: TraceOptions) -> tuple[ModelInput, list[int]]:
@@ -119,20 +129,30 @@ def _trace_item(tracer: CausalTracer, adapter: Adapter, folder: RunFolder, model
 
 
 def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str = "cpu", retry_failed: bool = False,
-              adapter: Adapter | None = None, compile: bool = False) -> TraceRunSummary:
+              adapter: Adapter | None = None, compile: bool = False, records: list[dict] | None = None) -> TraceRunSummary:
     """Trace the selected items not yet in the run folder; safe to stop and start again.
 
+    Under torchrun each rank prepares only its own items (its share, by an estimate from the records,
+    and its part of the calibration set); sigma comes from all ranks' subject moments, merged exactly.
     compile: the engine's inductor-compiled sublayers, an execution choice like the device (results
-    differ by float rounding only), so not one of the run's settings."""
+    differ by float rounding only), so not one of the run's settings. records: the selection itself,
+    where it is not read from the dataset folder (a benchmark's synthetic rows)."""
     started = time.perf_counter()
     dist = Distributed(device)
     folder = RunFolder.of(config, out)
     saved = folder.resume(config)
-    selection = select_records(config)
+    selection = records if records is not None else select_records(config)
     if saved and saved.calibration_digest not in ("", calibration_digest(selection)):
         raise ValueError(f"{folder.path}: sigma was calibrated on {saved.calibrated_on} items, and the selection has "
                          f"changed since (now {len(selection)}, e.g. after a new filter); use another --out")
-    records = selection[: config.limit]
+    by_id = {int(record["known_id"]): record for record in selection[: config.limit]}
+    shares = None
+    if dist.rank == 0:
+        costs = {known_id: 0.0 if folder.finished(known_id, config.control, retry_failed)
+                 else trace_cost(record, config.control) for known_id, record in by_id.items()}
+        shares = balanced_shares(costs, dist.world_size)
+    shares = dist.broadcast(shares)
+    share = shares[dist.rank]
     adapter = adapter or adapter_class(config.adapter)(config.model, device=dist.device, dtype=config.dtype,
                                                        **config.adapter_options)
     adapter.check_modality(config.modality)
@@ -141,26 +161,24 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     if saved:
         noise_std = saved.noise_std
     else:
-        inputs = _prepare_all(adapter, selection, config.modality, failed)
-        if not inputs:
+        inputs = _prepare_all(adapter, _calibration_items(selection, shares, dist.rank), config.modality, failed)
+        moments = {}
+        for part in dist.gather(_subject_moments(adapter, inputs)):
+            moments.update(part)
+        if not moments:
+            reasons = {k: v for part in dist.gather(failed) for k, v in part.items()}
             raise ValueError(f"no item of {config.model} ({config.modality}) could be prepared: "
-                             f"{failed or 'the selection is empty'}")
-        noise_std = _calibrate_noise(adapter, inputs, config.trace.noise_factor)
+                             f"{reasons or 'the selection is empty'}")
+        noise_std = config.trace.noise_factor * EmbeddingMoments.std([moments[k] for k in sorted(moments)])
+        inputs = {known_id: inputs[known_id] for known_id in share if known_id in inputs}  # the rest calibrated only
         if dist.rank == 0:
             folder.write_settings(RunSettings(config, noise_std, type(adapter).__qualname__,
-                                              str(adapter.dtype).removeprefix("torch."), len(inputs),
+                                              str(adapter.dtype).removeprefix("torch."), len(moments),
                                               calibration_digest(selection), adapter.describe(),
                                               datetime.now(timezone.utc).isoformat(timespec="seconds")))
     dist.barrier()
     options = config.options(noise_std)
     tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile)
-    by_id = {int(record["known_id"]): record for record in records}
-    shares = None
-    if dist.rank == 0:
-        costs = {known_id: 0.0 if known_id in failed or folder.finished(known_id, config.control, retry_failed)
-                 else trace_cost(inputs.get(known_id), record, config.control) for known_id, record in by_id.items()}
-        shares = balanced_shares(costs, dist.world_size)
-    share = dist.broadcast(shares)[dist.rank]
     folder.make_dirs()
     loop_started = time.perf_counter()
     for known_id in tqdm(share, desc=f"trace {config.run_name} (rank {dist.rank})", unit="item", position=dist.rank,
@@ -177,6 +195,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
         except (ValueError, KeyError, torch.OutOfMemoryError) as err:
             logger.warning("known_id=%d failed: %s", known_id, err)
             folder.record_failure(known_id, str(err))
+        inputs.pop(known_id, None)
     finished = time.perf_counter()
     logger.info("rank %d: %d items, %.1f s tracing after %.1f s of start-up", dist.rank, len(share),
                 finished - loop_started, loop_started - started)

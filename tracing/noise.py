@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .result import TraceOptions
 
-__all__ = ["subject_noise", "corrupt", "subject_embedding_std"]
+__all__ = ["subject_noise", "corrupt", "subject_embedding_std", "EmbeddingMoments"]
 
 
 def subject_noise(options: TraceOptions, n_subject: int, hidden_size: int, sigma: float) -> torch.Tensor:
@@ -33,6 +35,31 @@ def corrupt(inputs_embeds: torch.Tensor, subject_range: tuple[int, int], noise: 
     return corrupted
 
 
+@dataclass(frozen=True)
+class EmbeddingMoments:
+    """Count, sum and sum of squares of embedding entries, in float64: what the noise level needs of a
+    subject, so that ranks calibrate on their own items and the merged level is the same for any split
+    (merged in a fixed order)."""
+
+    count: int
+    total: float
+    squares: float
+
+    @classmethod
+    def of(cls, embeddings: torch.Tensor) -> "EmbeddingMoments":
+        values = embeddings.detach().double()
+        return cls(values.numel(), values.sum().item(), values.square().sum().item())
+
+    @staticmethod
+    def std(moments: Sequence["EmbeddingMoments"]) -> float:
+        """The std (Bessel-corrected, as torch.std) of all the entries the moments stand for."""
+        count = sum(m.count for m in moments)
+        if count < 2:
+            raise ValueError("need at least two embedding entries to calibrate the noise")
+        total, squares = math.fsum(m.total for m in moments), math.fsum(m.squares for m in moments)
+        return math.sqrt(max(0.0, (squares - total * total / count) / (count - 1)))
+
+
 def subject_embedding_std(subject_embeddings: Sequence[torch.Tensor]) -> float:
     """Std over all entries of the subjects' token embeddings (ROME's `collect_embedding_std`).
 
@@ -40,4 +67,4 @@ def subject_embedding_std(subject_embeddings: Sequence[torch.Tensor]) -> float:
     """
     if not subject_embeddings:
         raise ValueError("subject_embeddings is empty: need at least one subject to calibrate the noise")
-    return torch.cat([e.reshape(-1, e.shape[-1]).float() for e in subject_embeddings]).std().item()
+    return EmbeddingMoments.std([EmbeddingMoments.of(e) for e in subject_embeddings])

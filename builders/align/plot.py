@@ -30,7 +30,7 @@ def _place_labels(figure, axis, words: list[dict]) -> None:
                          va="center", fontsize=7)
         for level in _LABEL_LEVELS:
             text.set_y(level)
-            box = text.get_window_extent(renderer)
+            box = text.get_window_extent(renderer).expanded(1.0, 1.0).padded(3)  # a gap between neighbours
             if not any(box.overlaps(other) for other in placed[level]):
                 placed[level].append(box)
                 break

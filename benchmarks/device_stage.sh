@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Stages the package for a GPU host that has PyTorch and transformers but no registry: .device/site holds
+# known_speech with its subpackages in place (builders, tracing, evaluation, cards live beside it here).
+# Run it here, then on the host: export PYTHONPATH=$PWD/.device/site:$PWD  (and carry ".device")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
+rm -rf .device/site && mkdir -p .device/site
+cp -r known_speech .device/site/known_speech
+for part in builders tracing evaluation cards; do cp -r "$part" ".device/site/known_speech/$part"; done
+find .device/site -name __pycache__ -prune -exec rm -rf {} +
+du -sh .device/site
