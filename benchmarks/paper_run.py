@@ -80,15 +80,36 @@ def export_rows(args) -> None:
     print(f"{ROWS_FILE}: {len(kept)} rows")
 
 
-def speech_rows() -> list[dict]:
-    """The real rows with seeded noise of each row's duration as its 16 kHz audio."""
+UNIT_REPEAT = 0.3  # chance that a 25 Hz frame repeats its left neighbour's unit (de-duplication keeps ~70 %)
+
+
+def speech_rows(provenance=None) -> list[dict]:
+    """The real rows with seeded noise of each row's duration as its 16 kHz audio and, given the speech
+    tokenizer's provenance, stored units: one per 25 Hz frame of the row's duration, repeating at
+    UNIT_REPEAT. (A random mHuBERT maps noise to nearly one unit, which would make every prompt a few
+    tokens long; the stored units keep the prompt lengths of real speech.)"""
     with gzip.open(ROWS_FILE, "rt", encoding="utf-8") as handle:
         rows = json.load(handle)
     for row in rows:
         generator = np.random.default_rng(int(row["known_id"]))
         samples = int(round(row["duration_s"] * 16_000))
         row["audio"] = {"array": (0.1 * generator.standard_normal(samples)).astype(np.float32), "sampling_rate": 16_000}
+        if provenance is not None:
+            frames = samples // 640
+            fresh = generator.integers(0, 500, frames)
+            repeat = generator.random(frames) < UNIT_REPEAT
+            units = [int(fresh[0])]
+            for frame in range(1, frames):
+                units.append(units[-1] if repeat[frame] else int(fresh[frame]))
+            row["speech_token_spans"] = [{
+                "tokenizer": "hubert-25hz", "rate_hz": 25.0, "frame_start": 0, "frame_end": frames, "units": units,
+                "units_tokenizer": provenance.tokenizer, "units_checkpoint_sha256": provenance.checkpoint_sha256,
+                "units_quantizer": provenance.quantizer}]
     return rows
+
+
+def _speech_rows_for(adapter) -> list[dict]:
+    return speech_rows(adapter.speech_tokenizer.provenance)
 
 
 def text_records() -> list[dict]:
@@ -147,7 +168,15 @@ def filter_(args) -> None:
     started = time.perf_counter()
     adapter = _adapter(root)
     loaded = time.perf_counter()
-    records = (text_records() if args.modality == "text" else speech_rows())[: args.limit]
+    records = (text_records() if args.modality == "text" else _speech_rows_for(adapter))[: args.limit]
+    units_seconds = None
+    if args.modality == "speech":  # what extracting the units from audio costs (stored units are used below)
+        _synchronize()
+        begun = time.perf_counter()
+        for record in records:
+            adapter.speech_tokenizer.encode(record["audio"]["array"])
+        _synchronize()
+        units_seconds = round(time.perf_counter() - begun, 2)
     path = root / "filters" / f"{args.modality}-batch{args.batch_size or 'auto'}-{len(records)}.jsonl"
     path.unlink(missing_ok=True)
     path.with_suffix(".json").unlink(missing_ok=True)
@@ -158,6 +187,7 @@ def filter_(args) -> None:
     _synchronize()
     _record_timing(root, stage="filter", modality=args.modality, batch_size=args.batch_size or "auto", items=len(rows),
                    failed=sum(bool(r.error) for r in rows.values()), load_seconds=round(loaded - started, 2),
+                   units_seconds=units_seconds,
                    filter_seconds=round(time.perf_counter() - begun, 2), rows_file=path.name)
 
 
@@ -166,16 +196,24 @@ def trace(args) -> None:
     from known_speech.evaluation.trace_run import run_trace
     from known_speech.tracing import TraceOptions
 
+    from known_speech.evaluation.spiritlm import SpiritLMAdapter
+
     root = Path(args.root)
-    records = text_records() if args.modality == "text" else speech_rows()
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    started = time.perf_counter()
+    adapter = SpiritLMAdapter(str(root / "spiritlm_model" / "spirit-lm-base-7b"),
+                              device=f"cuda:{local}" if DEVICE == "cuda" else DEVICE, dtype="bfloat16")
+    loaded = time.perf_counter()
+    records = text_records() if args.modality == "text" else _speech_rows_for(adapter)
     random.Random(0).shuffle(records)  # a fixed random subset: the first --limit of a seeded shuffle
     config = TraceRunConfig(model=str(root / "spiritlm_model" / "spirit-lm-base-7b"), adapter="spiritlm",
                             modality=args.modality, voice_config=VOICE, unfiltered=True, limit=args.limit,
                             dtype="bfloat16", trace=TraceOptions(samples=args.samples))
-    world = int(os.environ.get("WORLD_SIZE", 1))
     out = root / f"results-{world}gpu-{'compiled' if args.compile else 'eager'}"
-    summary = run_trace(config, out=out, device=DEVICE, compile=args.compile, records=records)
+    summary = run_trace(config, out=out, device=DEVICE, compile=args.compile, records=records, adapter=adapter)
     _record_timing(root, stage="trace", modality=args.modality, world_size=world, compile=args.compile,
+                   load_seconds=round(loaded - started, 2),
                    items=summary.items, traced=summary.traced, failed=summary.failed, calibrated_on=len(records),
                    run_trace_seconds=round(summary.seconds, 2),
                    per_rank_seconds=[round(s, 2) for s in summary.per_rank_seconds],
