@@ -72,6 +72,25 @@ def engine_flops(model, length: int, options: TraceOptions, subject_start: int) 
     return total
 
 
+KERNELS = ("torch", "liger")
+
+
+def use_kernels(model, kernels: str) -> str:
+    """Liger Kernel's Triton RMSNorm, rotary embedding and SwiGLU patched into the loaded model (the
+    model's own modules keep running, so the engine's hooks and the reference loop see the same model).
+    An experiment for issue #18: 3 % at 48 tokens eager, slower compiled (BENCHMARKS.md), so the
+    toolkit itself does not offer it."""
+    if kernels == "torch":
+        return kernels
+    from importlib import metadata
+
+    from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=False)
+    return f"liger-kernel {metadata.version('liger-kernel')}"
+
+
 def build_model(name: str, device: str, dtype: torch.dtype):
     if name == "llama2-7b-random":
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -122,10 +141,13 @@ def main() -> None:
     parser.add_argument("--fast-only-tokens", type=int, nargs="*", default=[], help="lengths run by the engine alone")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="the engine's inductor-compiled sublayers")
+    parser.add_argument("--kernels", choices=KERNELS, default="torch",
+                        help="liger: Liger Kernel's fused RMSNorm, rotary and SwiGLU (CUDA); the reference runs them too")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     torch.set_grad_enabled(False)
     model, tokenizer = build_model(args.model, args.device, dtype)
+    kernels = use_kernels(model, args.kernels)
     options = TraceOptions(samples=args.samples, self_check=False)
     tracer = CausalTracer(model, model_name=args.model, compile=args.compile)
     rate = matmul_rate(args.device, dtype)
@@ -133,7 +155,7 @@ def main() -> None:
     print(f"device {device_name} ({args.device}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
           f"model {args.model} ({model.config.num_hidden_layers} layers, d={model.config.hidden_size}), {args.dtype}, "
           f"kinds {','.join(options.kinds)}, {options.samples} samples; matmul {rate / 1e12:.1f} TFLOP/s; "
-          f"engine {'compiled' if args.compile else 'eager'}")
+          f"engine {'compiled' if args.compile else 'eager'}, kernels {kernels}")
     ratios = []
     for tokens in list(args.tokens) + list(args.fast_only_tokens):
         with_reference = tokens in args.tokens
