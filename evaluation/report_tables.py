@@ -86,7 +86,8 @@ def header_table(runs: list[ReportRun], common: str) -> Table:
     for run in runs:
         settings, config, provenance = run.settings, run.config, run.settings.provenance
         trace = config.trace
-        put("run folder", os.path.relpath(run.folder.path, common))
+        relative = os.path.relpath(run.folder.path, common)
+        put("run folder", f"{run.folder.path.parent.name}/{run.folder.path.name}" if relative == "." else relative)
         put("model", provenance.get("model", config.model))
         put("revision / file", _revision(provenance))
         put("model class", f"{provenance.get('model_class', '?')} ({provenance.get('parameters', 0) / 1e6:.1f} M parameters)")
