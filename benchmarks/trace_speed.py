@@ -12,6 +12,7 @@ memory. The last line is `speedup=...` (fast vs reference, per prompt length).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import time
 
@@ -91,6 +92,13 @@ def use_kernels(model, kernels: str) -> str:
     return f"liger-kernel {metadata.version('liger-kernel')}"
 
 
+def profiled(device: str):
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    return profile(activities=activities)
+
+
 def build_model(name: str, device: str, dtype: torch.dtype):
     if name == "llama2-7b-random":
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -141,6 +149,8 @@ def main() -> None:
     parser.add_argument("--fast-only-tokens", type=int, nargs="*", default=[], help="lengths run by the engine alone")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="the engine's inductor-compiled sublayers")
+    parser.add_argument("--profile", action="store_true",
+                        help="torch.profiler over the timed engine runs: the 25 costliest device ops, then the CPU view")
     parser.add_argument("--kernels", choices=KERNELS, default="torch",
                         help="liger: Liger Kernel's fused RMSNorm, rotary and SwiGLU (CUDA); the reference runs them too")
     args = parser.parse_args()
@@ -178,10 +188,15 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         synchronize(args.device)
+        profiler = profiled(args.device) if args.profile else contextlib.nullcontext()
         started = time.perf_counter()
-        fast = tracer.trace(input_ids=ids, subject_range=subject, answer_id=answer, options=run_options)
-        synchronize(args.device)
+        with profiler as profile:
+            fast = tracer.trace(input_ids=ids, subject_range=subject, answer_id=answer, options=run_options)
+            synchronize(args.device)
         fast_seconds = time.perf_counter() - started
+        if args.profile:
+            sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+            print(profile.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
         memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if args.device.startswith("cuda") else ""
         floor = engine_flops(model, tokens, run_options, subject[0]) / rate
         print(f"{tokens} tokens ({description}): fast {fast_seconds:.2f} s/prompt; arithmetic floor {floor:.2f} s{memory}")
