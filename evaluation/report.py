@@ -78,7 +78,7 @@ def _figures(runs: list[ReportRun], differences: list[tuple[str, Panel]], figure
     for metric in metrics:
         group = [run for run in runs if run.config.trace.metric == metric]
         suffix, named = ("" if metric == "prob" else f"_{metric}"), (f", {metric}" if len(metrics) > 1 else "")
-        panels = [Panel(run.label, {k: estimate_mean(v) for k, v in run.effects.effects.items()}, len(run.effects.known_ids),
+        panels = [Panel(run.label, run.estimates, len(run.effects.known_ids),
                         category_labels()) for run in group]
         panels += [panel for panel_metric, panel in differences if panel_metric == metric]
         value = f"AIE of {metric_label(metric)}"
@@ -130,9 +130,9 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, per
                                    "known_speech": __version__, "min_prompts_for_interval": MIN_PROMPTS_FOR_INTERVAL}
     differences: list[tuple[str, Panel]] = []  # (metric, S→T − T→T panel)
     for run in runs:
-        estimates = {kind: estimate_mean(values) for kind, values in run.effects.effects.items()}
+        estimates = run.estimates
         total = estimate_mean(run.effects.total_effect)
-        report.tables += [overview_table(run, total), peaks_table(run, estimates), bands_table(run, run.effects)]
+        report.tables += [overview_table(run, total), peaks_table(run), bands_table(run, run.effects)]
         if run.control is not None and len(set(run.control.known_ids) & set(run.effects.known_ids)) >= 2:
             report.tables += [control_table(run), bands_table(run, run.control)]
         report.statistics[str(run.folder.path)] = {

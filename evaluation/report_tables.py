@@ -4,6 +4,7 @@ Every number carries its n; an interval only from MIN_PROMPTS_FOR_INTERVAL promp
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ class ReportRun:
     @property
     def value(self) -> str:
         return metric_label(self.config.trace.metric)
+
+    @functools.cached_property
+    def estimates(self) -> dict[str, Estimate]:
+        """Mean AIE per kind and its bootstrap interval, computed once: tables, figures and statistics read it."""
+        return {kind: estimate_mean(values) for kind, values in self.effects.effects.items()}
 
     def subject_effects_on(self, known_ids: list[int]) -> dict[str, np.ndarray]:
         """The subject trace's effects on the prompts given (those the control span has too)."""
@@ -156,11 +162,11 @@ def bands_table(run: ReportRun, effects: RunEffects) -> Table:
     return table
 
 
-def peaks_table(run: ReportRun, estimates: dict[str, Estimate]) -> Table:
+def peaks_table(run: ReportRun) -> Table:
     categories = category_labels()
     return Table(f"{run.label}: where each kind peaks", ["kind", "category", "layer", "n", "AIE [95% CI]"],
                  [[KIND_TITLES[kind], categories[e.peak()[0]], str(e.peak()[1]), count(e, e.peak()), interval(e, e.peak())]
-                  for kind, e in estimates.items()])
+                  for kind, e in run.estimates.items()])
 
 
 def control_table(run: ReportRun) -> Table:

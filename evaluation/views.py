@@ -69,6 +69,7 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
     work = folder.filter_file(model, "text").parent
     written: list[Path] = []
     text_rows: dict[int, FilterRow] = {}
+    text_records: dict[int, dict] = {}
     speech_rows: dict[str, dict[int, FilterRow]] = {}
     for rows_file in sorted(work.glob("*.jsonl")):
         rows = read_filter(rows_file)
@@ -83,13 +84,12 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
         if settings.exists():
             shutil.copyfile(settings, target.with_suffix(".json"))
         if first.modality == "text":
-            text_rows = rows
+            text_rows, text_records = rows, records
         else:
             speech_rows[first.voice_config] = rows
     if text_rows:
         recalled = {k: r for k, r in text_rows.items() if r.match != "none"}
-        records = {int(r["known_id"]): r for r in load_records("text", dataset_dir)}
-        view = _table(_known_rows(recalled, records))
+        view = _table(_known_rows(recalled, text_records))
         written.append(_to_parquet(view, folder.view_file("known_t2t", model)))
     s2t, both = [], []
     for voice_config, rows in speech_rows.items():
