@@ -113,11 +113,9 @@ def _speech_rows_for(adapter) -> list[dict]:
 
 
 def text_records() -> list[dict]:
-    from dataclasses import asdict
+    from known_speech.evaluation.records import load_records
 
-    from known_speech.source import load_known
-
-    return [asdict(r) | {"subject_char_span": list(r.subject_char_span)} for r in load_known()]
+    return load_records("text", dataset="")
 
 
 def setup(args) -> None:

@@ -89,9 +89,11 @@ class Adapter(ABC):
         return {"adapter": self.name, "adapter_options": self.options, **model_provenance(self.model_name, self.decoder),
                 "known_speech": __version__}
 
-    def check_modality(self, modality: str) -> None:
-        if modality not in self.modalities:
-            raise ValueError(f"adapter {self.name!r} supports modalities {self.modalities}, not {modality!r}")
+    @classmethod
+    def check_modality(cls, modality: str) -> None:
+        """On the class, so that a command refuses a modality before it loads the model."""
+        if modality not in cls.modalities:
+            raise ValueError(f"--modality {modality}: adapter {cls.name!r} supports {', '.join(cls.modalities)}")
 
     def input_embeddings(self, model_input: ModelInput) -> torch.Tensor:
         """(positions, hidden) embeddings entering the first layer (noise is calibrated on these)."""

@@ -3,6 +3,7 @@ the tokenizer's default special tokens, the subject, the text tokens and the ans
 
 from __future__ import annotations
 
+from known_speech.source import subject_start
 from known_speech.tracing.prompts import AnswerToken, Encoding, answer_token, encode, tokens_overlapping
 
 from .model_input import Modality, ModelInput
@@ -83,13 +84,14 @@ def record_answer(tokenizer, prompt_text: str, record: dict) -> AnswerToken:
 
 
 def subject_chars(record: dict) -> tuple[int, int]:
-    """[start, end) of the subject in the prompt: the record's span, else the subject's first occurrence."""
+    """[start, end) of the subject in the prompt: the record's span, else the subject's first whole-word occurrence."""
     if record.get("subject_char_span"):
         start, end = record["subject_char_span"]
         return int(start), int(end)
-    start = record["prompt"].find(record["subject"])
+    start = subject_start(record["prompt"], record["subject"])
     if start < 0:
-        raise ValueError(f"known_id={record['known_id']}: field 'subject': {record['subject']!r} is not in the prompt")
+        raise ValueError(f"known_id={record['known_id']}: field 'subject': {record['subject']!r} is not in the prompt "
+                         f"as whole words")
     return start, start + len(record["subject"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from known_speech.layout import model_slug
+from known_speech.layout import model_slug, selection_name
 from known_speech.tracing import TraceOptions
 
 from .model_input import Modality
@@ -47,7 +47,7 @@ class TraceRunConfig:
     @property
     def run_name(self) -> str:
         """text or speech-<voice config>, and the metric where it is not ROME's P(answer)."""
-        name = "text" if self.modality == "text" else f"speech-{self.voice_config}"
+        name = selection_name(self.modality, self.voice_config)
         return name if self.trace.metric == "prob" else f"{name}-{self.trace.metric}"
 
     def run_dir(self, out: str | Path) -> Path:

@@ -138,6 +138,8 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     differ by float rounding only), so not one of the run's settings. records: the selection itself,
     where it is not read from the dataset folder (a benchmark's synthetic rows)."""
     started = time.perf_counter()
+    adapter_cls = type(adapter) if adapter is not None else adapter_class(config.adapter)
+    adapter_cls.check_modality(config.modality)
     dist = Distributed(device)
     folder = RunFolder.of(config, out)
     saved = folder.resume(config)
@@ -153,9 +155,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
         shares = balanced_shares(costs, dist.world_size)
     shares = dist.broadcast(shares)
     share = shares[dist.rank]
-    adapter = adapter or adapter_class(config.adapter)(config.model, device=dist.device, dtype=config.dtype,
-                                                       **config.adapter_options)
-    adapter.check_modality(config.modality)
+    adapter = adapter or adapter_cls(config.model, device=dist.device, dtype=config.dtype, **config.adapter_options)
     failed: dict[int, str] = {}
     inputs: dict[int, ModelInput] = {}  # a resumed run has its noise level: items are prepared when traced
     if saved:

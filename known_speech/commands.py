@@ -40,8 +40,7 @@ def filter_(args: argparse.Namespace) -> int:
     folder = DatasetFolder(args.dataset)
     records = load_records(args.modality, args.dataset, args.voice_config)[: args.limit]
     adapter_cls = adapter_class(args.adapter or adapter_for(args.model))
-    if args.modality not in adapter_cls.modalities:
-        raise ValueError(f"--modality {args.modality}: adapter {adapter_cls.name!r} supports {adapter_cls.modalities}")
+    adapter_cls.check_modality(args.modality)
     path = folder.filter_file(args.model, args.modality, args.voice_config)
     with folder.writing(f"filter {args.model} {args.modality}"):
         adapter = adapter_cls(args.model, device=args.device, dtype=args.dtype, **args.adapter_options)

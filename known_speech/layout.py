@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["DatasetFolder", "model_slug", "BUILD_STATS_FILE", "VERSIONS_FILE", "CARD_FILE", "WORK_DIR"]
+__all__ = ["DatasetFolder", "model_slug", "selection_name", "BUILD_STATS_FILE", "VERSIONS_FILE", "CARD_FILE", "WORK_DIR"]
 
 BUILD_STATS_FILE = "build_stats.json"
 VERSIONS_FILE = "versions.json"
@@ -40,6 +40,11 @@ def model_slug(model: str) -> str:
     """A file-system and config-name safe name: `HuggingFaceTB/SmolLM2` -> `HuggingFaceTB--SmolLM2`."""
     name = Path(model).name if Path(model).exists() else model
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-")
+
+
+def selection_name(modality: str, voice_config: str = "") -> str:
+    """`text`, or `speech-<voice config>`: the name of a modality's records, for filter files and trace runs."""
+    return modality if modality == "text" else f"speech-{voice_config}"
 
 
 @dataclass(frozen=True)
@@ -74,17 +79,13 @@ class DatasetFolder:
     def filter_dir(self, model: str) -> Path:
         return self.root / "filters" / model_slug(model)
 
-    @staticmethod
-    def filter_name(modality: str, voice_config: str = "") -> str:
-        return modality if modality == "text" else f"speech-{voice_config}"
-
     def filter_file(self, model: str, modality: str, voice_config: str = "") -> Path:
         """The resumable rows of a filter run (JSON lines, in the work folder)."""
-        return self.work_dir / "filters" / model_slug(model) / f"{self.filter_name(modality, voice_config)}.jsonl"
+        return self.work_dir / "filters" / model_slug(model) / f"{selection_name(modality, voice_config)}.jsonl"
 
     def filter_table(self, model: str, modality: str, voice_config: str = "") -> Path:
         """The published filter (parquet), made from the rows when a run ends."""
-        return self.filter_dir(model) / f"{self.filter_name(modality, voice_config)}.parquet"
+        return self.filter_dir(model) / f"{selection_name(modality, voice_config)}.parquet"
 
     def filter_dirs(self) -> list[Path]:
         return sorted(path for path in (self.root / "filters").glob("*/") if path.is_dir())

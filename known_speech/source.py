@@ -87,7 +87,9 @@ def bundled_source_path() -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Hex sha256 of a file's bytes, read in blocks (a model file need not fit in memory twice)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _validate(raw: object, index: int, source: Path) -> KnownRecord:

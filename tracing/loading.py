@@ -87,14 +87,14 @@ def model_provenance(name_or_path: str, model) -> dict:
     elif Path(name_or_path).exists():
         info["path"] = str(Path(name_or_path).resolve())
     if gguf_path is not None:
-        import hashlib
-
         import gguf
+
+        from known_speech.source import file_sha256
 
         reader = gguf.GGUFReader(str(gguf_path))
         field = reader.fields.get("general.file_type")
         file_type = int(field.parts[field.data[0]][0]) if field is not None else None
-        info.update(gguf_file=gguf_path.name, gguf_sha256=hashlib.sha256(gguf_path.read_bytes()).hexdigest(),
+        info.update(gguf_file=gguf_path.name, gguf_sha256=file_sha256(gguf_path),
                     quantisation=(gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
                                   if file_type is not None else "unknown") + f", dequantised to {info['dtype']}")
     return info

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from known_speech.source import subject_start
+
 from .engine import CausalTracer
 from .result import TraceOptions, TraceResult
 
@@ -153,9 +155,9 @@ def trace_text_prompt(
     """Trace a text prompt tokenized whole with the tokenizer's default special tokens. Without `answer`,
     the clean run's top prediction is traced (as ROME); with `options.metric="attribute"`, the input
     is the prompt and the attribute but its last token, and all the attribute's tokens are scored."""
-    char_start = prompt.find(subject)
+    char_start = subject_start(prompt, subject)
     if char_start < 0:
-        raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r}")
+        raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r} as whole words")
     encoding = encode(tokenizer, prompt)
     input_ids, skipped = list(encoding.ids), ()
     if options.metric == "attribute":
