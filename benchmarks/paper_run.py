@@ -208,9 +208,12 @@ def trace(args) -> None:
     config = TraceRunConfig(model=str(root / "spiritlm_model" / "spirit-lm-base-7b"), adapter="spiritlm",
                             modality=args.modality, voice_config=VOICE, unfiltered=True, limit=args.limit,
                             dtype="bfloat16", trace=TraceOptions(samples=args.samples))
-    out = root / f"results-{world}gpu-{'compiled' if args.compile else 'eager'}"
-    summary = run_trace(config, out=out, device=DEVICE, compile=args.compile, records=records, adapter=adapter)
+    engine = ("compiled" if args.compile else "eager") + ("" if args.kernels == "torch" else f"-{args.kernels}")
+    out = root / f"results-{world}gpu-{engine}"
+    summary = run_trace(config, out=out, device=DEVICE, compile=args.compile, records=records, adapter=adapter,
+                        kernels=args.kernels)
     _record_timing(root, stage="trace", modality=args.modality, world_size=world, compile=args.compile,
+                   kernels=args.kernels,
                    load_seconds=round(loaded - started, 2),
                    items=summary.items, traced=summary.traced, failed=summary.failed, calibrated_on=len(records),
                    run_trace_seconds=round(summary.seconds, 2),
@@ -238,6 +241,7 @@ def main() -> None:
         if name == "trace":
             stage.add_argument("--samples", type=int, default=10)
             stage.add_argument("--compile", action="store_true")
+            stage.add_argument("--kernels", choices=("torch", "liger"), default="torch")
     args = parser.parse_args()
     if getattr(args, "root", None):
         Path(args.root).mkdir(parents=True, exist_ok=True)

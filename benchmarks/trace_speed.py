@@ -19,6 +19,7 @@ import time
 import torch
 
 from known_speech.tracing import CausalTracer, TraceOptions
+from known_speech.tracing.kernels import KERNELS
 from known_speech.tracing.restoration import window_layers
 from known_speech.tracing.reference import reference_trace
 
@@ -73,38 +74,19 @@ def engine_flops(model, length: int, options: TraceOptions, subject_start: int) 
     return total
 
 
-KERNELS = ("torch", "liger")
-
-
-def use_kernels(model, kernels: str) -> str:
-    """Liger Kernel's Triton RMSNorm, rotary embedding and SwiGLU patched into the loaded model (the
-    model's own modules keep running, so the engine's hooks and the reference loop see the same model).
-    An experiment for issue #18: 3 % at 48 tokens eager, slower compiled (BENCHMARKS.md), so the
-    toolkit itself does not offer it."""
-    if kernels == "torch":
-        return kernels
-    from importlib import metadata
-
-    from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
-
-    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                    fused_linear_cross_entropy=False)
-    return f"liger-kernel {metadata.version('liger-kernel')}"
-
-
 def profiled(device: str):
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    return profile(activities=activities)
+    return profile(activities=activities, record_shapes=True)
 
 
-def build_model(name: str, device: str, dtype: torch.dtype):
+def build_model(name: str, device: str, dtype: torch.dtype, layers: int | None = None):
     if name == "llama2-7b-random":
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
-        config = LlamaConfig(**LLAMA2_7B_SHAPE)
+        config = LlamaConfig(**{**LLAMA2_7B_SHAPE, **({"num_hidden_layers": layers} if layers else {})})
         with torch.device(device):
             default = torch.get_default_dtype()
             torch.set_default_dtype(dtype)
@@ -148,43 +130,63 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="*", default=[10], help="prompt lengths timed against the reference")
     parser.add_argument("--fast-only-tokens", type=int, nargs="*", default=[], help="lengths run by the engine alone")
     parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--layers", type=int, default=None,
+                        help="llama2-7b-random with fewer layers (a float32 reference loop of all 32 takes minutes)")
     parser.add_argument("--compile", action="store_true", help="the engine's inductor-compiled sublayers")
     parser.add_argument("--profile", action="store_true",
                         help="torch.profiler over the timed engine runs: the 25 costliest device ops, then the CPU view")
+    parser.add_argument("--warm-up", choices=("positions", "full"), default="positions",
+                        help="positions: three restoration positions (the shapes compilation specialises on); "
+                             "full: the whole timed trace once, so every kernel a JIT specialises is built before timing")
     parser.add_argument("--kernels", choices=KERNELS, default="torch",
-                        help="liger: Liger Kernel's fused RMSNorm, rotary and SwiGLU (CUDA); the reference runs them too")
+                        help="liger: Liger Kernel's fused RMSNorm, rotary and SwiGLU (CUDA), patched in after the reference ran")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     torch.set_grad_enabled(False)
-    model, tokenizer = build_model(args.model, args.device, dtype)
-    kernels = use_kernels(model, args.kernels)
+    model, tokenizer = build_model(args.model, args.device, dtype, args.layers)
     options = TraceOptions(samples=args.samples, self_check=False)
-    tracer = CausalTracer(model, model_name=args.model, compile=args.compile)
     rate = matmul_rate(args.device, dtype)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    print(f"device {device_name} ({args.device}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
-          f"model {args.model} ({model.config.num_hidden_layers} layers, d={model.config.hidden_size}), {args.dtype}, "
-          f"kinds {','.join(options.kinds)}, {options.samples} samples; matmul {rate / 1e12:.1f} TFLOP/s; "
-          f"engine {'compiled' if args.compile else 'eager'}, kernels {kernels}")
-    ratios = []
+    prompts = {}
     for tokens in list(args.tokens) + list(args.fast_only_tokens):
-        with_reference = tokens in args.tokens
         ids, subject, answer, description = (
             random_prompt(model, tokens, args.device) if tokenizer is None else known_prompt(tokenizer, tokens)
         )
         embeds = model.get_input_embeddings()(ids.to(args.device))
         sigma = 3 * embeds[subject[0]:subject[1]].float().std().item()
+        prompts[tokens] = (ids, subject, answer, description, embeds, sigma)
+    # the reference loop first, on the model's own code: the engine's kernels (patched into the model)
+    # are then part of what the difference measures
+    references = {}
+    for tokens in args.tokens:
+        ids, subject, answer, description, embeds, sigma = prompts[tokens]
+        synchronize(args.device)
+        started = time.perf_counter()
+        run_options = TraceOptions(samples=args.samples, noise_std=sigma, self_check=False)
+        references[tokens] = reference_trace(model, embeds, subject, answer, run_options, sigma)
+        synchronize(args.device)
+        references[tokens] = (references[tokens], time.perf_counter() - started)
+    tracer = CausalTracer(model, model_name=args.model, compile=args.compile, kernels=args.kernels)
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"device {device_name} ({args.device}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
+          f"model {args.model} ({model.config.num_hidden_layers} layers, d={model.config.hidden_size}), {args.dtype}, "
+          f"kinds {','.join(options.kinds)}, {options.samples} samples; matmul {rate / 1e12:.1f} TFLOP/s; "
+          f"engine {'compiled' if args.compile else 'eager'}, kernels {tracer.kernels} (reference: the model's own)")
+    ratios = []
+    for tokens, (ids, subject, answer, description, embeds, sigma) in prompts.items():
         run_options = TraceOptions(samples=args.samples, noise_std=sigma, self_check=False)
         # warm-up, timed apart: the first restoration at the subject start, one after it and the last
         # position (one query) are the shapes that compilation specialises on
         warm_up = TraceOptions(samples=args.samples, noise_std=sigma, self_check=False,
                                token_range=(subject[0], subject[0] + 1, tokens - 1))
+        if args.warm_up == "full":
+            warm_up = run_options
         synchronize(args.device)
         started = time.perf_counter()
         tracer.trace(input_ids=ids, subject_range=subject, answer_id=answer, options=warm_up)
         synchronize(args.device)
         print(f"{tokens} tokens: warm-up {time.perf_counter() - started:.2f} s "
-              f"({'compilation of new shapes' if args.compile else 'three positions'})")
+              f"({'the whole trace' if args.warm_up == 'full' else 'three positions'}"
+              f"{', compiling new shapes' if args.compile else ''})")
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         synchronize(args.device)
@@ -197,15 +199,16 @@ def main() -> None:
         if args.profile:
             sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
             print(profile.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
+            # the same ops told apart by their input shapes: which norm, rotary or merge a `mul` belongs to
+            print(profile.key_averages(group_by_input_shape=True).table(
+                sort_by=sort, row_limit=40, max_name_column_width=40, max_shapes_column_width=90))
         memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if args.device.startswith("cuda") else ""
         floor = engine_flops(model, tokens, run_options, subject[0]) / rate
-        print(f"{tokens} tokens ({description}): fast {fast_seconds:.2f} s/prompt; arithmetic floor {floor:.2f} s{memory}")
-        if not with_reference:
+        print(f"{tokens} tokens ({description}): fast {fast_seconds:.2f} s/prompt; arithmetic floor {floor:.2f} s "
+              f"({fast_seconds / floor:.2f}x){memory}")
+        if tokens not in references:
             continue
-        started = time.perf_counter()
-        reference = reference_trace(model, embeds, subject, answer, run_options, sigma)
-        synchronize(args.device)
-        reference_seconds = time.perf_counter() - started
+        reference, reference_seconds = references[tokens]
         difference = max(float((torch.from_numpy(fast.scores[k]) - reference[k]).abs().max()) for k in run_options.kinds)
         ratio = reference_seconds / fast_seconds
         ratios.append(f"{ratio:.2f}x@{tokens}tok")

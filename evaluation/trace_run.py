@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from known_speech.progress import bars_disabled
 from known_speech.tracing import CausalTracer, TraceOptions, TraceResult
+from known_speech.tracing.kernels import check_kernels
 from known_speech.tracing.noise import EmbeddingMoments
 from known_speech.tracing.prompts import attribute_ids
 
@@ -129,17 +130,20 @@ def _trace_item(tracer: CausalTracer, adapter: Adapter, folder: RunFolder, model
 
 
 def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str = "cpu", retry_failed: bool = False,
-              adapter: Adapter | None = None, compile: bool = False, records: list[dict] | None = None) -> TraceRunSummary:
+              adapter: Adapter | None = None, compile: bool = False, records: list[dict] | None = None,
+              kernels: str = "torch") -> TraceRunSummary:
     """Trace the selected items not yet in the run folder; safe to stop and start again.
 
     Under torchrun each rank prepares only its own items (its share, by an estimate from the records,
     and its part of the calibration set); sigma comes from all ranks' subject moments, merged exactly.
     compile: the engine's inductor-compiled sublayers, an execution choice like the device (results
-    differ by float rounding only), so not one of the run's settings. records: the selection itself,
+    differ by float rounding only), so not one of the run's settings; so is `kernels` ("liger": fused
+    norms, rotary and SwiGLU on CUDA). Each result records both under metadata["engine"]. records: the selection itself,
     where it is not read from the dataset folder (a benchmark's synthetic rows)."""
     started = time.perf_counter()
     adapter_cls = type(adapter) if adapter is not None else adapter_class(config.adapter)
     adapter_cls.check_modality(config.modality)
+    check_kernels(kernels, device, compile)
     dist = Distributed(device)
     folder = RunFolder.of(config, out)
     saved = folder.resume(config)
@@ -178,7 +182,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
                                               datetime.now(timezone.utc).isoformat(timespec="seconds")))
     dist.barrier()
     options = config.options(noise_std)
-    tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile)
+    tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile, kernels=kernels)
     folder.make_dirs()
     loop_started = time.perf_counter()
     for known_id in tqdm(share, desc=f"trace {config.run_name} (rank {dist.rank})", unit="item", position=dist.rank,

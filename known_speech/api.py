@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .tracing import KINDS, CausalTracer, Kind, TraceOptions, TraceResult
+from .tracing.kernels import check_kernels
 from .tracing.metric import Metric
 from .tracing.prompts import trace_text_prompt
 
@@ -20,7 +21,7 @@ __all__ = ["trace_prompt"]
 def trace_prompt(model, prompt: str, subject: str, answer: str | None = None, *, tokenizer=None,
                  kinds: Sequence[Kind] = KINDS, samples: int = 10, noise_factor: float = 3.0,
                  noise_std: float | None = None, window: int = 10, metric: Metric = "prob", device: str = "cpu",
-                 dtype: str = "auto", compile: bool = False) -> TraceResult:
+                 dtype: str = "auto", compile: bool = False, kernels: str = "torch") -> TraceResult:
     """Causal trace of `prompt` with `subject` corrupted (ROME's semantics).
 
     model: a name or path for `transformers` ("smollm2": the offline SmolLM2-135M-Instruct), or a loaded
@@ -28,8 +29,10 @@ def trace_prompt(model, prompt: str, subject: str, answer: str | None = None, *,
     "prob" or "logprob"), or all its tokens teacher-forced ("attribute"); None traces the model's top
     prediction. The prompt is tokenized whole with the tokenizer's default special tokens (BOS where the
     model's tokenizer adds one). noise_std None: noise_factor x the std of this prompt's subject
-    embeddings (ROME calibrates over many subjects: pass that sigma for comparable traces)."""
+    embeddings (ROME calibrates over many subjects: pass that sigma for comparable traces). compile and
+    kernels ("liger", CUDA) choose how the engine runs, as `CausalTracer` says."""
     name = model if isinstance(model, str) else ""
+    check_kernels(kernels, device if name else str(next(model.parameters()).device), compile)
     if isinstance(model, str):
         from .evaluation.adapter import resolve_dtype
         from .tracing.loading import load_causal_lm
@@ -39,4 +42,4 @@ def trace_prompt(model, prompt: str, subject: str, answer: str | None = None, *,
         raise ValueError("a loaded model needs its tokenizer: trace_prompt(model, ..., tokenizer=tokenizer)")
     options = TraceOptions(kinds=tuple(kinds), samples=samples, noise_factor=noise_factor, noise_std=noise_std,
                            window=window, metric=metric)
-    return trace_text_prompt(CausalTracer(model, model_name=name, compile=compile), tokenizer, prompt, subject, answer, options)
+    return trace_text_prompt(CausalTracer(model, model_name=name, compile=compile, kernels=kernels), tokenizer, prompt, subject, answer, options)

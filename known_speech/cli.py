@@ -75,6 +75,7 @@ def _defaults(options_class) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     from known_speech.builders.options import BuildOptions
+    from known_speech.tracing.kernels import KERNELS
     from known_speech.tracing.metric import METRICS
     from known_speech.tracing.result import TraceOptions
 
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--compile", action="store_true",
                        help="compile the model's sublayers with torch.compile: ~1.4x faster on GPU after a one-off "
                             "compilation of ~30 s; off by default")
+    trace.add_argument("--kernels", choices=KERNELS, default="torch",
+                       help="liger: Liger Kernel's fused RMSNorm, rotary embedding and SwiGLU (CUDA; "
+                            "pip install 'known-speech[gpu]'): ~1.3x faster eager tracing; default: torch")
     trace.add_argument("--out", default="results", help="results folder (default: results)")
     trace.set_defaults(handler=commands.trace)
 

@@ -67,7 +67,8 @@ def trace(args: argparse.Namespace) -> int:
         trace=TraceOptions(kinds=tuple(args.kinds.split(",")), samples=args.samples, window=args.window,
                            noise_factor=args.noise_factor, metric=args.metric),
     )
-    summary = run_trace(config, out=args.out, device=args.device, retry_failed=args.retry_failed, compile=args.compile)
+    summary = run_trace(config, out=args.out, device=args.device, retry_failed=args.retry_failed, compile=args.compile,
+                        kernels=args.kernels)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"{summary.run_dir}: {summary.traced} of {summary.items} items traced, {summary.failed} failed, "
               f"{summary.seconds:.1f} s on {summary.world_size} process(es), "

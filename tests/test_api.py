@@ -23,6 +23,8 @@ def test_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     result, whole = namespace["result"], namespace["whole"]
     assert result.answer == " Rome" and result.high_score > 0.2 > result.low_score  # SmolLM2 recalls Rome
     assert result.metadata["answer_pieces"] == ["ĠRome"] and set(result.scores) == {"hidden", "mlp"}
+    assert result.metadata["engine"] == {"compiled": False, "kernels": "torch", "shared_prefix_attention": True,
+                                         "device": "cpu"}
     assert (tmp_path / "italy.pdf").read_bytes().startswith(b"%PDF")
     # the whole attribute, teacher-forced: several tokens, a log-probability, input = prompt + all but the last
     tokenizer = namespace["tokenizer"]

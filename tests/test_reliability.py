@@ -226,6 +226,18 @@ def test_errors_name_the_input_and_the_fix_in_one_line(tmp_path, capsys, monkeyp
                      "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model 'no-such-org/no-such-model' could not be loaded" in err
+    # refused before any model loads: the unloadable model is never reached
+    assert cli_main(["trace", "--model", "no-such-org/no-such-model", "--kernels", "liger", "--unfiltered",
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--kernels liger runs Triton kernels on CUDA only; use --device cuda" in err
+    monkeypatch.setitem(sys.modules, "liger_kernel", None)  # not installed (it is an extra: known-speech[gpu])
+    for extra, message in (([], "Liger Kernel is not installed; pip install 'known-speech[gpu]'"),
+                           (["--compile"], "with --compile: torch.compile cannot trace Liger's RMSNorm")):
+        assert cli_main(["trace", "--model", "no-such-org/no-such-model", "--kernels", "liger", "--device", "cuda",
+                         *extra, "--unfiltered", "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
     with pytest.raises(SystemExit):
         cli_main(["trace", "--model", "smollm2", "--noise-factor", "-1", "--out", str(tmp_path)])
     assert "expected a positive number" in capsys.readouterr().err and not list(tmp_path.rglob("run.json"))

@@ -114,7 +114,7 @@ def test_shared_prefix_attention_equals_sdpa_over_prefix_and_rows():
     mask = torch.ones(length, prefix + length, dtype=torch.bool).tril(prefix)  # query i sees keys <= prefix + i
     expected = F.scaled_dot_product_attention(query, full_keys, full_values, attn_mask=mask, scale=0.3)
     torch.testing.assert_close(output, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
-    # in bfloat16 the parts are merged in float32 and rounded once: the float32 result, rounded
+    # in bfloat16 (two rounded parts, their weight rounded too) the float32 result, to bfloat16 precision
     half = [t.bfloat16() for t in (query, key, value, prefix_keys, prefix_values)]
     output, _ = shared_prefix_attention(nn.Module(), *half[:3], None, scaling=0.3, shared_prefix=SharedPrefix(*half[3:]))
     assert output.dtype == torch.bfloat16 and output.is_contiguous()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .engine import CausalTracer
+from .kernels import KERNELS, check_kernels
 from .loading import load_causal_lm
 from .plot import plot_trace
 from .prompts import trace_text_prompt
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the sublayers (worth it on GPU)")
+    parser.add_argument("--kernels", choices=KERNELS, default="torch",
+                        help="liger: Liger Kernel's fused norms, rotary embedding and SwiGLU (CUDA)")
     parser.add_argument("--out", default="results/trace", help="output folder")
     return parser
 
@@ -35,12 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_kernels(args.kernels, args.device, args.compile)
     model, tokenizer = load_causal_lm(args.model, args.dtype, args.device)
     options = TraceOptions(
         kinds=tuple(args.kind or KINDS), samples=args.samples, noise_factor=args.noise_factor,
         noise_std=args.noise_std, window=args.window,
     )
-    tracer = CausalTracer(model, model_name=args.model, compile=args.compile)
+    tracer = CausalTracer(model, model_name=args.model, compile=args.compile, kernels=args.kernels)
     result = trace_text_prompt(tracer, tokenizer, args.prompt, args.subject, args.answer, options)
     out = Path(args.out)
     result.save(out / "trace.npz")

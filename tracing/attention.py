@@ -127,15 +127,16 @@ def shared_prefix_attention(
         causal=False,
         scale=scale,
     )
-    # back to rows: (samples, heads, rows, q, ...) -> (samples, rows, heads, q, ...) -> (B, heads, q, ...)
-    prefix_output = prefix_output.unflatten(2, (rows, length)).transpose(1, 2).reshape(batch, heads, length, head_dim)
-    prefix_lse = prefix_lse.unflatten(2, (rows, length)).transpose(1, 2).reshape(batch, heads, length)
-    total_lse = torch.logaddexp(prefix_lse, own_lse)
-    # float32 weights times the half-precision parts promote inside each kernel (no float32 copies of the
-    # outputs), and the cast back goes with the layout change: three passes over the output, not seven
-    output = torch.mul(prefix_output, torch.exp(prefix_lse - total_lse)[..., None])
-    output = torch.addcmul(output, own_output, torch.exp(own_lse - total_lse)[..., None])
-    return output.transpose(1, 2).to(query.dtype, memory_format=torch.contiguous_format), None
+    # both parts in the (B, q, heads, ...) order transformers expects back; the fused kernels write their
+    # outputs in that memory order, so these are views (the log-sum-exps, 1/head_dim of the size, are copied)
+    prefix_output = prefix_output.transpose(1, 2).reshape(batch, length, heads, head_dim)
+    prefix_lse = prefix_lse.transpose(1, 2).reshape(batch, length, heads)
+    own_output, own_lse = own_output.transpose(1, 2), own_lse.transpose(1, 2)
+    # softmax over both parts = own + w * (prefix - own), w = exp(prefix_lse) / (exp(prefix_lse) + exp(own_lse));
+    # one pass over the outputs (lerp computes in float32 inside; w is rounded to the outputs' dtype)
+    prefix_weight = torch.sigmoid(prefix_lse - own_lse).to(own_output.dtype)
+    output = torch.lerp(own_output, prefix_output, prefix_weight[..., None])
+    return output.contiguous(), None
 
 
 @functools.cache

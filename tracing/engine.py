@@ -20,6 +20,7 @@ from torch import nn
 from .architectures import ArchitectureSpec
 from .attention import ATTENTION_NAME, SharedPrefix, SharedPrefixUnsupported, attention_implementation
 from .decoder import DecoderRunner, PrefixKV, attention_backends
+from .kernels import check_kernels, use_kernels
 from .metric import Target
 from .self_check import self_check
 from .noise import corrupt, subject_noise
@@ -43,11 +44,14 @@ class CausalTracer:
     """ROME-style causal tracing of a Hugging Face decoder LM (hidden / MLP / attention)."""
 
     def __init__(self, model: nn.Module, spec: ArchitectureSpec | None = None, model_name: str = "",
-                 compile: bool = False):
+                 compile: bool = False, kernels: str = "torch"):
         """compile: run the restorations through inductor-compiled sublayers (worth it on GPU, for
-        many prompts: the first trace of each new shape pays the compilation)."""
+        many prompts: the first trace of each new shape pays the compilation). kernels: "liger" patches
+        Liger Kernel's fused norms, rotary embedding and SwiGLU into `model` (CUDA; `tracing.kernels`)."""
         self.model = model
         self.compile = compile
+        check_kernels(kernels, str(next(model.parameters()).device), compile)
+        self.kernels = use_kernels(model, kernels)
         self.runner = DecoderRunner(model, spec)
         self.model_name = model_name or getattr(getattr(model, "config", None), "_name_or_path", "")
         # restorations attend to the corrupted run's prefix through `attention.shared_prefix_attention`;
@@ -283,4 +287,10 @@ class CausalTracer:
             dtype=str(runner.dtype).removeprefix("torch."),
             input_ids=input_ids.tolist() if input_ids is not None else None,
             seconds=time.perf_counter() - started,
+            metadata={"engine": self.describe()},
         )
+
+    def describe(self) -> dict:
+        """How the scores were computed (they differ between these by float rounding only)."""
+        return {"compiled": self.compile, "kernels": self.kernels, "shared_prefix_attention": self.shared_prefix,
+                "device": str(self.runner.device)}
