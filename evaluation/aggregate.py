@@ -34,6 +34,7 @@ class RunEffects:
     high: np.ndarray  # (items,) clean P(answer)
     low: np.ndarray  # (items,) corrupted P(answer)
     noise_std: float
+    engines: tuple[str, ...] = ()  # how the items were computed (TraceResult metadata "engine"), each once
 
     @property
     def total_effect(self) -> np.ndarray:
@@ -43,7 +44,7 @@ class RunEffects:
         rows = [self.known_ids.index(known_id) for known_id in known_ids]
         return RunEffects(self.run_dir, self.config, self.span, list(known_ids),
                           {kind: table[rows] for kind, table in self.effects.items()},
-                          self.high[rows], self.low[rows], self.noise_std)
+                          self.high[rows], self.low[rows], self.noise_std, self.engines)
 
 
 def collect_effects(run_dir: str | Path, span: Span = "items") -> RunEffects:
@@ -55,9 +56,10 @@ def collect_effects(run_dir: str | Path, span: Span = "items") -> RunEffects:
     if not known_ids:
         raise ValueError(f"{folder.path}/{span} holds no traced item")
     effects: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
-    high, low = [], []
+    high, low, engines = [], [], set()
     for known_id in known_ids:
         result = folder.load(known_id, span)
+        engines.add(engine_description(result.metadata.get("engine")))
         positions = position_map(result)
         for kind in kinds:
             effects[kind].append(category_effects(result.indirect_effect(kind), positions.text_token_of_position,
@@ -65,7 +67,16 @@ def collect_effects(run_dir: str | Path, span: Span = "items") -> RunEffects:
         high.append(result.high_score)
         low.append(result.low_score)
     return RunEffects(folder.path, settings.config, span, known_ids, {k: np.stack(v) for k, v in effects.items()},
-                      np.array(high), np.array(low), settings.noise_std)
+                      np.array(high), np.array(low), settings.noise_std, tuple(sorted(engines)))
+
+
+def engine_description(engine: dict | None) -> str:
+    """'eager, kernels torch, shared-prefix attention, cuda:0' from a result's metadata["engine"]."""
+    if not engine:
+        return "not recorded"
+    attention = "shared-prefix attention" if engine.get("shared_prefix_attention") else "per-row K/V copies"
+    return (f"{'compiled' if engine.get('compiled') else 'eager'}, kernels {engine.get('kernels', '?')}, {attention}, "
+            f"{engine.get('device', '?')}")
 
 
 @dataclass

@@ -111,6 +111,7 @@ def header_table(runs: list[ReportRun], common: str) -> Table:
             f"{len(run.effects.known_ids)} · {len(run.control.known_ids) if run.control else 0}")
         put("failed", run.folder.failures())
         put("traced on", settings.created or "not recorded")
+        put("engine", "; ".join(run.effects.engines) or "not recorded")
         put("known-speech · transformers · torch", " · ".join(
             provenance.get(k, "?") for k in ("known_speech", "transformers", "torch")))
     return Table("What produced these numbers", ["", *(run.label for run in runs)],

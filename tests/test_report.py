@@ -40,6 +40,7 @@ def test_report_of_real_smollm2_runs(tmp_path):
     assert rows["n traced (subject · control span)"].startswith(f"| n traced (subject · control span) | {traced} · ")
     assert re.search(r"\| \d+\.\d+\.\d+.* · \d+\.\d+\.\d+ · 2\.14\.1", rows["known-speech · transformers · torch"])
     assert re.search(r"\| 2026-\d\d-\d\dT", rows["traced on"])
+    assert rows["engine"].count("eager, kernels torch, shared-prefix attention, cpu") == 2
     # n per category row, intervals only where n allows, and the warning saying so
     assert f"| hidden state | last subject token | {traced} |" in markdown and f"(n={traced}, no interval)" in markdown
     assert f"<div class='warning'><b>Warning:</b> smollm2 T→T: only n = {traced} prompt(s)" in html
