@@ -4,6 +4,8 @@
 SwiGLU patched into the loaded model, one pass each where the model's code makes several (the eager
 engine's largest cost after the matrix products; BENCHMARKS.md). The model's modules stay in place, so
 the tracing hooks and a reference loop run on the same model; results differ by float rounding only.
+Liger replaces the rotary function of the model's family in transformers for the whole process, so
+every model of that family in the process then needs CUDA too.
 """
 
 from __future__ import annotations
