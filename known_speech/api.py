@@ -42,4 +42,5 @@ def trace_prompt(model, prompt: str, subject: str, answer: str | None = None, *,
         raise ValueError("a loaded model needs its tokenizer: trace_prompt(model, ..., tokenizer=tokenizer)")
     options = TraceOptions(kinds=tuple(kinds), samples=samples, noise_factor=noise_factor, noise_std=noise_std,
                            window=window, metric=metric)
-    return trace_text_prompt(CausalTracer(model, model_name=name, compile=compile, kernels=kernels), tokenizer, prompt, subject, answer, options)
+    tracer = CausalTracer(model, model_name=name, compile=compile, kernels=kernels)
+    return trace_text_prompt(tracer, tokenizer, prompt, subject, answer, options)
