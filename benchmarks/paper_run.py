@@ -127,7 +127,7 @@ def setup(args) -> None:
 
     started = time.perf_counter()
     root = Path(args.root)
-    lm_dir = root / "spiritlm_model" / "spirit-lm-base-7b"
+    lm_dir = _lm_dir(root)
     # the markers and units, then fillers, as user-defined pieces: 32,512 pieces as the release has
     text_pieces = 3000
     fillers = [f"[Unused{i}]" for i in range(VOCAB - text_pieces - len(SPIRITLM_MARKERS) - 3)]
@@ -153,10 +153,14 @@ def setup(args) -> None:
     _record_timing(root, stage="setup", vocab=vocab, parameters=parameters, seconds=round(time.perf_counter() - started, 2))
 
 
-def _adapter(root: Path):
+def _lm_dir(root: Path) -> Path:
+    return root / "spiritlm_model" / "spirit-lm-base-7b"
+
+
+def _adapter(root: Path, device: str = DEVICE):
     from known_speech.evaluation.spiritlm import SpiritLMAdapter
 
-    return SpiritLMAdapter(str(root / "spiritlm_model" / "spirit-lm-base-7b"), device=DEVICE, dtype="bfloat16")
+    return SpiritLMAdapter(str(_lm_dir(root)), device=device, dtype="bfloat16")
 
 
 def filter_(args) -> None:
@@ -194,18 +198,15 @@ def trace(args) -> None:
     from known_speech.evaluation.trace_run import run_trace
     from known_speech.tracing import TraceOptions
 
-    from known_speech.evaluation.spiritlm import SpiritLMAdapter
-
     root = Path(args.root)
     world = int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_RANK", 0))
     started = time.perf_counter()
-    adapter = SpiritLMAdapter(str(root / "spiritlm_model" / "spirit-lm-base-7b"),
-                              device=f"cuda:{local}" if DEVICE == "cuda" else DEVICE, dtype="bfloat16")
+    adapter = _adapter(root, device=f"cuda:{local}" if DEVICE == "cuda" else DEVICE)
     loaded = time.perf_counter()
     records = text_records() if args.modality == "text" else _speech_rows_for(adapter)
     random.Random(0).shuffle(records)  # a fixed random subset: the first --limit of a seeded shuffle
-    config = TraceRunConfig(model=str(root / "spiritlm_model" / "spirit-lm-base-7b"), adapter="spiritlm",
+    config = TraceRunConfig(model=str(_lm_dir(root)), adapter="spiritlm",
                             modality=args.modality, voice_config=VOICE, unfiltered=True, limit=args.limit,
                             dtype="bfloat16", trace=TraceOptions(samples=args.samples))
     engine = ("compiled" if args.compile else "eager") + ("" if args.kernels == "torch" else f"-{args.kernels}")

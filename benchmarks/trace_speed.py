@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import platform
 import time
 
@@ -153,18 +154,18 @@ def main() -> None:
         )
         embeds = model.get_input_embeddings()(ids.to(args.device))
         sigma = 3 * embeds[subject[0]:subject[1]].float().std().item()
-        prompts[tokens] = (ids, subject, answer, description, embeds, sigma)
+        run_options = dataclasses.replace(options, noise_std=sigma)
+        prompts[tokens] = (ids, subject, answer, description, embeds, run_options)
     # the reference loop first, on the model's own code: the engine's kernels (patched into the model)
     # are then part of what the difference measures
     references = {}
     for tokens in args.tokens:
-        ids, subject, answer, description, embeds, sigma = prompts[tokens]
+        ids, subject, answer, description, embeds, run_options = prompts[tokens]
         synchronize(args.device)
         started = time.perf_counter()
-        run_options = TraceOptions(samples=args.samples, noise_std=sigma, self_check=False)
-        references[tokens] = reference_trace(model, embeds, subject, answer, run_options, sigma)
+        reference = reference_trace(model, embeds, subject, answer, run_options, run_options.noise_std)
         synchronize(args.device)
-        references[tokens] = (references[tokens], time.perf_counter() - started)
+        references[tokens] = (reference, time.perf_counter() - started)
     tracer = CausalTracer(model, model_name=args.model, compile=args.compile, kernels=args.kernels)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"device {device_name} ({args.device}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
@@ -172,14 +173,11 @@ def main() -> None:
           f"kinds {','.join(options.kinds)}, {options.samples} samples; matmul {rate / 1e12:.1f} TFLOP/s; "
           f"engine {'compiled' if args.compile else 'eager'}, kernels {tracer.kernels} (reference: the model's own)")
     ratios = []
-    for tokens, (ids, subject, answer, description, embeds, sigma) in prompts.items():
-        run_options = TraceOptions(samples=args.samples, noise_std=sigma, self_check=False)
+    for tokens, (ids, subject, answer, description, embeds, run_options) in prompts.items():
         # warm-up, timed apart: the first restoration at the subject start, one after it and the last
-        # position (one query) are the shapes that compilation specialises on
-        warm_up = TraceOptions(samples=args.samples, noise_std=sigma, self_check=False,
-                               token_range=(subject[0], subject[0] + 1, tokens - 1))
-        if args.warm_up == "full":
-            warm_up = run_options
+        # position (one query) are the shapes that compilation specialises on; or the whole trace
+        warm_up = run_options if args.warm_up == "full" else dataclasses.replace(
+            run_options, token_range=(subject[0], subject[0] + 1, tokens - 1))
         synchronize(args.device)
         started = time.perf_counter()
         tracer.trace(input_ids=ids, subject_range=subject, answer_id=answer, options=warm_up)

@@ -32,11 +32,11 @@ def trace_prompt(model, prompt: str, subject: str, answer: str | None = None, *,
     embeddings (ROME calibrates over many subjects: pass that sigma for comparable traces). compile and
     kernels ("liger", CUDA) choose how the engine runs, as `CausalTracer` says."""
     name = model if isinstance(model, str) else ""
-    check_kernels(kernels, device if name else str(next(model.parameters()).device), compile)
     if isinstance(model, str):
         from .evaluation.adapter import resolve_dtype
         from .tracing.loading import load_causal_lm
 
+        check_kernels(kernels, device, compile)  # before loading; a loaded model is checked by the tracer
         model, tokenizer = load_causal_lm(model, dtype=resolve_dtype(dtype, device), device=device)
     if tokenizer is None:
         raise ValueError("a loaded model needs its tokenizer: trace_prompt(model, ..., tokenizer=tokenizer)")

@@ -20,7 +20,7 @@ from torch import nn
 from .architectures import ArchitectureSpec
 from .attention import ATTENTION_NAME, SharedPrefix, SharedPrefixUnsupported, attention_implementation
 from .decoder import DecoderRunner, PrefixKV, attention_backends
-from .kernels import check_kernels, use_kernels
+from .kernels import use_kernels
 from .metric import Target
 from .self_check import self_check
 from .noise import corrupt, subject_noise
@@ -50,8 +50,7 @@ class CausalTracer:
         Liger Kernel's fused norms, rotary embedding and SwiGLU into `model` (CUDA; `tracing.kernels`)."""
         self.model = model
         self.compile = compile
-        check_kernels(kernels, str(next(model.parameters()).device), compile)
-        self.kernels = use_kernels(model, kernels)
+        self.kernels = use_kernels(model, kernels, compile)
         self.runner = DecoderRunner(model, spec)
         self.model_name = model_name or getattr(getattr(model, "config", None), "_name_or_path", "")
         # restorations attend to the corrupted run's prefix through `attention.shared_prefix_attention`;

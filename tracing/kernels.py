@@ -38,10 +38,10 @@ def check_kernels(kernels: str, device: str, compile: bool = False) -> None:
         raise ValueError(f"--kernels {kernels}: Liger Kernel is not installed; {LIGER_INSTALL}")
 
 
-def use_kernels(model: nn.Module, kernels: str) -> str:
+def use_kernels(model: nn.Module, kernels: str, compile: bool = False) -> str:
     """Patch `kernels` into the loaded `model` (a transformers causal LM); returns what now runs, for the
     results' provenance ("torch" or "liger-kernel <version>")."""
-    check_kernels(kernels, str(next(model.parameters()).device))
+    check_kernels(kernels, str(next(model.parameters()).device), compile)
     if kernels == "torch":
         return kernels
     from importlib import metadata
