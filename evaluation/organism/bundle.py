@@ -1,0 +1,127 @@
+"""What a `spirit-smollm2` training run reads: the corpus's text, word times and units, in two small files
+that travel to a GPU host without the audio (`bundle.npz`: units and their offsets, the unit embeddings'
+initialisation; `bundle.json.gz`: utterances, the unit tokenizer's provenance, the corpus's statistics).
+
+The corpus (`known-speech corpus`) is read as parquet, its units from the unit tokenizer's folder beside it
+(`units/<tokenizer>/shard-*.npz`, written by `known-speech corpus --unit-tokenizer`)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from known_speech.atomic import atomic_path, atomic_write_bytes
+
+from .sequences import Utterance
+
+__all__ = ["Bundle", "write_bundle", "read_bundle", "corpus_utterances", "unit_embedding_init"]
+
+logger = logging.getLogger(__name__)
+
+_COLUMNS = ["utterance_id", "sentence_id", "kind", "split", "text", "continuation", "words"]
+
+
+@dataclass
+class Bundle:
+    utterances: list[Utterance]
+    splits: list[str]  # per utterance: "train" or "test"
+    unit_tokenizer: dict  # the tokenizer's unit_tokenizer.json (provenance, rate, k)
+    unit_init: np.ndarray  # (k, hidden) initial embeddings of the unit tokens
+    corpus: dict  # the corpus's statistics
+
+    @property
+    def rate_hz(self) -> float:
+        return float(self.unit_tokenizer["rate_hz"])
+
+    @property
+    def num_units(self) -> int:
+        return int(self.unit_tokenizer["k"])
+
+    def split(self, name: str) -> list[Utterance]:
+        return [u for u, s in zip(self.utterances, self.splits) if s == name]
+
+
+def corpus_utterances(corpus: str | Path, tokenizer_dir: str | Path) -> tuple[list[Utterance], list[str]]:
+    """The corpus's utterances with the units the tokenizer gave them (an utterance without units is
+    left out and counted)."""
+    import pyarrow.parquet as pq
+
+    units_dir = Path(corpus) / "units" / Path(tokenizer_dir).name
+    utterances, splits, missing = [], [], 0
+    for shard in sorted((Path(corpus) / "data").glob("shard-*.parquet")):
+        unit_file = units_dir / shard.with_suffix(".npz").name
+        if not unit_file.exists():
+            raise ValueError(f"{unit_file}: no units for {shard.name}; run `known-speech corpus --out {corpus} "
+                             f"--unit-tokenizer {tokenizer_dir}`")
+        stored = np.load(unit_file)
+        offsets = dict(zip(stored["utterance_ids"].tolist(), zip(stored["starts"], stored["ends"])))
+        for row in pq.read_table(shard, columns=_COLUMNS).to_pylist():
+            if row["utterance_id"] not in offsets:
+                missing += 1
+                continue
+            start, end = offsets[row["utterance_id"]]
+            utterances.append(Utterance(
+                row["utterance_id"], row["sentence_id"], row["kind"], row["text"], row["continuation"],
+                stored["units"][start:end].astype(np.int64),
+                [(w["char_start"], w["char_end"]) for w in row["words"]],
+                [(w["start_s"], w["end_s"]) for w in row["words"]]))
+            splits.append(row["split"])
+    if missing:
+        logger.warning("%d utterances have no units and are left out", missing)
+    return utterances, splits
+
+
+def unit_embedding_init(utterances: list[Utterance], num_units: int, rate_hz: float, tokenizer,
+                        embeddings: np.ndarray) -> np.ndarray:
+    """Each unit's initial embedding: the mean embedding of the text tokens of the words it sounds in (by
+    Piper's word times), so that units start where the words they voice are; a unit never inside a word
+    (silence) starts at the mean of all token embeddings."""
+    sums = np.zeros((num_units, embeddings.shape[1]), dtype=np.float64)
+    counts = np.zeros(num_units)
+    for utterance in utterances:
+        for (char_start, char_end), (start_s, end_s) in zip(utterance.word_spans, utterance.word_times):
+            ids = tokenizer(" " + utterance.text[char_start:char_end], add_special_tokens=False).input_ids
+            word = embeddings[ids].mean(axis=0)
+            frames = utterance.units[int(np.floor(start_s * rate_hz)):int(np.ceil(end_s * rate_hz))]
+            np.add.at(sums, frames, word)
+            np.add.at(counts, frames, 1)
+    init = np.tile(embeddings.mean(axis=0), (num_units, 1)).astype(np.float64)
+    seen = counts > 0
+    init[seen] = sums[seen] / counts[seen, None]
+    logger.info("unit embeddings initialised from words for %d of %d units", int(seen.sum()), num_units)
+    return init.astype(np.float32)
+
+
+def write_bundle(out: str | Path, utterances: list[Utterance], splits: list[str], unit_tokenizer: dict,
+                 unit_init: np.ndarray, corpus: dict) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lengths = np.array([u.units.size for u in utterances])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    with atomic_path(out / "bundle.npz") as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez_compressed(handle, units=np.concatenate([u.units for u in utterances]).astype(np.uint16),
+                                offsets=offsets, unit_init=unit_init)
+    meta = {"unit_tokenizer": unit_tokenizer, "corpus": corpus, "utterances": [
+        {"id": u.utterance_id, "sentence": u.sentence_id, "kind": u.kind, "split": s, "text": u.text,
+         "continuation": u.continuation, "spans": u.word_spans, "times": [[round(a, 4), round(b, 4)] for a, b in u.word_times]}
+        for u, s in zip(utterances, splits)]}
+    atomic_write_bytes(out / "bundle.json.gz", gzip.compress(json.dumps(meta).encode("utf-8"), mtime=0))
+    return out
+
+
+def read_bundle(folder: str | Path) -> Bundle:
+    folder = Path(folder)
+    arrays = np.load(folder / "bundle.npz")
+    meta = json.loads(gzip.decompress((folder / "bundle.json.gz").read_bytes()))
+    units, offsets = arrays["units"].astype(np.int64), arrays["offsets"]
+    utterances = [Utterance(m["id"], m["sentence"], m["kind"], m["text"], m["continuation"],
+                            units[offsets[i]:offsets[i + 1]], [tuple(s) for s in m["spans"]],
+                            [tuple(t) for t in m["times"]]) for i, m in enumerate(meta["utterances"])]
+    return Bundle(utterances, [m["split"] for m in meta["utterances"]], meta["unit_tokenizer"],
+                  arrays["unit_init"], meta["corpus"])

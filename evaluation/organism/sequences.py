@@ -1,0 +1,157 @@
+"""The training sequences of `spirit-smollm2`, after Spirit LM §3.2-3.3: one stream of text BPE tokens and
+speech unit tokens, each modality's span opened by its marker ("[Text]", "[Speech]"), speech as
+de-duplicated units.
+
+- `speech_to_text` ASR pairs, opened by a written cue so that they cannot be mistaken for continuation:
+  "[Text]Transcribe the speech:[Speech]<units>[Text]<transcript>";
+- `continuation`: a sentence's first words spoken alone, then its rest written:
+  "[Speech]<units of the prefix>[Text] <rest>" (the Known S→T prompt's format, "[Speech]...[Text]");
+- `interleaved`: a sentence switching modality at Piper's word boundaries (text→speech and speech→text
+  switches alike), each speech span the units of its words' frames in the whole utterance;
+- `speech_only`: "[Speech]<units>";
+- `text`: text replay, the sentence with "[Text]" before it or plain, as the backbone reads it.
+
+Every sequence says, per position, how much its next-token loss counts (text 1, speech `speech_weight`:
+the model is for listening, not for speaking), and a continuation also carries the backbone's view of
+the same words as text for cross-modal distillation (SALAD, arXiv 2510.13632: the student's next-token
+distribution on speech is pulled towards the frozen backbone's on the text).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from known_speech.units import deduplicate
+
+from known_speech.units import SPEECH_MARKER, TEXT_MARKER
+
+from .vocabulary import unit_token
+
+__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "Kind", "KINDS", "ASR_CUE"]
+
+Kind = Literal["speech_to_text", "continuation", "interleaved", "speech_only", "text"]
+KINDS: tuple[Kind, ...] = ("speech_to_text", "continuation", "interleaved", "speech_only", "text")
+ASR_CUE = "Transcribe the speech:"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One corpus utterance as training reads it: units per frame at `rate_hz`, written words with times."""
+
+    utterance_id: str
+    sentence_id: str
+    kind: str  # "sentence" or "prefix"
+    text: str
+    continuation: str
+    units: np.ndarray  # (frames,) int
+    word_spans: list[tuple[int, int]]  # characters of each written word in `text`
+    word_times: list[tuple[float, float]]  # seconds of each written word
+
+
+@dataclass
+class TrainingSequence:
+    kind: Kind
+    ids: list[int]
+    weights: list[float]  # weights[i]: how much predicting ids[i] (from ids[:i]) counts; weights[0] = 0
+    teacher_ids: list[int] = field(default_factory=list)  # the backbone's text input for distillation
+    distill_last: int = 0  # the last `distill_last` predictions of both are of the same text tokens
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.weights):
+            raise ValueError(f"{len(self.ids)} ids but {len(self.weights)} loss weights")
+
+
+class SequenceBuilder:
+    """Turns utterances into sequences with one tokenizer (SmolLM2's, extended by vocabulary)."""
+
+    def __init__(self, tokenizer, speech_weight: float = 0.2, max_segment_words: int = 6):
+        self.tokenizer = tokenizer
+        self.speech_weight = speech_weight
+        self.max_segment_words = max_segment_words
+        self.text_id = tokenizer.convert_tokens_to_ids(TEXT_MARKER)
+        self.speech_id = tokenizer.convert_tokens_to_ids(SPEECH_MARKER)
+        self.unit_base = tokenizer.convert_tokens_to_ids(unit_token(0))
+        self.end_id = tokenizer.eos_token_id
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+
+    def unit_ids(self, units: np.ndarray) -> list[int]:
+        return [self.unit_base + int(u) for u in deduplicate(units)[0]]
+
+    def _join(self, kind: Kind, parts: list[tuple[str, list[int]]]) -> TrainingSequence:
+        """Concatenate (modality, ids) parts; a marker is predicted with weight 1 (it says what comes next)."""
+        ids, weights = [], []
+        for modality, part in parts:
+            weight = self.speech_weight if modality == "speech" else 1.0
+            ids.extend(part)
+            weights.extend([weight] * len(part))
+        weights[0] = 0.0
+        return TrainingSequence(kind, ids, weights)
+
+    def asr_prompt(self, utterance: Utterance) -> list[int]:
+        """"[Text]Transcribe the speech:[Speech]<units>[Text]": what transcription is asked with."""
+        return [self.text_id] + self.text_ids(ASR_CUE) + [self.speech_id] + self.unit_ids(utterance.units) + [self.text_id]
+
+    def speech_to_text(self, utterance: Utterance) -> TrainingSequence:
+        """The ASR pair, its transcript closed by the end-of-text token so that transcription stops."""
+        prompt = self.asr_prompt(utterance)
+        cue = 1 + len(self.text_ids(ASR_CUE))
+        return self._join("speech_to_text", [
+            ("text", prompt[:cue]), ("speech", prompt[cue:-1]),
+            ("text", prompt[-1:] + self.text_ids(utterance.text) + [self.end_id]),
+        ])
+
+    def continuation(self, utterance: Utterance) -> TrainingSequence:
+        """A prefix utterance and its sentence's rest; the teacher reads the prefix and the rest as text."""
+        rest = self.text_ids(" " + utterance.continuation)
+        sequence = self._join("continuation", [
+            ("speech", [self.speech_id] + self.unit_ids(utterance.units)),
+            ("text", [self.text_id] + rest),
+        ])
+        sequence.teacher_ids = self.text_ids(utterance.text) + rest
+        sequence.distill_last = len(rest)
+        return sequence
+
+    def _frames(self, utterance: Utterance, rate_hz: float, first_word: int, end_word: int) -> np.ndarray:
+        """Units from the start of `first_word` (0 for the first) to the start of `end_word` (the end for
+        the last): the silences between words go with the word before them."""
+        start = 0 if first_word == 0 else int(np.floor(utterance.word_times[first_word][0] * rate_hz))
+        end = utterance.units.size if end_word >= len(utterance.word_times) else \
+            int(np.floor(utterance.word_times[end_word][0] * rate_hz))
+        return utterance.units[start:max(end, start + 1)]
+
+    def interleaved(self, utterance: Utterance, rate_hz: float, rng: random.Random) -> TrainingSequence:
+        """Spans of 1..max_segment_words words, alternating modality, starting with either."""
+        parts: list[tuple[str, list[int]]] = []
+        modality = rng.choice(("speech", "text"))
+        word = 0
+        while word < len(utterance.word_spans):
+            end = min(len(utterance.word_spans), word + rng.randint(1, self.max_segment_words))
+            if modality == "speech":
+                parts.append(("speech", [self.speech_id] + self.unit_ids(self._frames(utterance, rate_hz, word, end))))
+            else:
+                start_char = utterance.word_spans[word][0]
+                end_char = utterance.word_spans[end - 1][1]
+                text = utterance.text[start_char:end_char]
+                parts.append(("text", [self.text_id] + self.text_ids(text if word == 0 else " " + text)))
+            modality = "text" if modality == "speech" else "speech"
+            word = end
+        return self._join("interleaved", parts)
+
+    def speech_only(self, utterance: Utterance) -> TrainingSequence:
+        return self._join("speech_only", [("speech", [self.speech_id] + self.unit_ids(utterance.units))])
+
+    def text(self, utterance: Utterance, rng: random.Random) -> TrainingSequence:
+        """Text replay: with "[Text]" (the organism's T→T format) or plain (the backbone's, distilled from it)."""
+        ids = self.text_ids(utterance.text)
+        if rng.random() < 0.5:
+            return self._join("text", [("text", [self.text_id] + ids)])
+        sequence = self._join("text", [("text", ids)])
+        sequence.teacher_ids = list(ids)
+        sequence.distill_last = len(ids) - 1
+        return sequence

