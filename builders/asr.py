@@ -1,7 +1,6 @@
 """ASR check: does a Whisper model hear the spoken prompt, and the subject in it?
 
-Reference and transcript are both passed through Whisper's English normaliser (from
-`transformers`), so "seventy-seven" and "77" compare equal; WER is jiwer's.
+WER as known_speech.wer measures it (Whisper's English normaliser, then jiwer).
 """
 
 from __future__ import annotations
@@ -12,36 +11,15 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import jiwer
 import numpy as np
 
 from known_speech.settings import DEFAULT_ASR_MODEL, bundled_whisper_dir
+from known_speech.wer import normalise_text, word_error_rate
 
 __all__ = ["AsrCheck", "TimedWord", "WhisperChecker", "normalise_text", "word_error_rate", "contains_phrase",
            "shared_words", "heard_other_speech"]
 
 logger = logging.getLogger(__name__)
-
-_normaliser = None
-
-
-def normalise_text(text: str) -> str:
-    """Whisper's English normalisation (numbers to digits, spelling, punctuation, case)."""
-    global _normaliser
-    if _normaliser is None:
-        from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
-
-        # The British-to-American spelling map ships with Whisper's tokenizer on the Hub; the
-        # normaliser works without it, leaving spelling variants as they are.
-        _normaliser = EnglishTextNormalizer({})
-    return _normaliser(text)
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    reference, hypothesis = normalise_text(reference), normalise_text(hypothesis)
-    if not reference.strip():
-        raise ValueError("reference is empty after normalisation")
-    return float(jiwer.wer(reference, hypothesis))
 
 
 def shared_words(reference: str, hypothesis: str) -> set[str]:

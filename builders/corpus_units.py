@@ -14,7 +14,7 @@ from known_speech.atomic import atomic_path
 from known_speech.audio import decode_audio
 from known_speech.progress import bars_disabled
 
-__all__ = ["corpus_units", "units_folder"]
+__all__ = ["corpus_units", "units_folder", "fit_corpus_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +64,31 @@ def corpus_units(corpus: str | Path, tokenizer_dir: str | Path, workers: int = 2
                       disable=bars_disabled()):
             pass
     return folder
+
+
+def fit_corpus_tokenizer(corpus: str | Path, spec, out: str | Path, utterances: int = 3000, seed: int = 0):
+    """Fit a Whisper k-means unit tokenizer on the first `utterances` whole-sentence utterances of the corpus's
+    train split and save it to `out` (known_speech.whisper_units)."""
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    from known_speech.whisper_units import WhisperFeatures, fit_unit_tokenizer
+
+    features, used = WhisperFeatures(spec.source, spec.window, spec.rate_hz), []
+    for shard in sorted((Path(corpus) / "data").glob("shard-*.parquet")):
+        for row in pq.read_table(shard, columns=["utterance_id", "kind", "split", "audio"]).to_pylist():
+            if row["kind"] == "sentence" and row["split"] == "train":
+                used.append(row)
+        if len(used) >= utterances:
+            break
+    used = used[:utterances]
+    if not used:
+        raise ValueError(f"{corpus}: no train utterances to fit units on; build the corpus first (known-speech corpus)")
+    frames = [features(decode_audio(row["audio"]["bytes"])[0])
+              for row in tqdm(used, desc="features", unit="utt", disable=bars_disabled())]
+    from dataclasses import replace
+
+    spec = replace(spec, encoder_sha256=features.encoder_sha256)
+    tokenizer = fit_unit_tokenizer(spec, frames, seed=seed, fitted_on={
+        "corpus": str(Path(corpus).resolve()), "utterances": len(used), "first": used[0]["utterance_id"]})
+    return tokenizer.save(out)

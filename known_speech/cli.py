@@ -178,6 +178,36 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(handler=commands.check_model)
 
+    corpus = subcommands.add_parser("corpus", help="the speech corpus spirit-smollm2 learns to listen on: Piper speech "
+                                    "of Debian's fortune sentences with exact word and phoneme times (resumable)")
+    corpus.add_argument("--out", default="corpus", help="corpus folder (default: corpus)")
+    corpus.add_argument("--voice", default=build_defaults["voice"], help=f"Piper voice name or .onnx path "
+                        f"(default: {build_defaults['voice']})")
+    corpus.add_argument("--limit", type=_positive_int, default=None, help="only the first N sentences")
+    corpus.add_argument("--workers", type=_positive_int, default=2, help="processes (default: 2)")
+    corpus.set_defaults(handler=commands.corpus)
+
+    organism = subcommands.add_parser("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
+                                      "corpus: unit tokenizer, bundle, training on a GPU, the delta folder")
+    organism.add_argument("--corpus", default="corpus", help="corpus folder, built first if missing (default: corpus)")
+    organism.add_argument("--voice", default=build_defaults["voice"], help="Piper voice of a corpus still to build")
+    organism.add_argument("--out", default="organism", help="folder for the tokenizer, bundle, run and delta "
+                          "(default: organism)")
+    organism.add_argument("--units", choices=("whisper", "mel"), default="whisper",
+                          help="unit features: Whisper tiny.en encoder states or log-mel frames (default: whisper)")
+    organism.add_argument("--window", choices=("own", "padded"), default="own",
+                          help="Whisper's encoder window: the utterance's own frames or 30 s (default: own)")
+    organism.add_argument("--rate", type=float, choices=(25.0, 50.0), default=25.0, help="unit rate in Hz (default: 25)")
+    organism.add_argument("--k", type=_positive_int, default=500, help="units (default: 500)")
+    organism.add_argument("--fit-utterances", type=_positive_int, default=3000,
+                          help="utterances k-means is fitted on (default: 3000)")
+    organism.add_argument("--stage", choices=("bundle", "train", "package"), default="package",
+                          help="stop after this stage: bundle (CPU), train (GPU), package (default: all)")
+    organism.add_argument("--device", default="cuda", help="training device (default: cuda)")
+    organism.add_argument("--minutes", type=_positive_float, default=8.0, help="training budget (default: 8)")
+    organism.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    organism.set_defaults(handler=commands.organism)
+
     report = subcommands.add_parser("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")
     report.add_argument("runs", nargs="+", help="trace run folders, or folders holding them")
     report.add_argument("--out", default=None, help="report folder (default: <results>/report)")

@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["build", "filter_", "trace", "check_model", "report", "show_alignment", "publish", "tts_env"]
+__all__ = ["build", "filter_", "trace", "check_model", "report", "show_alignment", "publish", "tts_env", "corpus",
+           "organism"]
 
 
 def build(args: argparse.Namespace) -> int:
@@ -158,4 +159,55 @@ def tts_env(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else DEFAULT_MELOTTS_ENV
     create_melotts_env(path)
     print(f"MeloTTS environment ready at {path}; build with: known-speech build --engine melotts --voice EN-US")
+    return 0
+
+
+def corpus(args: argparse.Namespace) -> int:
+    from known_speech.builders.corpus import CorpusOptions, build_corpus
+
+    stats = build_corpus(CorpusOptions(out=args.out, voice=args.voice, limit=args.limit, workers=args.workers))
+    print(f"{stats['utterances']} utterances ({stats['audio_hours']:.1f} h) of {stats['sentences']} sentences, "
+          f"{len(stats['failed'])} failed; {args.out}/corpus_stats.json")
+    print(f"load it with: known_speech.builders.corpus.load_corpus({args.out!r})")
+    return 0
+
+
+def organism(args: argparse.Namespace) -> int:
+    """Every stage that is not done yet: corpus, unit tokenizer, its units, bundle, training, delta folder."""
+    from known_speech.builders.corpus import CorpusOptions, build_corpus
+    from known_speech.builders.corpus_units import corpus_units, fit_corpus_tokenizer
+    from known_speech.evaluation.organism.bundle import make_bundle
+    from known_speech.evaluation.organism.delta import package_organism
+    from known_speech.evaluation.organism.train import TrainOptions, train
+    from known_speech.whisper_units import TOKENIZER_FILE, UnitTokenizerSpec
+
+    spec = UnitTokenizerSpec(args.units, "tiny.en", args.window, args.rate, args.k)
+    out = Path(args.out)
+    if args.stage != "bundle" and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no GPU here; stop after the CPU stages with --stage bundle, or pass "
+                             "--device cpu (slow)")
+    if not (Path(args.corpus) / "corpus_stats.json").exists():
+        build_corpus(CorpusOptions(out=args.corpus, voice=args.voice))
+    tokenizer_dir = out / "unit_tokenizer" / spec.name
+    if not (tokenizer_dir / TOKENIZER_FILE).exists():
+        fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)
+    corpus_units(args.corpus, tokenizer_dir)
+    bundle_dir = out / "bundle" / spec.name
+    if not (bundle_dir / "bundle.json.gz").exists():
+        make_bundle(args.corpus, tokenizer_dir, bundle_dir)
+    print(f"bundle: {bundle_dir}")
+    if args.stage == "bundle":
+        return 0
+    run_dir = out / "runs" / f"{spec.name}-seed{args.seed}"
+    record = train(TrainOptions(bundle=str(bundle_dir), out=str(run_dir), minutes=args.minutes, seed=args.seed,
+                                device=args.device))
+    print(f"trained: {record['steps']} steps, best held-out loss {record['best_held_out_ce']:.3f}; {run_dir}")
+    if args.stage == "train":
+        return 0
+    delta = out / "spirit-smollm2"
+    package_organism(run_dir, tokenizer_dir, delta)
+    print(f"delta: {delta} (use it with --model {delta})")
     return 0

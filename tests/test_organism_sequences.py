@@ -1,0 +1,93 @@
+"""spirit-smollm2's training sequences on SmolLM2's real tokenizer: Spirit LM's formats, loss weights, the
+distillation alignment, and the added tokens' ids."""
+
+import random
+
+import numpy as np
+import pytest
+
+from known_speech.evaluation.organism.sequences import ASR_CUE, SequenceBuilder, Utterance
+from known_speech.evaluation.organism.vocabulary import added_tokens, extend_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from known_speech.settings import bundled_smollm2_gguf
+
+    gguf = bundled_smollm2_gguf()
+    return extend_tokenizer(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name), 10)
+
+
+def _utterance(kind="sentence", text="The cat sat on the mat.", continuation=""):
+    words = text.split()
+    spans, start = [], 0
+    for word in words:
+        start = text.index(word, start)
+        spans.append((start, start + len(word.rstrip("."))))
+        start += len(word)
+    times = [(0.2 + 0.4 * i, 0.5 + 0.4 * i) for i in range(len(words))]
+    # 25 Hz units: unit = word index + 1 inside words, 0 in silences
+    frames = int(np.ceil((times[-1][1] + 0.2) * 25))
+    units = np.zeros(frames, dtype=np.int64)
+    for index, (a, b) in enumerate(times):
+        units[int(np.floor(a * 25)):int(np.ceil(b * 25))] = index + 1
+    return Utterance("u", "s", kind, text, continuation, units, spans, times)
+
+
+def test_added_tokens_follow_the_base_vocabulary(tokenizer):
+    ids = tokenizer.convert_tokens_to_ids(added_tokens(10))
+    assert ids == list(range(49152, 49152 + 12))
+    assert tokenizer.convert_ids_to_tokens(tokenizer("[Speech][Hu3][Hu1][Text] Rome").input_ids) == \
+        ["[Speech]", "[Hu3]", "[Hu1]", "[Text]", "ĠRome"]
+
+
+def test_speech_to_text_is_cued_and_closed(tokenizer):
+    builder = SequenceBuilder(tokenizer, speech_weight=0.2)
+    utterance = _utterance()
+    sequence = builder.speech_to_text(utterance)
+    text = tokenizer.decode(sequence.ids)
+    assert text.startswith("[Text]" + ASR_CUE + "[Speech][Hu0][Hu1][Hu0][Hu2]")
+    assert text.endswith("[Text]The cat sat on the mat." + tokenizer.eos_token)
+    assert sequence.ids[:len(builder.asr_prompt(utterance))] == builder.asr_prompt(utterance)
+    units = [i for i, token in enumerate(sequence.ids) if token >= builder.unit_base]
+    assert {sequence.weights[i] for i in units} == {0.2}
+    assert sequence.weights[-1] == 1.0 and sequence.weights[0] == 0.0
+
+
+def test_continuation_distils_on_the_same_text_tokens(tokenizer):
+    builder = SequenceBuilder(tokenizer)
+    prefix = _utterance("prefix", "The capital of Italy is", "Rome, of course.")
+    sequence = builder.continuation(prefix)
+    rest = tokenizer(" Rome, of course.", add_special_tokens=False).input_ids
+    assert sequence.ids[-len(rest) - 1:] == [builder.text_id] + rest
+    assert sequence.ids[0] == builder.speech_id
+    assert sequence.teacher_ids == tokenizer("The capital of Italy is", add_special_tokens=False).input_ids + rest
+    assert sequence.distill_last == len(rest)
+    # the last `distill_last` next-token predictions of both sequences are of the same tokens
+    assert sequence.ids[-sequence.distill_last:] == sequence.teacher_ids[-sequence.distill_last:]
+
+
+def test_interleaving_switches_at_word_boundaries(tokenizer):
+    builder = SequenceBuilder(tokenizer, max_segment_words=2)
+    utterance = _utterance()
+    for seed in range(20):
+        sequence = builder.interleaved(utterance, 25.0, random.Random(seed))
+        pieces = tokenizer.convert_ids_to_tokens(sequence.ids)
+        words = [p.lstrip("Ġ") for p in pieces if p not in ("[Text]", "[Speech]") and not p.startswith("[Hu")]
+        spoken = {int(p[3:-1]) for p in pieces if p.startswith("[Hu")} - {0}
+        written = {i + 1 for i, w in enumerate("The cat sat on the mat".split()) if w in words}
+        # every word is either written or spoken (its unit appears), never lost
+        assert written | spoken == set(range(1, 7)), (seed, pieces)
+        assert pieces[0] in ("[Text]", "[Speech]")
+        switches = sum(p in ("[Text]", "[Speech]") for p in pieces)
+        assert switches >= 3
+
+
+def test_text_replay_plain_is_distilled_whole(tokenizer):
+    builder = SequenceBuilder(tokenizer)
+    kinds = {len(builder.text(_utterance(), random.Random(seed)).teacher_ids) > 0 for seed in range(10)}
+    assert kinds == {True, False}
+    plain = next(s for s in (builder.text(_utterance(), random.Random(seed)) for seed in range(10)) if s.teacher_ids)
+    assert plain.ids == plain.teacher_ids and plain.distill_last == len(plain.ids) - 1
