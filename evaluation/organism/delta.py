@@ -22,7 +22,7 @@ from known_speech.source import file_sha256
 
 from .vocabulary import extend_tokenizer
 
-__all__ = ["OrganismDelta", "load_organism", "write_organism_manifest", "package_organism", "ORGANISMS", "MANIFEST"]
+__all__ = ["OrganismDelta", "load_organism", "write_organism_manifest", "package_organism", "store_half_precision", "ORGANISMS", "MANIFEST"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +140,17 @@ def package_organism(run: str | Path, unit_tokenizer_dir: str | Path, out: str |
                    mix=training["options"]["mix"], minutes=training["options"]["minutes"])
     return write_organism_manifest(out, name, bundled_smollm2_gguf(), int(training["vocab"] - training["base_vocab"] - 2),
                                    tokenizer.checkpoint_sha256, summary)
+
+
+def store_half_precision(adapter_file: str | Path) -> None:
+    """Rewrite a peft adapter's float32 tensors as float16 (half the bytes: the delta is shipped in the
+    repository; LoRA factors and embedding rows are far inside float16's range)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(adapter_file))
+    from safetensors import safe_open
+
+    with safe_open(str(adapter_file), "pt") as handle:
+        metadata = handle.metadata()
+    save_file({name: t.half() if t.dtype == torch.float32 else t for name, t in tensors.items()}, str(adapter_file),
+              metadata=metadata)

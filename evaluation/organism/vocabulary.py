@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from known_speech.units import SPEECH_MARKER, TEXT_MARKER, SpeechToken
 
-__all__ = ["added_tokens", "extend_tokenizer", "unit_token"]
+__all__ = ["added_tokens", "extend_tokenizer", "unit_token", "END_OF_TEXT", "end_of_text_id"]
+
+# what closes a transcript: SmolLM2's document separator, named rather than taken from `eos_token`, which
+# transformers' GGUF conversion has set to different tokens in different versions
+END_OF_TEXT = "<|endoftext|>"
 
 
 def unit_token(unit: int) -> str:
@@ -28,3 +32,10 @@ def extend_tokenizer(tokenizer, num_units: int):
         raise ValueError(f"the tokenizer gave the added tokens ids {ids[:3]}..., not {base}.. in order: it already "
                          f"holds some of them")
     return tokenizer
+
+
+def end_of_text_id(tokenizer) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    if token_id is None or tokenizer.convert_ids_to_tokens(int(token_id)) != END_OF_TEXT:
+        raise ValueError(f"the tokenizer has no {END_OF_TEXT} token: not SmolLM2's vocabulary")
+    return int(token_id)
