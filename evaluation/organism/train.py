@@ -5,8 +5,11 @@ weights that change, so that the backbone's facts survive (a full fine-tune on o
     python -m known_speech.evaluation.organism.train --bundle BUNDLE_DIR --out RUN_DIR [--minutes 8]
 
 Each step draws a batch of sequences of the five kinds (`sequences`) by `--mix`; text tokens count 1 in
-the loss, unit tokens `--speech-weight`; continuations and plain text replay add the KL divergence from
-the frozen backbone's next-token distribution on the same words as text (`--distill-weight`). The
+the loss, unit tokens `--speech-weight`. Continuations and plain text replay add the KL divergence from
+the frozen backbone's next-token distributions on the same words as text (`--distill-weight`; SALAD's
+cross-modal distillation, arXiv 2510.13632), and continuations the distance of the model's states, layer by
+layer, where it predicts the first written word after the speech, to the backbone's after the same words
+read as text (`--state-weight`): the place where recall from speech has to look like recall from text. The
 held-out loss (speech→text and continuation sequences of the corpus's test split) is measured every
 `--eval-every` steps and the best weights are kept. The run writes the delta (a peft adapter folder),
 `training.json` (options, loss curves, tokens, steps, seed, versions, times) and the held-out
@@ -40,7 +43,7 @@ __all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings"]
 logger = logging.getLogger(__name__)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DEFAULT_MIX = {"speech_to_text": 0.25, "continuation": 0.3, "interleaved": 0.2, "speech_only": 0.05, "text": 0.2}
+DEFAULT_MIX = {"speech_to_text": 0.25, "continuation": 0.4, "interleaved": 0.15, "speech_only": 0.05, "text": 0.15}
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class TrainOptions:
     warmup_steps: int = 150
     speech_weight: float = 0.2
     distill_weight: float = 1.0
+    state_weight: float = 1.0
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
     eval_every: int = 250
     eval_sequences: int = 256
@@ -127,38 +131,64 @@ def _autocast(device: str):
 
 def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, base_vocab: int, pad: int,
             distill: bool = True) -> tuple[torch.Tensor, dict]:
-    """The weighted next-token loss of a batch, plus the distillation term where sequences carry a teacher."""
+    """The weighted next-token loss of a batch, plus, where sequences carry a teacher, the distillation terms:
+    the KL divergence from the backbone's next-token distributions on the text (every continuation position,
+    and the first, which only the speech can inform, once more), and for continuations the distance of the
+    student's states at the position that predicts the first word after the speech to the backbone's at the
+    last word of the same prefix as text, layer by layer (relative squared error)."""
     device = options.device
     length = min(options.max_length, max(len(s.ids) for s in sequences))
     ids, mask = _pad([s.ids for s in sequences], pad, length, device)
-    weights = torch.zeros((len(sequences), length), device=device)
+    weights = torch.zeros((len(sequences), length))
     for i, s in enumerate(sequences):
         w = s.weights[:length]
-        weights[i, :len(w)] = torch.tensor(w, device=device)
+        weights[i, :len(w)] = torch.tensor(w)
+    weights = weights.to(device)
+    taught = [i for i, s in enumerate(sequences) if s.teacher_ids and s.distill_last > 0 and len(s.ids) <= length] \
+        if distill and options.distill_weight > 0 else []
+    aligned = [(row, i) for row, i in enumerate(taught) if sequences[i].kind == "continuation"] \
+        if options.state_weight > 0 else []
     with _autocast(device):
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        output = model(input_ids=ids, attention_mask=mask, output_hidden_states=bool(aligned))
+    logits = output.logits.float()
     token_loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                                  reduction="none").view(len(sequences), -1)
     target_weights = weights[:, 1:]
     loss = (token_loss * target_weights).sum() / target_weights.sum().clamp_min(1.0)
     stats = {"ce": float(loss.detach())}
-    taught = [i for i, s in enumerate(sequences) if s.teacher_ids and s.distill_last > 0
-              and len(s.ids) <= length]
-    if distill and taught and options.distill_weight > 0:
+    if taught:
         teacher_length = max(len(sequences[i].teacher_ids) for i in taught)
         teacher_ids, teacher_mask = _pad([sequences[i].teacher_ids for i in taught], pad, teacher_length, device)
         with torch.no_grad(), model.disable_adapter(), _autocast(device):
-            teacher_logits = model(input_ids=teacher_ids, attention_mask=teacher_mask).logits.float()
-        kl_terms = []
+            teacher = model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=bool(aligned))
+        teacher_logits = teacher.logits.float()
+        kl_terms, first_terms = [], []
         for row, i in enumerate(taught):
             s = sequences[i]
             n, student_end, teacher_end = s.distill_last, len(s.ids) - 1, len(s.teacher_ids) - 1
-            student = F.log_softmax(logits[i, student_end - n:student_end, :base_vocab], dim=-1)
-            teacher = F.log_softmax(teacher_logits[row, teacher_end - n:teacher_end, :base_vocab], dim=-1)
-            kl_terms.append(F.kl_div(student, teacher, log_target=True, reduction="none").sum(-1))
-        kl = torch.cat(kl_terms).mean()
-        loss = loss + options.distill_weight * kl
-        stats["kl"] = float(kl.detach())
+            student_log = F.log_softmax(logits[i, student_end - n:student_end, :base_vocab], dim=-1)
+            teacher_log = F.log_softmax(teacher_logits[row, teacher_end - n:teacher_end, :base_vocab], dim=-1)
+            per_position = F.kl_div(student_log, teacher_log, log_target=True, reduction="none").sum(-1)
+            kl_terms.append(per_position)
+            first_terms.append(per_position[:1])
+        kl, kl_first = torch.cat(kl_terms).mean(), torch.cat(first_terms).mean()
+        loss = loss + options.distill_weight * (kl + kl_first)
+        stats.update(kl=float(kl.detach()), kl_first=float(kl_first.detach()))
+        if aligned:
+            rows = torch.tensor([row for row, _ in aligned], device=device)
+            students = torch.tensor([i for _, i in aligned], device=device)
+            student_positions = torch.tensor([len(sequences[i].ids) - sequences[i].distill_last - 1 for _, i in aligned],
+                                             device=device)
+            teacher_positions = torch.tensor([len(sequences[i].teacher_ids) - sequences[i].distill_last - 1
+                                              for _, i in aligned], device=device)
+            terms = []
+            for student_states, teacher_states in zip(output.hidden_states[1:], teacher.hidden_states[1:]):
+                a = student_states[students, student_positions].float()
+                b = teacher_states[rows, teacher_positions].float()
+                terms.append(((a - b) ** 2).sum(-1) / (b ** 2).sum(-1).clamp_min(1e-6))
+            state = torch.stack(terms).mean()
+            loss = loss + options.state_weight * state
+            stats["state"] = float(state.detach())
     stats["tokens"] = int(mask.sum())
     return loss, stats
 
@@ -327,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", required=True, help="folder with bundle.npz and bundle.json.gz")
     parser.add_argument("--out", required=True, help="run folder: delta/, training.json")
     for name in ("gguf", "minutes", "max_steps", "batch_size", "max_length", "lora_rank", "lora_alpha", "lr_lora",
-                 "lr_embeddings", "warmup_steps", "speech_weight", "distill_weight", "eval_every", "eval_sequences",
+                 "lr_embeddings", "warmup_steps", "speech_weight", "distill_weight", "state_weight", "eval_every", "eval_sequences",
                  "transcribe", "seed", "device"):
         value = getattr(defaults, name)
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
