@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from known_speech.builders.corpus import load_corpus, waveform
+from known_speech.builders.corpus import waveform
 from known_speech.unit_quality import frame_labels, unit_quality
 from known_speech.whisper_units import UnitTokenizerSpec, WhisperFeatures, fit_unit_tokenizer
 
@@ -31,13 +31,15 @@ KS = (100, 200, 500)
 
 
 def _rows(corpus: str, split: str, count: int) -> list[dict]:
-    dataset = load_corpus(corpus).cast_column("audio", __import__("datasets").Audio(decode=False))
+    """The first `count` whole-sentence utterances of a split, read shard by shard (audio undecoded)."""
+    import pyarrow.parquet as pq
+
     rows = []
-    for row in dataset:
-        if row["split"] == split and row["kind"] == "sentence":
-            rows.append(row)
-            if len(rows) == count:
-                break
+    for shard in sorted((Path(corpus) / "data").glob("shard-*.parquet")):
+        rows += [row for row in pq.read_table(shard).to_pylist() if row["split"] == split and row["kind"] == "sentence"]
+        if len(rows) >= count:
+            break
+    rows = rows[:count]
     if len(rows) < count:
         logger.warning("only %d %s utterances in %s", len(rows), split, corpus)
     return rows
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--score", type=int, default=300, help="held-out utterances scored")
     parser.add_argument("--out", default="unit_quality.json")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-frames", type=int, default=60_000, help="frames k-means is fitted on, drawn at random")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     fit_rows, score_rows = _rows(args.corpus, "train", args.fit), _rows(args.corpus, "test", args.score)
@@ -69,7 +72,7 @@ def main() -> None:
             labels = [frame_labels(r["phonemes"], f.shape[0], rate) for r, f in zip(score_rows, score_features)]
             for k in KS:
                 spec = UnitTokenizerSpec(source, "tiny.en", window, rate, k, extractor.encoder_sha256)
-                tokenizer = fit_unit_tokenizer(spec, fit_features, seed=args.seed)
+                tokenizer = fit_unit_tokenizer(spec, fit_features, seed=args.seed, max_frames=args.max_frames)
                 quality = unit_quality([tokenizer.quantize(f) for f in score_features], labels)
                 results.append({"tokenizer": spec.name, "source": source, "window": window, "rate_hz": rate, "k": k,
                                 "features_s_per_utterance": seconds_per_utterance, **quality.to_dict()})
