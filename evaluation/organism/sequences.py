@@ -77,7 +77,7 @@ class SequenceBuilder:
         self.unit_base = tokenizer.convert_tokens_to_ids(unit_token(0))
         self.end_id = end_of_text_id(tokenizer)
         self._text_ids: dict[str, list[int]] = {}
-        self._unit_ids: dict[str, list[int]] = {}
+        self._unit_ids: dict[tuple[str, bytes], list[int]] = {}
 
     def text_ids(self, text: str) -> list[int]:
         """BPE ids of `text`, remembered: a training run asks for the same sentences thousands of times."""
@@ -97,10 +97,11 @@ class SequenceBuilder:
         return [self.unit_base + int(u) for u in deduplicate(units)[0]]
 
     def utterance_unit_ids(self, utterance: Utterance) -> list[int]:
-        """The unit ids of a whole utterance, remembered by its id."""
-        if utterance.utterance_id not in self._unit_ids:
-            self._unit_ids[utterance.utterance_id] = self.unit_ids(utterance.units)
-        return self._unit_ids[utterance.utterance_id]
+        """The unit ids of a whole utterance, remembered by its id and units."""
+        key = (utterance.utterance_id, utterance.units.tobytes())
+        if key not in self._unit_ids:
+            self._unit_ids[key] = self.unit_ids(utterance.units)
+        return self._unit_ids[key]
 
     def _join(self, kind: Kind, parts: list[tuple[str, list[int]]]) -> TrainingSequence:
         """Concatenate (modality, ids) parts; a marker is predicted with weight 1 (it says what comes next)."""

@@ -1,0 +1,139 @@
+"""Does `spirit-smollm2` listen, and are the units the benchmark corrupts the subject's? Three measures that
+fail when speech→text is wrong: they break with shuffled units or a subject span moved by a word.
+
+- `transcribe_waveforms`: held-out speech transcribed ("[Text]Transcribe the speech:[Speech]<units>[Text]",
+  greedy), scored by word error rate (known_speech.wer);
+- `subject_unit_effects`: with the transcription cue and the prompt's words before the subject written
+  after it, log P(the subject's first token); Gaussian noise (σ = 3 × the std of the unit embeddings, as
+  the tracer corrupts) on the subject's unit positions (the adapter's span map), on a control span of as
+  many positions over other words, and on the subject's span moved to the next word;
+- `answer_from_speech`: log P(the answer's first token) after "[Speech]<units>[Text]", with the units in
+  order and shuffled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from known_speech.tracing.noise import corrupt
+
+from .sequences import ASR_CUE, SequenceBuilder, Utterance
+
+__all__ = ["transcribe_waveforms", "SubjectUnitEffect", "subject_unit_effects", "answer_from_speech", "NOISE_SAMPLES"]
+
+NOISE_SAMPLES = 10
+
+
+def _utterance(units: np.ndarray, text: str = "") -> Utterance:
+    return Utterance("", "", "sentence", text, "", np.asarray(units), [], [])
+
+
+def transcribe_waveforms(adapter, waveforms: list[np.ndarray], shuffle_seed: int | None = None,
+                         max_new_tokens: int = 48) -> list[str]:
+    """Greedy transcripts of 16 kHz waveforms; with `shuffle_seed`, of their units in a random order."""
+    from .train import transcribe
+
+    builder = SequenceBuilder(adapter.tokenizer)
+    utterances = []
+    for index, waveform in enumerate(waveforms):
+        units = adapter.speech_tokenizer.encode(waveform)
+        if shuffle_seed is not None:
+            units = np.random.default_rng(shuffle_seed + index).permutation(units)
+        utterances.append(_utterance(units))
+    return transcribe(adapter.model, adapter.tokenizer, builder, utterances, adapter.device, max_new_tokens,
+                      batch_size=16, banned=adapter.banned_token_ids("speech"))
+
+
+@dataclass(frozen=True)
+class SubjectUnitEffect:
+    known_id: int
+    clean: float  # log P(subject's first token)
+    subject: float  # ... with the subject's units corrupted
+    control: float  # ... with as many units of other words corrupted
+    shifted: float  # ... with the subject's span moved to the next word
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Scorer:
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.embeddings = adapter.model.get_input_embeddings().weight.detach()
+        self.builder = SequenceBuilder(adapter.tokenizer)
+        unit_rows = self.embeddings[self.builder.unit_base:self.builder.unit_base + adapter.delta.num_units]
+        self.sigma = 3 * float(unit_rows.float().std())
+        generator = torch.Generator().manual_seed(0)
+        self.noise = torch.randn((NOISE_SAMPLES, 512, self.embeddings.shape[1]), generator=generator) * self.sigma
+
+    @torch.no_grad()
+    def log_p(self, ids: list[int], target: int, span: tuple[int, int] | None = None) -> float:
+        """log of P(target) at the last position, averaged over the noise samples when `span` is corrupted."""
+        embeds = self.embeddings[torch.tensor(ids, device=self.embeddings.device)]
+        if span is None:
+            batch = embeds[None]
+        else:
+            batch = corrupt(embeds, span, self.noise[:, :span[1] - span[0]].to(embeds.dtype))
+        probs = self.adapter.model(inputs_embeds=batch).logits[:, -1].float().softmax(-1)[:, target]
+        return float(probs.mean().log())
+
+
+def subject_unit_effects(adapter, records: list[dict]) -> list[SubjectUnitEffect]:
+    """The effect of corrupting the subject's units on hearing the subject (see the module's docstring);
+    records whose prompt has no word after the subject, or no room for a control span, are left out."""
+    scorer = _Scorer(adapter)
+    builder = scorer.builder
+    cue = [builder.text_id] + builder.text_ids(ASR_CUE)
+    effects = []
+    for record in records:
+        model_input = adapter.prepare(record, "speech")
+        control = model_input.control_span()
+        next_word = _next_word_start(model_input, record)
+        if control is None or next_word is None:
+            continue
+        start_char, end_char = record["subject_char_span"]
+        before = record["prompt"][:start_char].rstrip()
+        written = builder.text_ids(before) if before else []
+        through_subject = builder.text_ids(record["prompt"][:end_char])
+        if through_subject[:len(written)] != written or len(through_subject) <= len(written):
+            continue  # the subject's first token is not a token of its own here
+        ids = cue + model_input.input_ids + written
+        offset, (start, end) = len(cue), model_input.subject_range
+        width = end - start
+        if next_word + width > len(model_input.input_ids) - 1:
+            continue
+        target = through_subject[len(written)]
+        effects.append(SubjectUnitEffect(
+            int(record["known_id"]), scorer.log_p(ids, target),
+            scorer.log_p(ids, target, (offset + start, offset + end)),
+            scorer.log_p(ids, target, (offset + control[1][0], offset + control[1][0] + width)),
+            scorer.log_p(ids, target, (offset + next_word, offset + next_word + width))))
+    return effects
+
+
+def _next_word_start(model_input, record: dict) -> int | None:
+    """The first input position of the units that voice the word after the subject."""
+    later = [w for w in record["words"] if w["char_start"] >= record["subject_char_span"][1]]
+    if not later:
+        return None
+    word = later[0]
+    tokens = [k for k, (a, b) in enumerate(model_input.text_char_spans) if a < word["char_end"] and b > word["char_start"]]
+    span = model_input.positions_of_text_range(tokens[0], tokens[-1] + 1) if tokens else None
+    return span[0] if span else None
+
+
+def answer_from_speech(adapter, records: list[dict], shuffle_seed: int = 0) -> list[tuple[int, float, float]]:
+    """(known_id, log P(answer) with the units in order, with them shuffled) after "[Speech]<units>[Text]"."""
+    scorer = _Scorer(adapter)
+    results = []
+    for record in records:
+        model_input = adapter.prepare(record, "speech")
+        ids = model_input.input_ids
+        first, last = 1, len(ids) - 1  # between [Speech] and [Text]
+        shuffled = list(np.random.default_rng(shuffle_seed + int(record["known_id"])).permutation(ids[first:last]))
+        results.append((int(record["known_id"]), scorer.log_p(ids, model_input.answer.id),
+                        scorer.log_p(ids[:first] + shuffled + ids[last:], model_input.answer.id)))
+    return results
