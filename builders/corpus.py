@@ -123,6 +123,8 @@ class _Speaker:
     def rows(self, sentence: CorpusSentence) -> list[dict]:
         whole = self.utterance(sentence, "sentence", sentence.text, "")
         words = whole["words"]
+        if len(words) <= MIN_PREFIX_WORDS:  # "He's so ... so ...": too few written words for a prefix and a rest
+            return [whole]
         cut = _prefix_length(sentence, len(words))
         end = words[cut - 1]["char_end"]
         prefix = self.utterance(sentence, "prefix", sentence.text[:end].rstrip(",;:- "),

@@ -33,11 +33,14 @@ logger = logging.getLogger(__name__)
 
 
 def select_records(config: TraceRunConfig) -> list[dict]:
-    """The records of the run's modality the model recalls (all with `unfiltered`); `limit` is not applied:
+    """The records of the run's modality the model recalls (in `recalled_in` where given, e.g. speech inputs
+    of the facts recalled from text; all with `unfiltered`); `limit` is not applied:
     the noise level is calibrated on all of them, so that a run extended by a larger limit keeps it."""
     records = load_records(config.modality, config.dataset, config.voice_config)
     if not config.unfiltered:
-        records = recalled_records(records, config.dataset, config.model, config.modality, config.voice_config)
+        selecting = config.recalled_in or config.modality
+        records = recalled_records(records, config.dataset, config.model, selecting,
+                                   config.voice_config if selecting == "speech" else "")
     return records
 
 

@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "attribute = log P(whole attribute), teacher-forced")
     trace.add_argument("--no-control", action="store_true", help="skip the control-span traces")
     trace.add_argument("--unfiltered", action="store_true", help="trace every record, not only the recalled ones")
+    trace.add_argument("--recalled-in", choices=("text", "speech"), default=None,
+                       help="select the records by the model's recall filter of this modality (e.g. trace speech "
+                            "inputs of the facts recalled from text); default: the traced modality's")
     trace.add_argument("--retry-failed", action="store_true", help="trace items that failed before again")
     trace.add_argument("--compile", action="store_true",
                        help="compile the model's sublayers with torch.compile: ~1.4x faster on GPU after a one-off "

@@ -64,6 +64,7 @@ def trace(args: argparse.Namespace) -> int:
     config = TraceRunConfig(
         model=args.model, modality=args.modality, adapter=args.adapter or "", dataset=args.dataset,
         voice_config=args.voice_config, control=not args.no_control, limit=args.limit, unfiltered=args.unfiltered,
+        recalled_in=args.recalled_in,
         dtype=args.dtype, adapter_options=args.adapter_options,
         trace=TraceOptions(kinds=tuple(args.kinds.split(",")), samples=args.samples, window=args.window,
                            noise_factor=args.noise_factor, metric=args.metric),
