@@ -74,6 +74,7 @@ def _defaults(options_class) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from known_speech.builders.corpus_text import FORTUNES_DIR
     from known_speech.builders.options import BuildOptions
     from known_speech.tracing.kernels import KERNELS
     from known_speech.tracing.metric import METRICS
@@ -188,12 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {build_defaults['voice']})")
     corpus.add_argument("--limit", type=_positive_int, default=None, help="only the first N sentences")
     corpus.add_argument("--workers", type=_positive_int, default=2, help="processes (default: 2)")
+    corpus.add_argument("--fortunes", default=str(FORTUNES_DIR),
+                        help=f"folder of fortune data files (default: Debian's, {FORTUNES_DIR})")
     corpus.set_defaults(handler=commands.corpus)
 
     organism = subcommands.add_parser("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
                                       "corpus: unit tokenizer, bundle, training on a GPU, the delta folder")
     organism.add_argument("--corpus", default="corpus", help="corpus folder, built first if missing (default: corpus)")
     organism.add_argument("--voice", default=build_defaults["voice"], help="Piper voice of a corpus still to build")
+    organism.add_argument("--fortunes", default=str(FORTUNES_DIR), help="its sentences' fortune files")
     organism.add_argument("--out", default="organism", help="folder for the tokenizer, bundle, run and delta "
                           "(default: organism)")
     organism.add_argument("--units", choices=("whisper", "mel"), default="whisper",
@@ -209,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--device", default="cuda", help="training device (default: cuda)")
     organism.add_argument("--minutes", type=_positive_float, default=8.0, help="training budget (default: 8)")
     organism.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    organism.add_argument("--batch-tokens", type=_positive_int, default=16384,
+                          help="padded positions per training step (default: 16384; a CPU needs far fewer)")
     organism.set_defaults(handler=commands.organism)
 
     report = subcommands.add_parser("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")

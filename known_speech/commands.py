@@ -166,7 +166,8 @@ def tts_env(args: argparse.Namespace) -> int:
 def corpus(args: argparse.Namespace) -> int:
     from known_speech.builders.corpus import CorpusOptions, build_corpus
 
-    stats = build_corpus(CorpusOptions(out=args.out, voice=args.voice, limit=args.limit, workers=args.workers))
+    stats = build_corpus(CorpusOptions(out=args.out, voice=args.voice, limit=args.limit, workers=args.workers,
+                                       fortunes_dir=args.fortunes))
     print(f"{stats['utterances']} utterances ({stats['audio_hours']:.1f} h) of {stats['sentences']} sentences, "
           f"{len(stats['failed'])} failed; {args.out}/corpus_stats.json")
     print(f"load it with: known_speech.builders.corpus.load_corpus({args.out!r})")
@@ -191,7 +192,7 @@ def organism(args: argparse.Namespace) -> int:
             raise ValueError("--device cuda: no GPU here; stop after the CPU stages with --stage bundle, or pass "
                              "--device cpu (slow)")
     if not (Path(args.corpus) / "corpus_stats.json").exists():
-        build_corpus(CorpusOptions(out=args.corpus, voice=args.voice))
+        build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes))
     tokenizer_dir = out / "unit_tokenizer" / spec.name
     if not (tokenizer_dir / TOKENIZER_FILE).exists():
         fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)
@@ -204,7 +205,8 @@ def organism(args: argparse.Namespace) -> int:
         return 0
     run_dir = out / "runs" / f"{spec.name}-seed{args.seed}"
     record = train(TrainOptions(bundle=str(bundle_dir), out=str(run_dir), minutes=args.minutes, seed=args.seed,
-                                device=args.device))
+                                device=args.device, batch_tokens=args.batch_tokens,
+                                pool_size=max(64, args.batch_tokens // 4)))
     print(f"trained: {record['steps']} steps, best held-out loss {record['best_held_out_ce']:.3f}; {run_dir}")
     if args.stage == "train":
         return 0

@@ -123,3 +123,27 @@ def test_whisper_unit_tokenizer_round_trip_and_refusals(tmp_path):
         WhisperUnitTokenizer.load(folder)
     description = json.loads((tmp_path / "tok" / "unit_tokenizer.json").read_text())
     assert description["fitted_on"]["algorithm"] == "sklearn KMeans"
+
+
+@pytest.mark.slow
+def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path):
+    """corpus → unit tokenizer → units → bundle → two training steps (CPU) → a delta folder that loads by hash."""
+    from known_speech.cli import main as cli_main
+    from known_speech.evaluation.organism.bundle import read_bundle
+    from known_speech.evaluation.organism.delta import OrganismDelta
+
+    (tmp_path / "fortunes").mkdir()
+    _fortune_folder(tmp_path / "fortunes", [
+        "A fool and his money are soon parted, said the old man.",
+        "The best way to predict the future is to invent it.",
+        "Every cloud has a silver lining, but it is hard to find in the rain.",
+    ])
+    common = ["organism", "--corpus", str(tmp_path / "corpus"), "--fortunes", str(tmp_path / "fortunes"),
+              "--out", str(tmp_path / "organism"), "--k", "8", "--fit-utterances", "3"]
+    assert cli_main(common + ["--stage", "bundle"]) == 0
+    bundle = read_bundle(tmp_path / "organism" / "bundle" / "whisper-tiny.en-own-L4-25hz-k8")
+    assert len(bundle.utterances) == 6 and bundle.unit_init.shape == (8, 576)
+    assert all(u.units.size > 10 and u.units.max() < 8 for u in bundle.utterances)
+    assert cli_main(common + ["--device", "cpu", "--minutes", "0.01", "--batch-tokens", "512"]) == 0
+    delta = OrganismDelta.resolve(str(tmp_path / "organism" / "spirit-smollm2"))
+    assert delta.num_units == 8 and delta.manifest["training"]["steps"] >= 1

@@ -252,6 +252,22 @@ def _load_backbone(gguf: str, device: str):
     return model, tokenizer
 
 
+def _evaluate(model, held_out, options, base_vocab, pad, step, started, history, evaluations, best, best_state):
+    """The held-out loss now; the trainable weights kept (on the CPU) when it is the best so far."""
+    model.eval()
+    with torch.no_grad():
+        parts = [_losses(model, held_out[i:i + 64], options, base_vocab, pad, distill=False)[1]["ce"]
+                 for i in range(0, len(held_out), 64)]
+    held = float(np.mean(parts))
+    evaluations.append({"step": step, "seconds": round(time.time() - started, 1), "held_out_ce": held,
+                        "train_ce": history[-1]["ce"] if history else None})
+    logger.info("step %d: held-out %.4f (%.0f s)", step, held, time.time() - started)
+    if held < best:
+        best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+        best = held
+    return best, best_state
+
+
 def build_organism(model, tokenizer, bundle: Bundle, options: TrainOptions):
     """The backbone with the added tokens and a fresh LoRA: the model that trains."""
     from peft import LoraConfig, get_peft_model
@@ -324,17 +340,11 @@ def train(options: TrainOptions) -> dict:
                 logger.info("step %d: loss %.4f %s (%.0f s)", step, float(loss),
                             {k: round(v, 4) for k, v in stats.items() if k != "tokens"}, time.time() - loop_started)
         if step % options.eval_every == 0:
-            model.eval()
-            with torch.no_grad():
-                parts = [_losses(model, held_out[i:i + 64], options, base_vocab, pad, distill=False)[1]["ce"]
-                         for i in range(0, len(held_out), 64)]
-            held = float(np.mean(parts))
-            evaluations.append({"step": step, "seconds": round(time.time() - loop_started, 1), "held_out_ce": held,
-                                "train_ce": history[-1]["ce"] if history else None})
-            logger.info("step %d: held-out %.4f, train %.4f (%.0f s)", step, held, stats["ce"], time.time() - loop_started)
-            if held < best:
-                best, best_state = held, {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
-                                          if p.requires_grad}
+            best, best_state = _evaluate(model, held_out, options, base_vocab, pad, step, loop_started, history,
+                                         evaluations, best, best_state)
+    if held_out and (not evaluations or evaluations[-1]["step"] != step):  # the last steps count too
+        best, best_state = _evaluate(model, held_out, options, base_vocab, pad, step, loop_started, history,
+                                     evaluations, best, best_state)
     if best_state is not None:
         with torch.no_grad():
             for name, parameter in model.named_parameters():
