@@ -152,7 +152,16 @@ class SpiritLMAdapter(Adapter):
     def units(self, record: dict) -> tuple[np.ndarray, UnitProvenance, str]:
         """25 Hz HuBERT units of the record: the dataset's own when the same tokenizer made them, else the
         speech tokenizer's. Units of another tokenizer are refused, not used."""
-        return record_units(record, self.speech_tokenizer, str(self.checkpoint.speech_tokenizer_dir))
+        return record_units(record, self.speech_tokenizer, self.speech_tokenizer_folder)
+
+    @property
+    def speech_tokenizer_folder(self) -> str:
+        """Where the units come from: the folder a rebuild with other units is told to use."""
+        return str(self.checkpoint.speech_tokenizer_dir)
+
+    @property
+    def unit_rate_hz(self) -> float:
+        return MHUBERT_RATE_HZ
 
     def speech_tokens(self, record: dict, units: np.ndarray) -> list[SpeechToken]:
         """The interleaved speech tokens Meta's tokenizer writes: HuBERT only for the base model; with
@@ -184,7 +193,8 @@ class SpiritLMAdapter(Adapter):
         if units.size == 0 or missing:
             raise ValueError(f"known_id={record['known_id']}: field 'units': {units.size} units, "
                              f"{len(missing)} without a [Hu..] token (e.g. {missing[:3]})")
-        model_input = speech_model_input(self.tokenizer, record, text, units, self.speech_tokens(record, units))
+        model_input = speech_model_input(self.tokenizer, record, text, units, self.speech_tokens(record, units),
+                                         self.unit_rate_hz)
         model_input.metadata.update(units_source=source, units=provenance.to_dict())
         return model_input
 
