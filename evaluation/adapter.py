@@ -3,8 +3,9 @@
 An adapter owns the model's prompt format (markers, speech tokens or audio embeddings), tells the
 tracer which input positions hold the subject, and maps every input position to the text token of
 the prompt it stands for, so that speech positions can be aggregated through their text token as in
-the paper. Adapters register by name here or through the `known_speech.adapters` entry-point group,
-and say which model names they handle.
+the paper. Adapters are listed by the `known_speech.adapters` entry-point group (the built-in ones too, in
+pyproject.toml, so that this module imports none of the adapters that import it) or registered with
+`register_adapter`, and say which model names they handle.
 """
 
 from __future__ import annotations
@@ -134,8 +135,7 @@ def _load_entry_points() -> None:
 
 
 def available_adapters() -> list[str]:
-    from . import hf_text, qwen2_audio, spiritlm  # noqa: F401  (register the bundled adapters)
-
+    """The registered adapters and those of the entry points (the built-in ones are entry points of this package)."""
     _load_entry_points()
     return sorted(ADAPTERS)
 
@@ -143,7 +143,9 @@ def available_adapters() -> list[str]:
 def adapter_class(name: str) -> type[Adapter]:
     names = available_adapters()
     if name not in ADAPTERS:
-        raise ValueError(f"unknown adapter {name!r}; available: {names} (add one via the {ENTRY_POINT_GROUP!r} entry points)")
+        fix = (f"add one via the {ENTRY_POINT_GROUP!r} entry points" if names else
+               "install known-speech (pip install -e .): its entry points list the built-in adapters")
+        raise ValueError(f"unknown adapter {name!r}; available: {names} ({fix})")
     return ADAPTERS[name]
 
 
