@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from dataclasses import MISSING, fields
+from functools import partial
 
 from . import commands
 from .progress import configure_progress
@@ -73,6 +74,17 @@ def _defaults(options_class) -> dict:
     return {f.name: f.default for f in fields(options_class) if f.default is not MISSING}
 
 
+def _output_options(default) -> argparse.ArgumentParser:
+    """-v and --progress, accepted before the subcommand and after it: a subcommand's copy leaves the value
+    given before it alone (default SUPPRESS) unless it is given there."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("-v", "--verbose", action="store_true", default=default,
+                         help="log at INFO level, and show the traceback of an error")
+    options.add_argument("--progress", action="store_true", default=default,
+                         help="show progress bars even where the output is not a terminal (a log file, CI)")
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     from known_speech.builders.options import BuildOptions
     from known_speech.tracing.kernels import KERNELS
@@ -80,13 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     from known_speech.tracing.result import TraceOptions
 
     build_defaults, trace_defaults = _defaults(BuildOptions), _defaults(TraceOptions)
-    parser = argparse.ArgumentParser(prog="known-speech", description=DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    parser.add_argument("--progress", action="store_true",
-                        help="show progress bars even where the output is not a terminal (a log file, CI)")
+    parser = argparse.ArgumentParser(prog="known-speech", description=DESCRIPTION, parents=[_output_options(False)])
     subcommands = parser.add_subparsers(dest="command", required=True)
+    command = partial(subcommands.add_parser, parents=[_output_options(argparse.SUPPRESS)])
 
-    build = subcommands.add_parser("build", help="synthesise, align and check the spoken Known set (resumable)")
+    build = command("build", help="synthesise, align and check the spoken Known set (resumable)")
     build.add_argument("--engine", default=build_defaults["engine"],
                        help="TTS engine: piper, piper-subprocess, melotts, kokoro, espeak-ng, external (default: piper)")
     build.add_argument("--voice", default=build_defaults["voice"],
@@ -114,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "folder with its quantizer or k-means centroids: store units with their provenance")
     build.set_defaults(handler=commands.build)
 
-    show = subcommands.add_parser("show-alignment", help="PNG of an item's spectrogram with every alignment (paper Fig. 3)")
+    show = command("show-alignment", help="PNG of an item's spectrogram with every alignment (paper Fig. 3)")
     show.add_argument("known_id", type=int)
     show.add_argument("--voice-config", "--config", dest="voice_config", default=None,
                       help="voice config (default: the first built)")
@@ -122,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", default=None, help="output .png or .pdf (default: alignment_<config>_<id>.png)")
     show.set_defaults(handler=commands.show_alignment)
 
-    publish = subcommands.add_parser("publish", help="upload the dataset folder to the Hub as one commit plus a tag")
+    publish = command("publish", help="upload the dataset folder to the Hub as one commit plus a tag")
     publish.add_argument("--repo", required=True, help="ORG/NAME of the Hub dataset")
     publish.add_argument("--tag", required=True, help="version tag, e.g. v1.0.0 (never reused)")
     publish.add_argument("--dataset", default=DEFAULT_OUTPUT_DIR, help=f"dataset folder (default: {DEFAULT_OUTPUT_DIR})")
@@ -132,19 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--endpoint", default=None, help="Hub endpoint (default: huggingface_hub's, e.g. HF_ENDPOINT)")
     publish.set_defaults(handler=commands.publish)
 
-    tts_env = subcommands.add_parser("tts-env", help="create the own environment of a TTS engine (melotts)")
+    tts_env = command("tts-env", help="create the own environment of a TTS engine (melotts)")
     tts_env.add_argument("engine", choices=("melotts",))
     tts_env.add_argument("--path", default=None, help="where (default: ~/.cache/known-speech/melotts-venv)")
     tts_env.set_defaults(handler=commands.tts_env)
 
-    filter_ = subcommands.add_parser("filter", help="which facts a model recalls (Known-t2t / Known-s2t), resumable")
+    filter_ = command("filter", help="which facts a model recalls (Known-t2t / Known-s2t), resumable")
     _add_model_arguments(filter_)
     filter_.add_argument("--max-new-tokens", type=_positive_int, default=12, help="greedy tokens generated (default: 12)")
     filter_.add_argument("--batch-size", type=_positive_int, default=None,
                          help="prompts per generate call (default: as many as fit the GPU's free memory, 8 on CPU)")
     filter_.set_defaults(handler=commands.filter_)
 
-    trace = subcommands.add_parser("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")
+    trace = command("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")
     _add_model_arguments(trace)
     trace.add_argument("--kinds", default="hidden,mlp,attn", help="comma-separated: hidden,mlp,attn (default: all)")
     trace.add_argument("--samples", type=_positive_int, default=trace_defaults["samples"],
@@ -168,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--out", default="results", help="results folder (default: results)")
     trace.set_defaults(handler=commands.trace)
 
-    check = subcommands.add_parser("check-model", help="confirm on real weights that the inputs are the model's own "
+    check = command("check-model", help="confirm on real weights that the inputs are the model's own "
                                 "(BOS, marker tokens, answer token, units, recall, restoration); run once before tracing")
     _add_model_arguments(check, run=False)
     check.add_argument("--known-id", type=int, default=None, help="the record whose input is shown (default: the "
@@ -178,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(handler=commands.check_model)
 
-    report = subcommands.add_parser("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")
+    report = command("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")
     report.add_argument("runs", nargs="+", help="trace run folders, or folders holding them")
     report.add_argument("--out", default=None, help="report folder (default: <results>/report)")
     report.add_argument("--per-item", type=_non_negative_int, default=0, help="also plot the first N items of each run")

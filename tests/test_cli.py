@@ -47,3 +47,11 @@ def test_tracing_module_cli_writes_result_and_heatmap(tmp_path):
     result = TraceResult.load(out / "trace.npz")
     assert result.answer == " Rome" and list(result.scores) == ["mlp"]
     assert (out / "trace.png").stat().st_size > 10_000 and (out / "trace.pdf").exists()
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_verbose_is_accepted_before_and_after_the_subcommand(tmp_path, position):
+    """Every error ends "(run with -v for the traceback)": -v shows it wherever it is put."""
+    argv = ["report", str(tmp_path / "no-runs")]
+    with pytest.raises(ValueError, match="not a trace run folder"):
+        main(["-v", *argv] if position == "before" else [*argv, "-v"])
