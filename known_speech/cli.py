@@ -21,13 +21,15 @@ DESCRIPTION = (
 )
 
 
+MODEL_HELP = "model name or path (smollm2: the offline SmolLM2-135M-Instruct GGUF)"
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser, run: bool = True) -> None:
     """Model, adapter, data and device options; `run` adds those of a run over many items."""
-    model_help = "model name or path (smollm2: the offline SmolLM2-135M-Instruct GGUF)"
     if run:
-        parser.add_argument("--model", required=True, help=model_help)
+        parser.add_argument("--model", required=True, help=MODEL_HELP)
     else:
-        parser.add_argument("model", help=model_help)
+        parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--adapter", default=None, help="adapter name (default: from the model name; see known_speech.adapters)")
     if run:
         parser.add_argument("--modality", choices=("text", "speech"), default="text", help="prompt modality (default: text)")
@@ -36,12 +38,42 @@ def _add_model_arguments(parser: argparse.ArgumentParser, run: bool = True) -> N
                         help="the voice config of the dataset for speech, e.g. piper-en_US-joe-medium")
     if run:
         parser.add_argument("--limit", type=_positive_int, default=None, help="only the first N items")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                        help="auto: bfloat16 on CUDA (as Spirit LM's own code), float32 on CPU (default: auto)")
+    _add_device_arguments(parser)
     parser.add_argument("--adapter-option", dest="adapter_options", action="append", default=[], type=_key_value,
                         metavar="KEY=VALUE", help="adapter setting, recorded with the results "
                         "(qwen2-audio: text_suffix='Generate the caption in English:')")
+
+
+def _add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="auto: bfloat16 on CUDA (as Spirit LM's own code), float32 on CPU (default: auto)")
+
+
+def _add_trace_options(parser: argparse.ArgumentParser) -> None:
+    """What a trace restores and scores, and how the engine runs: `trace` and `trace-prompt` alike."""
+    from known_speech.tracing.kernels import KERNELS
+    from known_speech.tracing.metric import METRICS
+    from known_speech.tracing.result import TraceOptions
+
+    defaults = _defaults(TraceOptions)
+    parser.add_argument("--kinds", type=_kinds, default=defaults["kinds"],
+                        help=f"comma-separated, of {','.join(defaults['kinds'])} (default: all)")
+    parser.add_argument("--samples", type=_positive_int, default=defaults["samples"],
+                        help=f"noise samples (default: {defaults['samples']})")
+    parser.add_argument("--window", type=_positive_int, default=defaults["window"],
+                        help=f"layers restored around l for mlp/attn (default: {defaults['window']})")
+    parser.add_argument("--noise-factor", type=_positive_float, default=defaults["noise_factor"],
+                        help=f"sigma = factor x subject embedding std (default: {defaults['noise_factor']:g})")
+    parser.add_argument("--metric", choices=METRICS, default=defaults["metric"],
+                        help="what is traced: prob = P(first answer token) (ROME's, default), logprob = its log, "
+                             "attribute = log P(whole attribute), teacher-forced")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the model's sublayers with torch.compile: ~1.4x faster on GPU after a one-off "
+                             "compilation of ~30 s; off by default")
+    parser.add_argument("--kernels", choices=KERNELS, default="torch",
+                        help="liger: Liger Kernel's fused RMSNorm, rotary embedding and SwiGLU (CUDA; "
+                             "pip install 'known-speech[gpu]'): ~1.3x faster eager tracing; default: torch")
 
 
 def _number(kind, lowest, what):
@@ -60,6 +92,15 @@ def _number(kind, lowest, what):
 _positive_int = _number(int, 1, "a positive integer")
 _non_negative_int = _number(int, 0, "an integer >= 0")
 _positive_float = _number(float, 0, "a positive number")
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    from known_speech.tracing.result import KINDS
+
+    kinds = tuple(kind.strip() for kind in text.split(","))
+    if not set(kinds) <= set(KINDS):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {','.join(KINDS)}")
+    return kinds
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -87,11 +128,8 @@ def _output_options(default) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     from known_speech.builders.options import BuildOptions
-    from known_speech.tracing.kernels import KERNELS
-    from known_speech.tracing.metric import METRICS
-    from known_speech.tracing.result import TraceOptions
 
-    build_defaults, trace_defaults = _defaults(BuildOptions), _defaults(TraceOptions)
+    build_defaults = _defaults(BuildOptions)
     parser = argparse.ArgumentParser(prog="known-speech", description=DESCRIPTION, parents=[_output_options(False)])
     subcommands = parser.add_subparsers(dest="command", required=True)
     command = partial(subcommands.add_parser, parents=[_output_options(argparse.SUPPRESS)])
@@ -156,27 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace = command("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")
     _add_model_arguments(trace)
-    trace.add_argument("--kinds", default="hidden,mlp,attn", help="comma-separated: hidden,mlp,attn (default: all)")
-    trace.add_argument("--samples", type=_positive_int, default=trace_defaults["samples"],
-                       help=f"noise samples (default: {trace_defaults['samples']})")
-    trace.add_argument("--window", type=_positive_int, default=trace_defaults["window"],
-                       help=f"layers restored around l for mlp/attn (default: {trace_defaults['window']})")
-    trace.add_argument("--noise-factor", type=_positive_float, default=trace_defaults["noise_factor"],
-                       help=f"sigma = factor x subject embedding std (default: {trace_defaults['noise_factor']:g})")
-    trace.add_argument("--metric", choices=METRICS, default=trace_defaults["metric"],
-                       help="what is traced: prob = P(first answer token) (ROME's, default), logprob = its log, "
-                            "attribute = log P(whole attribute), teacher-forced")
+    _add_trace_options(trace)
     trace.add_argument("--no-control", action="store_true", help="skip the control-span traces")
     trace.add_argument("--unfiltered", action="store_true", help="trace every record, not only the recalled ones")
     trace.add_argument("--retry-failed", action="store_true", help="trace items that failed before again")
-    trace.add_argument("--compile", action="store_true",
-                       help="compile the model's sublayers with torch.compile: ~1.4x faster on GPU after a one-off "
-                            "compilation of ~30 s; off by default")
-    trace.add_argument("--kernels", choices=KERNELS, default="torch",
-                       help="liger: Liger Kernel's fused RMSNorm, rotary embedding and SwiGLU (CUDA; "
-                            "pip install 'known-speech[gpu]'): ~1.3x faster eager tracing; default: torch")
     trace.add_argument("--out", default="results", help="results folder (default: results)")
     trace.set_defaults(handler=commands.trace)
+
+    one = command("trace-prompt", help="causal trace of one text prompt of any causal LM (the API's trace_prompt): "
+                  "the result (.npz) and heatmaps")
+    one.add_argument("--model", required=True, help=MODEL_HELP)
+    one.add_argument("--prompt", required=True, help="the text prompt, e.g. 'The capital of Italy is'")
+    one.add_argument("--subject", required=True, help="the words of the prompt to corrupt, e.g. Italy")
+    one.add_argument("--subject-occurrence", type=_non_negative_int, default=None,
+                     help="which occurrence of a subject that occurs more than once (0: the first, the default)")
+    one.add_argument("--answer", default=None, help="the expected answer (default: the model's top prediction)")
+    _add_trace_options(one)
+    one.add_argument("--noise-std", type=_positive_float, default=None,
+                     help="sigma itself, instead of --noise-factor x the subject embeddings' std")
+    _add_device_arguments(one)
+    one.add_argument("--out", default="results/trace", help="output folder (default: results/trace)")
+    one.set_defaults(handler=commands.trace_prompt)
 
     check = command("check-model", help="confirm on real weights that the inputs are the model's own "
                                 "(BOS, marker tokens, answer token, units, recall, restoration); run once before tracing")

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["build", "filter_", "trace", "check_model", "report", "show_alignment", "publish", "tts_env"]
+__all__ = ["build", "filter_", "trace", "trace_prompt", "check_model", "report", "show_alignment", "publish", "tts_env"]
 
 
 def build(args: argparse.Namespace) -> int:
@@ -64,7 +64,7 @@ def trace(args: argparse.Namespace) -> int:
         model=args.model, modality=args.modality, adapter=args.adapter or "", dataset=args.dataset,
         voice_config=args.voice_config, control=not args.no_control, limit=args.limit, unfiltered=args.unfiltered,
         dtype=args.dtype, adapter_options=args.adapter_options,
-        trace=TraceOptions(kinds=tuple(args.kinds.split(",")), samples=args.samples, window=args.window,
+        trace=TraceOptions(kinds=args.kinds, samples=args.samples, window=args.window,
                            noise_factor=args.noise_factor, metric=args.metric),
     )
     summary = run_trace(config, out=args.out, device=args.device, retry_failed=args.retry_failed, compile=args.compile,
@@ -73,6 +73,26 @@ def trace(args: argparse.Namespace) -> int:
         print(f"{summary.run_dir}: {summary.traced} of {summary.items} items traced, {summary.failed} failed, "
               f"{summary.seconds:.1f} s on {summary.world_size} process(es), "
               f"{max(summary.per_rank_trace_seconds):.1f} s of it tracing, noise sigma {summary.noise_std:.4g}")
+    return 0
+
+
+def trace_prompt(args: argparse.Namespace) -> int:
+    from known_speech.api import trace_prompt
+
+    result = trace_prompt(args.model, args.prompt, args.subject, args.answer, kinds=args.kinds, samples=args.samples,
+                          noise_factor=args.noise_factor, noise_std=args.noise_std, window=args.window,
+                          metric=args.metric, device=args.device, dtype=args.dtype, compile=args.compile,
+                          kernels=args.kernels, subject_occurrence=args.subject_occurrence)
+    out = Path(args.out)
+    written = [result.save(out / "trace.npz"), result.plot(out / "trace.png"), result.plot(out / "trace.pdf")]
+    print(f"answer {result.answer!r}: clean {result.high_score:.4f}, corrupted {result.low_score:.4f} "
+          f"(noise sigma {result.noise_std:.3g}), {result.seconds:.1f} s")
+    for kind in result.scores:
+        position, layer, score = result.peak(kind)
+        print(f"{kind}: peak {score:.4f} at token {position} {result.tokens[position]!r}, layer {layer}")
+    for warning in result.warnings:
+        print(f"known-speech: warning: {warning}", file=sys.stderr)
+    print(f"wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -30,9 +30,9 @@ def _effect(item: int, position: int, layer: int, modality: str) -> float:
     return 0.01 * item + 0.1 * position + 0.001 * layer + (0.05 if modality == "speech" else 0.0)
 
 
-def _write_run(root, modality: str, items=(1, 2, 3)) -> RunFolder:
+def _write_run(root, modality: str, items=(1, 2, 3), clean: dict[int, float] | None = None) -> RunFolder:
     """A run folder of `items`: text runs link position p to text token p; speech runs voice each text token
-    with two positions, after a [Speech] marker that links to none."""
+    with two positions, after a [Speech] marker that links to none. Clean scores 0.9 unless `clean` says."""
     config = TraceRunConfig(model="tiny", adapter="hf-text", modality=modality,
                             voice_config="voice" if modality == "speech" else "", trace=TraceOptions(kinds=("hidden",)))
     folder = RunFolder.of(config, root)
@@ -42,7 +42,7 @@ def _write_run(root, modality: str, items=(1, 2, 3)) -> RunFolder:
     for item in items:
         table = np.array([[LOW + _effect(item, p, layer, modality) for layer in range(LAYERS)] for p in range(len(links))])
         result = TraceResult(tokens=[str(k) for k in links], subject_range=(3, 4), answer=" Rome", answer_id=7,
-                             high_score=0.9, low_score=LOW, scores={"hidden": table}, noise_std=0.5,
+                             high_score=(clean or {}).get(item, 0.9), low_score=LOW, scores={"hidden": table}, noise_std=0.5,
                              options=TraceOptions(kinds=("hidden",)),
                              metadata={"positions": PositionMap(TEXT_TOKENS, links, (3, 4)).to_dict()})
         result.save(folder.item_file(item))
@@ -94,6 +94,13 @@ def test_paired_difference_and_report_statistics(tmp_path):
     # the control-free header: sigma and its calibration, the metric, n per run
     assert "| noise σ | 0.5 = 3 × std of the subjects' input embeddings over ? prompts (rome noise) |" in markdown
     assert "| n traced (subject · control span) | 3 · 0 | 3 · 0 |" in markdown
+
+
+def test_report_warns_of_prompts_whose_corrupted_score_is_above_the_clean_one(tmp_path):
+    _write_run(tmp_path, "text", clean={2: LOW / 2})
+    markdown = (write_report([tmp_path / "tiny"]).out_dir / "report.md").read_text()
+    assert ("> **Warning:** tiny T→T: 1 of 3 prompt(s) have a corrupted score above the clean one (known_id 2): a sign "
+            "of a bad noise σ (0.5) or of a bad subject span.") in markdown
 
 
 def test_run_folder_refuses_to_resume_with_other_settings(tmp_path):
