@@ -255,3 +255,17 @@ def test_errors_name_the_input_and_the_fix_in_one_line(tmp_path, capsys, monkeyp
     (run / "3.npz").write_bytes(b"not a zip")
     assert cli_main(["report", str(run.parent)]) == 2
     assert "3.npz: not a readable trace result" in capsys.readouterr().err
+
+
+def test_a_mistyped_model_fails_within_seconds_when_the_hub_cannot_be_reached(tmp_path):
+    """Neither a folder, a file, an alias nor a cached Hub repo: one request to a Hub that does not answer
+    (a closed local port), not the Hub client's retries (about 50 s), then the usual one line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    started = time.perf_counter()
+    completed = subprocess.run([sys.executable, "-m", "known_speech.cli", "filter", "--model", "smolm2",
+                                "--dataset", str(tmp_path / "ds"), "--limit", "1"],
+                               capture_output=True, text=True, env=env, timeout=120)
+    assert completed.returncode == 2 and time.perf_counter() - started < 20
+    assert completed.stderr.startswith("known-speech: error: model 'smolm2' could not be loaded: no such folder or file, "
+                                       "not in the Hub cache, and the Hub could not be reached (")
+    assert completed.stderr.count("\n") == 1
