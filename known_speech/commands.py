@@ -47,18 +47,26 @@ def filter_(args: argparse.Namespace) -> int:
         rows = run_filter(adapter, records, args.modality, path, voice_config=args.voice_config,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         write_filter_views(args.dataset, args.model)
-        render_card(args.dataset)
+        card = render_card(args.dataset)
     counts = {match: sum(row.match == match for row in rows.values()) for match in ("exact", "partial", "none")}
     errors = sum(bool(row.error) for row in rows.values())
     print(f"{args.model} ({args.modality}): {len(rows)} items, exact {counts['exact']}, partial {counts['partial']}, "
-          f"none {counts['none']} ({errors} could not be run); written to {path}")
+          f"none {counts['none']} ({errors} could not be run)")
+    listed = {info["config_name"]: info["splits"][0]["num_examples"] for info in card.data.dataset_info}
+    configs = [name for name in folder.model_configs(args.model) if name in listed]
+    print(f"configs of {args.dataset}: " + ", ".join(f"{name} ({listed[name]} rows)" for name in configs))
+    print(f"load one with: datasets.load_dataset({str(args.dataset)!r}, {configs[-1]!r}, split='train')")
     return 0
 
 
 def trace(args: argparse.Namespace) -> int:
     from known_speech.evaluation.run_config import TraceRunConfig
     from known_speech.evaluation.trace_run import run_trace
+    from known_speech.layout import DatasetFolder
     from known_speech.tracing import TraceOptions
+
+    if args.modality == "speech":  # the records' check, before the run's settings ask for a voice config
+        DatasetFolder(args.dataset).check_voice_config(args.voice_config)
 
     config = TraceRunConfig(
         model=args.model, modality=args.modality, adapter=args.adapter or "", dataset=args.dataset,
@@ -141,12 +149,11 @@ def show_alignment(args: argparse.Namespace) -> int:
 
     from known_speech.audio import waveform_of
     from known_speech.builders.align.plot import plot_alignment
-    from known_speech.builders.writer import read_build_stats
+    from known_speech.layout import DatasetFolder
 
-    configs = sorted(read_build_stats(args.dataset))
-    if not configs:
-        raise ValueError(f"{args.dataset} holds no built voice; run `known-speech build` first")
-    config = args.voice_config or configs[0]
+    folder = DatasetFolder(args.dataset)
+    config = args.voice_config or next(iter(folder.voice_configs()), "")
+    folder.check_voice_config(config)
     rows = datasets.load_dataset(str(args.dataset), config, split="train").filter(
         lambda known_id: known_id == args.known_id, input_columns="known_id")
     if len(rows) == 0:

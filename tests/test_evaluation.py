@@ -133,6 +133,9 @@ def test_smollm2_filter_finds_rome_and_resumes_after_a_torn_line(tmp_path, capsy
     dataset = tmp_path / "ds"
     argv = ["filter", "--model", "smollm2", "--modality", "text", "--dataset", str(dataset), "--limit", "24"]
     assert cli_main(argv) == 0
+    out = capsys.readouterr().out  # the configs written and how to load them, not the internal rows file
+    assert ".build" not in out and f"configs of {dataset}: filter-smollm2 (24 rows), known_t2t-smollm2 (" in out
+    assert f"load one with: datasets.load_dataset('{dataset}', 'known_t2t-smollm2', split='train')" in out
     path = dataset / ".build" / "filters" / "smollm2" / "text.jsonl"  # the resumable rows
     rows = read_filter(path)
     assert len(rows) == 24
