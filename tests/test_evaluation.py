@@ -157,6 +157,17 @@ def test_smollm2_filter_finds_rome_and_resumes_after_a_torn_line(tmp_path, capsy
 
 
 @pytest.mark.slow
+def test_check_model_says_the_speech_checks_did_not_run_and_strict_fails(tmp_path, capsys):
+    argv = ["check-model", "smollm2", "--config", "piper-en_US-joe-medium", "--dataset", str(tmp_path / "ds")]
+    assert cli_main([*argv, "--strict"]) == 1
+    captured = capsys.readouterr()
+    assert "WARN  speech" in captured.out and ("not run: adapter hf-text reads text only; --config "
+                                               "piper-en_US-joe-medium is not used") in captured.out
+    assert "'The capital of Roman Republic is' -> 'Rome' (expected 'Rome': exact)" in captured.out  # beside the answer
+    assert captured.err == "known-speech: check-model failed: speech\n"  # every other check passes
+
+
+@pytest.mark.slow
 def test_qwen2_audio_adapter_corrupts_embedding_frames_of_the_subject(tiny_qwen2_audio, spoken_dataset):
     """Continuous-embedding speech: a tiny random Qwen2-Audio saved with its processor, loaded by name."""
     from datasets import load_dataset
