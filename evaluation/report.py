@@ -61,11 +61,11 @@ def _caption(runs: list[ReportRun], scale: str, has_difference: bool) -> str:
             f"by token-position category (rows of each panel; grey: no prompt has a token there) and layer. Panel rows: hidden state; MLP and attention "
             f"restored over a window of {window} layers around each layer. Columns: the runs"
             + (", then S→T − T→T on the prompts both recall (dots: the cell's 95 % interval excludes 0)"
-               if has_difference else "") + ". n: prompts behind the panel. Score: "
+               if has_difference else "") + ". Beside each row, n: the prompts with a token of that category (the panel's title counts them all). Score: "
             + "; ".join(sorted({f"{r.config.trace.metric} = {r.value}" for r in runs})) + ". ")
     if scale == "log":
-        text += (f"log10 scale as the paper's Figure 2: AIE at or below {LOG_FLOOR:g}, negative AIE included (restoring "
-                 f"lowered the score), is drawn at the floor; the signed figure shows it.")
+        text += (f"log10 scale as the paper's Figure 2: AIE at or below {LOG_FLOOR:g} is drawn at the floor; negative AIE "
+                 f"(restoring lowered the score) is drawn there too, hatched; the signed figure shows its size.")
     else:
         text += "Signed AIE on a diverging scale (red: restoring raises the score, blue: lowers it), one scale per row."
     return text

@@ -125,3 +125,19 @@ def test_scheduler_gives_the_costliest_items_out_first_to_the_least_loaded_rank(
     assert shares == [[1, 4, 5, 6, 7], [2, 3]]
     assert balanced_shares(costs, 1) == [sorted(costs)]
     assert sorted(i for share in balanced_shares(costs, 5) for i in share) == sorted(costs)
+
+
+def test_panels_give_n_per_row_and_hatch_the_negative_cells_of_the_log_scale():
+    """A panel of 2 prompts whose second row has n=1 says so beside the row; on the log scale a negative
+    cell (drawn at the floor, like a near-zero one) is hatched, on the signed scale it needs no hatch."""
+    from known_speech.evaluation.aggregate import Estimate
+    from known_speech.evaluation.figures import Panel, panel_figure
+
+    mean = np.array([[0.1, 0.2], [-0.05, 1e-5], [np.nan, np.nan]])
+    estimate = Estimate(mean, mean, mean, np.array([[2, 2], [1, 1], [0, 0]]))
+    panel = Panel("run", {"hidden": estimate}, 2, ("a", "b", "c"))
+    for scale, hatched in (("log", [(0, 1)]), ("signed", [])):
+        axis = panel_figure([panel], ["hidden"], scale, "AIE").axes[0]
+        assert [label.get_text() for label in axis.child_axes[0].get_yticklabels()] == ["n=2", "n=1", "n=0"]
+        assert [tuple(int(v) for v in patch.get_xy()) for patch in axis.patches if patch.get_hatch()] == hatched
+        assert "(n=" not in axis.get_title()
