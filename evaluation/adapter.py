@@ -18,6 +18,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from known_speech.progress import follow_terminal
+
 from .model_input import Modality, ModelInput
 
 __all__ = [
@@ -53,6 +55,7 @@ class Adapter(ABC):
         return False
 
     def __init__(self, model_name: str, device: str = "cpu", dtype: str = "auto"):
+        follow_terminal()  # subclasses load their model next: its bars only on a terminal
         self.model_name = model_name
         self.device = device
         self.dtype = resolve_dtype(dtype, device)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from known_speech.atomic import atomic_path
 from known_speech.layout import DatasetFolder
+from known_speech.progress import follow_terminal
 from known_speech.schema import KNOWN_COLUMNS, both_view_features, filter_features, speech_view_features
 
 from .filtering import FilterRow, read_filter
@@ -65,6 +66,7 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
     """The model's filter tables and views, from the filter runs' rows; returns the files written."""
     import datasets
 
+    follow_terminal()
     folder = DatasetFolder(dataset_dir)
     work = folder.filter_file(model, "text").parent
     written: list[Path] = []

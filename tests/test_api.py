@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,11 @@ def test_package_exports_the_api():
         assert getattr(known_speech, name) is not None
     with pytest.raises(AttributeError):
         known_speech.nope  # noqa: B018
+
+
+@pytest.mark.slow
+def test_the_api_draws_no_progress_bar_where_its_output_is_no_terminal():
+    """The CLI's rule, bars only on a terminal, holds for the Python API too: no "Loading weights" in a log."""
+    code = "import known_speech; known_speech.load_causal_lm('smollm2')"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert "Loading weights" not in completed.stderr and "it/s]" not in completed.stderr, completed.stderr

@@ -73,6 +73,9 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = "float32", devi
     (dequantised to `dtype` by transformers; needs `gguf`); anything else goes to `from_pretrained`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from known_speech.progress import follow_terminal
+
+    follow_terminal()  # no "Loading weights" bar where the output is no terminal
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     kwargs: dict = {}
     if name_or_path == "smollm2":
