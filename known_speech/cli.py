@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(handler=commands.build)
 
     show = command("show-alignment", help="PNG of an item's spectrogram with every alignment (paper Fig. 3)")
-    show.add_argument("known_id", type=int)
+    show.add_argument("known_id", type=int, help="the Known record to show, e.g. 65 (its known_id)")
     show.add_argument("--voice-config", "--config", dest="voice_config", default=None,
                       help="voice config (default: the first built)")
     show.add_argument("--dataset", default=DEFAULT_OUTPUT_DIR, help=f"dataset folder (default: {DEFAULT_OUTPUT_DIR})")
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(handler=commands.publish)
 
     tts_env = command("tts-env", help="create the own environment of a TTS engine (melotts)")
-    tts_env.add_argument("engine", choices=("melotts",))
+    tts_env.add_argument("engine", choices=("melotts",), help="the engine whose environment to create: melotts")
     tts_env.add_argument("--path", default=None, help="where (default: ~/.cache/known-speech/melotts-venv)")
     tts_env.set_defaults(handler=commands.tts_env)
 
