@@ -54,8 +54,9 @@ def filter_(args: argparse.Namespace) -> int:
           f"none {counts['none']} ({errors} could not be run)")
     listed = {info["config_name"]: info["splits"][0]["num_examples"] for info in card.data.dataset_info}
     configs = [name for name in folder.model_configs(args.model) if name in listed]
-    print(f"configs of {args.dataset}: " + ", ".join(f"{name} ({listed[name]} rows)" for name in configs))
-    print(f"load one with: datasets.load_dataset({str(args.dataset)!r}, {configs[-1]!r}, split='train')")
+    if configs:
+        print(f"configs of {args.dataset}: " + ", ".join(f"{name} ({listed[name]} rows)" for name in configs))
+        print(f"load one with: datasets.load_dataset({str(args.dataset)!r}, {configs[-1]!r}, split='train')")
     return 0
 
 
