@@ -99,8 +99,6 @@ def trace_prompt(args: argparse.Namespace) -> int:
     for kind in result.scores:
         position, layer, score = result.peak(kind)
         print(f"{kind}: peak {score:.4f} at token {position} {result.tokens[position]!r}, layer {layer}")
-    for warning in result.warnings:
-        print(f"known-speech: warning: {warning}", file=sys.stderr)
     print(f"wrote {', '.join(map(str, written))}")
     return 0
 
