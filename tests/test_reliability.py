@@ -259,13 +259,16 @@ def test_errors_name_the_input_and_the_fix_in_one_line(tmp_path, capsys, monkeyp
 
 def test_a_mistyped_model_fails_within_seconds_when_the_hub_cannot_be_reached(tmp_path):
     """Neither a folder, a file, an alias nor a cached Hub repo: one request to a Hub that does not answer
-    (a closed local port), not the Hub client's retries (about 50 s), then the usual one line."""
+    (a closed local port), not the Hub client's retries (at least 23 s of back-off), then the usual one line.
+    Timed after the imports, which a loaded machine makes slow."""
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    started = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-m", "known_speech.cli", "filter", "--model", "smolm2",
-                                "--dataset", str(tmp_path / "ds"), "--limit", "1"],
-                               capture_output=True, text=True, env=env, timeout=120)
-    assert completed.returncode == 2 and time.perf_counter() - started < 20
-    assert completed.stderr.startswith("known-speech: error: model 'smolm2' could not be loaded: no such folder or file, "
-                                       "not in the Hub cache, and the Hub could not be reached (")
-    assert completed.stderr.count("\n") == 1
+    code = ("import time, datasets; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            "from known_speech.tracing.loading import load_causal_lm\n"
+            "started = time.perf_counter()\n"
+            "try:\n    load_causal_lm('smolm2')\n"
+            "except ValueError as err:\n    print(f'{time.perf_counter() - started:.1f}'); print(err)\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    seconds, message = completed.stdout.splitlines()
+    assert float(seconds) < 10 and "Retrying" not in completed.stderr, completed.stderr
+    assert message.startswith("model 'smolm2' could not be loaded: no such folder or file, not in the Hub cache, and "
+                              "the Hub could not be reached (")
