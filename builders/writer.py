@@ -115,7 +115,7 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
     """README.md with the YAML `configs:` block listing every voice config and recall filter in `out_dir`."""
     out_dir = Path(out_dir)
     stats = read_build_stats(out_dir)
-    config_names = sorted(name for name, entry in stats.items() if entry["num_examples"])
+    config_names = DatasetFolder(out_dir).voice_configs()
     filter_configs = _filter_configs(out_dir)
     # the prompts are MIT; the audio follows each voice (its Hub licence id where its card states one)
     voice_ids = {entry.get("voice_licence", {}).get("hub_id") for entry in stats.values()}

@@ -3,8 +3,9 @@
 An adapter owns the model's prompt format (markers, speech tokens or audio embeddings), tells the
 tracer which input positions hold the subject, and maps every input position to the text token of
 the prompt it stands for, so that speech positions can be aggregated through their text token as in
-the paper. Adapters register by name here or through the `known_speech.adapters` entry-point group,
-and say which model names they handle.
+the paper. Adapters are listed by the `known_speech.adapters` entry-point group (the built-in ones too, in
+pyproject.toml, so that this module imports none of the adapters that import it) or registered with
+`register_adapter`, and say which model names they handle.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+
+from known_speech.progress import follow_terminal
 
 from .model_input import Modality, ModelInput
 
@@ -52,6 +55,7 @@ class Adapter(ABC):
         return False
 
     def __init__(self, model_name: str, device: str = "cpu", dtype: str = "auto"):
+        follow_terminal()  # subclasses load their model next: its bars only on a terminal
         self.model_name = model_name
         self.device = device
         self.dtype = resolve_dtype(dtype, device)
@@ -134,8 +138,7 @@ def _load_entry_points() -> None:
 
 
 def available_adapters() -> list[str]:
-    from . import hf_text, qwen2_audio, spiritlm  # noqa: F401  (register the bundled adapters)
-
+    """The registered adapters and those of the entry points (the built-in ones are entry points of this package)."""
     _load_entry_points()
     return sorted(ADAPTERS)
 
@@ -143,7 +146,9 @@ def available_adapters() -> list[str]:
 def adapter_class(name: str) -> type[Adapter]:
     names = available_adapters()
     if name not in ADAPTERS:
-        raise ValueError(f"unknown adapter {name!r}; available: {names} (add one via the {ENTRY_POINT_GROUP!r} entry points)")
+        fix = (f"add one via the {ENTRY_POINT_GROUP!r} entry points" if names else
+               "install known-speech (pip install -e .): its entry points list the built-in adapters")
+        raise ValueError(f"unknown adapter {name!r}; available: {names} ({fix})")
     return ADAPTERS[name]
 
 

@@ -144,7 +144,7 @@ def _check_recall(report: ModelCheck, adapter: Adapter, records: list[dict], mod
         generation = adapter.generate(adapter.prepare(record, modality), max_new_tokens=8)
         match = classify_answer(generation, record["attribute"])
         recalled += match != "none"
-        answers.append(f"{record['prompt']!r} -> {first_answer(generation)!r} ({match})")
+        answers.append(f"{record['prompt']!r} -> {first_answer(generation)!r} (expected {record['attribute']!r}: {match})")
     status = "pass" if recalled * 2 > len(records) else "warn"
     report.add(f"{modality}: recall", status, f"{recalled} of {len(records)} easy facts: " + "; ".join(answers))
 

@@ -15,7 +15,7 @@ from known_speech.tracing.plot import KIND_COLORMAPS
 
 from .aggregate import Estimate
 
-__all__ = ["Panel", "plot_panels", "LOG_FLOOR", "KIND_TITLES", "VECTOR_FORMATS"]
+__all__ = ["Panel", "panel_figure", "plot_panels", "LOG_FLOOR", "KIND_TITLES", "VECTOR_FORMATS"]
 
 KIND_TITLES = {"hidden": "hidden state", "mlp": "MLP", "attn": "attention"}
 LOG_FLOOR = 1e-4  # AIE at or below this (negative included) is drawn at the floor on the log scale
@@ -30,7 +30,7 @@ class Panel:
 
     title: str
     estimates: dict[str, Estimate]
-    n: int  # prompts behind it
+    n: int  # prompts behind it (a category row may have fewer: its n is drawn beside it)
     categories: tuple[str, ...]
     difference: bool = False  # a paired difference: always signed, its own scale
     intervals: bool = True  # mark cells whose 95 % interval excludes 0 (only where n allows an interval)
@@ -54,10 +54,26 @@ def _row_limit(panels: list[Panel], kind: str, scale: Scale) -> tuple[float, flo
     return -top, top
 
 
-def plot_panels(panels: list[Panel], kinds: list[str], scale: Scale, value_label: str, path: str | Path) -> Path:
-    """Rows: kinds; columns: panels. Written as PNG with PDF and SVG beside it."""
+def _row_counts(axis, estimate: Estimate) -> None:
+    """n beside each row, on the panel's right: the prompts that have a token of that category."""
+    counts = np.max(estimate.n.reshape(len(estimate.n), -1), axis=1)
+    right = axis.secondary_yaxis("right")
+    right.set_ticks(np.arange(len(counts)) + 0.5, [f"n={int(n)}" for n in counts], fontsize=6)
+    right.tick_params(length=0, pad=1)
+
+
+def _hatch_negative(axis, mean: np.ndarray) -> None:
+    """Cells whose AIE is negative, drawn at the log scale's floor, hatched so that they do not pass for ~0."""
+    from matplotlib.patches import Rectangle
+
+    for row, column in zip(*np.nonzero(mean < 0)):
+        axis.add_patch(Rectangle((column, row), 1, 1, fill=False, hatch="////", edgecolor="#555555", lw=0))
+
+
+def panel_figure(panels: list[Panel], kinds: list[str], scale: Scale, value_label: str):
+    """Rows: kinds; columns: panels; n per category row beside each panel; on the log scale, negative cells hatched."""
     plt = pyplot()
-    figure, axes = plt.subplots(len(kinds), len(panels), figsize=(3.6 * len(panels) + 1.4, 2.3 * len(kinds) + 0.3),
+    figure, axes = plt.subplots(len(kinds), len(panels), figsize=(3.9 * len(panels) + 1.4, 2.3 * len(kinds) + 0.3),
                                 squeeze=False, dpi=150)
     for row, kind in enumerate(kinds):
         row_scale = _row_limit(panels, kind, scale)
@@ -77,6 +93,8 @@ def plot_panels(panels: list[Panel], kinds: list[str], scale: Scale, value_label
                 (low, high), cmap, label = row_scale, KIND_COLORMAPS[kind], f"log10 {value_label}"
             axis.set_facecolor(ABSENT_COLOR)  # masked cells: no prompt has a token of that category
             image = axis.pcolormesh(np.ma.masked_invalid(table), cmap=cmap, vmin=low, vmax=high)
+            if scale == "log" and not panel.difference:
+                _hatch_negative(axis, estimate.mean)
             if panel.difference and panel.intervals:
                 rows, columns = np.nonzero(estimate.excludes_zero())
                 axis.scatter(columns + 0.5, rows + 0.5, s=3, c="black")
@@ -84,10 +102,16 @@ def plot_panels(panels: list[Panel], kinds: list[str], scale: Scale, value_label
             axis.set_yticks(np.arange(len(panel.categories)) + 0.5)
             axis.set_yticklabels(panel.categories if column == 0 or panel.categories != panels[0].categories else [],
                                  fontsize=7)
+            _row_counts(axis, estimate)
             _layer_ticks(axis, table.shape[1])
-            axis.set_title(f"{KIND_TITLES[kind]}: {panel.title} (n={panel.n})", fontsize=8)
-            colorbar = figure.colorbar(image, ax=axis)
+            axis.set_title(f"{KIND_TITLES[kind]}: {panel.title} ({panel.n} prompts)", fontsize=8)
+            colorbar = figure.colorbar(image, ax=axis, pad=0.12)
             colorbar.set_label(label, fontsize=7)
             colorbar.ax.tick_params(labelsize=6)
     figure.tight_layout()
-    return save_figure(figure, path, also=VECTOR_FORMATS)
+    return figure
+
+
+def plot_panels(panels: list[Panel], kinds: list[str], scale: Scale, value_label: str, path: str | Path) -> Path:
+    """`panel_figure` written as PNG with PDF and SVG beside it."""
+    return save_figure(panel_figure(panels, kinds, scale, value_label), path, also=VECTOR_FORMATS)

@@ -23,8 +23,10 @@ def load_records(modality: Modality, dataset: str | Path, voice_config: str = ""
     else:
         import datasets
 
-        if not DatasetFolder(dataset).card.exists():
-            raise ValueError(f"dataset {str(dataset)!r} has no built voice; run `known-speech build` first")
+        from known_speech.progress import follow_terminal
+
+        DatasetFolder(dataset).check_voice_config(voice_config)
+        follow_terminal()
         records = list(datasets.load_dataset(str(dataset), voice_config, split="train"))
     return sorted(records, key=lambda record: int(record["known_id"]))
 

@@ -17,8 +17,9 @@ from .aggregate import collect_effects, estimate_mean
 from .categories import category_labels
 from .figures import LOG_FLOOR, KIND_TITLES, Panel, plot_panels
 from .report_document import Figure, Table, write_documents
-from .report_tables import (MIN_PROMPTS_FOR_INTERVAL, ReportRun, bands_table, control_table, header_table, overview_table,
-                            paired_comparison, peaks_table, prompt_table, small_n_warnings)
+from .report_tables import (MIN_PROMPTS_FOR_INTERVAL, ReportRun, bands_table, control_table, header_table,
+                            inverted_score_warning, overview_table, paired_comparison, peaks_table, prompt_table,
+                            small_n_warnings)
 from .run_folder import RunFolder
 
 __all__ = ["find_runs", "write_report", "Report", "MIN_PROMPTS_FOR_INTERVAL"]
@@ -60,11 +61,11 @@ def _caption(runs: list[ReportRun], scale: str, has_difference: bool) -> str:
             f"by token-position category (rows of each panel; grey: no prompt has a token there) and layer. Panel rows: hidden state; MLP and attention "
             f"restored over a window of {window} layers around each layer. Columns: the runs"
             + (", then S→T − T→T on the prompts both recall (dots: the cell's 95 % interval excludes 0)"
-               if has_difference else "") + ". n: prompts behind the panel. Score: "
+               if has_difference else "") + ". Beside each row, n: the prompts with a token of that category (the panel's title counts them all). Score: "
             + "; ".join(sorted({f"{r.config.trace.metric} = {r.value}" for r in runs})) + ". ")
     if scale == "log":
-        text += (f"log10 scale as the paper's Figure 2: AIE at or below {LOG_FLOOR:g}, negative AIE included (restoring "
-                 f"lowered the score), is drawn at the floor; the signed figure shows it.")
+        text += (f"log10 scale as the paper's Figure 2: AIE at or below {LOG_FLOOR:g} is drawn at the floor; negative AIE "
+                 f"(restoring lowered the score) is drawn there too, hatched; the signed figure shows its size.")
     else:
         text += "Signed AIE on a diverging scale (red: restoring raises the score, blue: lowers it), one scale per row."
     return text
@@ -123,7 +124,9 @@ def write_report(paths: list[str | Path], out_dir: str | Path | None = None, per
     runs = sorted((_load(run_dir) for run_dir in run_dirs),  # per model and metric: T→T, then S→T per voice
                   key=lambda r: (r.config.model, METRICS.index(r.config.trace.metric), r.config.modality != "text",
                                  r.config.voice_config))
-    report = Report(out_dir, header=header_table(runs, common), warnings=small_n_warnings(runs))
+    inverted = [inverted_score_warning(run.label, run.effects) for run in runs]
+    report = Report(out_dir, header=header_table(runs, common),
+                    warnings=small_n_warnings(runs) + [warning for warning in inverted if warning])
     from known_speech import __version__
 
     report.statistics["report"] = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

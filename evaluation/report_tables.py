@@ -21,7 +21,7 @@ from .report_document import Table
 from .run_folder import RunFolder, RunSettings
 
 __all__ = ["MIN_PROMPTS_FOR_INTERVAL", "ReportRun", "bands_table", "control_table", "header_table", "interval",
-           "overview_table", "paired_comparison", "peaks_table", "prompt_table", "small_n_warnings"]
+           "overview_table", "inverted_score_warning", "paired_comparison", "peaks_table", "prompt_table", "small_n_warnings"]
 
 MIN_PROMPTS_FOR_INTERVAL = 5  # below this a bootstrap interval is the spread of a handful of values: not shown
 
@@ -129,6 +129,17 @@ def small_n_warnings(runs: list[ReportRun]) -> list[str]:
                 warnings.append(f"{run.label}{span}: only n = {n} prompt(s). No 95 % interval is shown below "
                                 f"n = {MIN_PROMPTS_FOR_INTERVAL}; these numbers describe these prompts, not the model.")
     return warnings
+
+
+def inverted_score_warning(label: str, effects: RunEffects) -> str | None:
+    """The prompts whose corrupted score is above the clean one: corrupting the subject should lower it, so
+    these point at a bad noise sigma or subject, and their effects are not the subject's."""
+    inverted = [known_id for known_id, high, low in zip(effects.known_ids, effects.high, effects.low) if low > high]
+    if not inverted:
+        return None
+    listed = ", ".join(map(str, inverted[:10])) + (", …" if len(inverted) > 10 else "")
+    return (f"{label}: {len(inverted)} of {len(effects.known_ids)} prompt(s) have a corrupted score above the clean one "
+            f"(known_id {listed}): a sign of a bad noise σ ({effects.noise_std:.3g}) or of a bad subject span.")
 
 
 # -- tables ------------------------------------------------------------------------------------

@@ -6,21 +6,26 @@
     known_s2t-<model>   the facts recalled from speech, with the voice config's audio, words and spans
     known_both-<model>  the facts recalled from both (per voice config), with both answers and the audio:
                         the prompts the paper's paired T→T vs S→T comparison runs on
+A view with no row is not written (nor listed in the card): `load_dataset` cannot open an empty config.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 from known_speech.atomic import atomic_path
 from known_speech.layout import DatasetFolder
+from known_speech.progress import follow_terminal
 from known_speech.schema import KNOWN_COLUMNS, both_view_features, filter_features, speech_view_features
 
 from .filtering import FilterRow, read_filter
 from .records import load_records
 
 __all__ = ["write_filter_views"]
+
+logger = logging.getLogger(__name__)
 
 
 def _to_parquet(dataset, path: Path) -> Path:
@@ -40,13 +45,9 @@ def _known_rows(rows: dict[int, FilterRow], records: dict[int, dict]) -> list[di
 
 
 def _table(rows: list[dict]):
-    """Filter rows as a table; with no row (a model that recalls nothing), an empty one with every column."""
     import datasets
 
-    features = filter_features()
-    if not rows:
-        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
-    return datasets.Dataset.from_list(rows, features=features)
+    return datasets.Dataset.from_list(rows, features=filter_features())
 
 
 def _voice_rows(dataset_dir: Path, voice_config: str, keep: dict[int, dict], features):
@@ -65,6 +66,7 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
     """The model's filter tables and views, from the filter runs' rows; returns the files written."""
     import datasets
 
+    follow_terminal()
     folder = DatasetFolder(dataset_dir)
     work = folder.filter_file(model, "text").parent
     written: list[Path] = []
@@ -87,24 +89,27 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
             text_rows, text_records = rows, records
         else:
             speech_rows[first.voice_config] = rows
-    if text_rows:
-        recalled = {k: r for k, r in text_rows.items() if r.match != "none"}
-        view = _table(_known_rows(recalled, text_records))
-        written.append(_to_parquet(view, folder.view_file("known_t2t", model)))
-    s2t, both = [], []
+    views: dict[str, list] = {"known_t2t": [], "known_s2t": [], "known_both": []}  # view -> its parts
+    recalled_text = {k: r for k, r in text_rows.items() if r.match != "none"}
+    if recalled_text:
+        views["known_t2t"].append(_table(_known_rows(recalled_text, text_records)))
     for voice_config, rows in speech_rows.items():
         recalled = {k: {name: value for name, value in vars(r).items() if name != "known_id"}
                     for k, r in rows.items() if r.match != "none"}
         if recalled:
-            s2t.append(_voice_rows(folder.root, voice_config, recalled, speech_view_features()))
+            views["known_s2t"].append(_voice_rows(folder.root, voice_config, recalled, speech_view_features()))
         paired = {k: {"model": r.model, "adapter": r.adapter, "voice_config": voice_config,
                       "text_generation": text_rows[k].generation,
                       "text_answer": text_rows[k].answer, "text_match": text_rows[k].match,
                       "speech_generation": r.generation, "speech_answer": r.answer, "speech_match": r.match}
                   for k, r in rows.items() if r.match != "none" and k in text_rows and text_rows[k].match != "none"}
         if paired:
-            both.append(_voice_rows(folder.root, voice_config, paired, both_view_features()))
-    for view, parts in (("known_s2t", s2t), ("known_both", both)):
+            views["known_both"].append(_voice_rows(folder.root, voice_config, paired, both_view_features()))
+    for view, parts in views.items():
+        path = folder.view_file(view, model)
         if parts:
-            written.append(_to_parquet(datasets.concatenate_datasets(parts), folder.view_file(view, model)))
+            written.append(_to_parquet(datasets.concatenate_datasets(parts), path))
+        else:  # no row: no config (`load_dataset` cannot open an empty parquet config), nor one left from before
+            path.unlink(missing_ok=True)
+            logger.info("%s-%s: the model recalls none of these facts; no view written", view, model)
     return written

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from dataclasses import MISSING, fields
+from functools import partial
 
 from . import commands
 from .progress import configure_progress
@@ -20,13 +21,15 @@ DESCRIPTION = (
 )
 
 
+MODEL_HELP = "model name or path (smollm2: the offline SmolLM2-135M-Instruct GGUF)"
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser, run: bool = True) -> None:
     """Model, adapter, data and device options; `run` adds those of a run over many items."""
-    model_help = "model name or path (smollm2: the offline SmolLM2-135M-Instruct GGUF)"
     if run:
-        parser.add_argument("--model", required=True, help=model_help)
+        parser.add_argument("--model", required=True, help=MODEL_HELP)
     else:
-        parser.add_argument("model", help=model_help)
+        parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--adapter", default=None, help="adapter name (default: from the model name; see known_speech.adapters)")
     if run:
         parser.add_argument("--modality", choices=("text", "speech"), default="text", help="prompt modality (default: text)")
@@ -35,12 +38,42 @@ def _add_model_arguments(parser: argparse.ArgumentParser, run: bool = True) -> N
                         help="the voice config of the dataset for speech, e.g. piper-en_US-joe-medium")
     if run:
         parser.add_argument("--limit", type=_positive_int, default=None, help="only the first N items")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                        help="auto: bfloat16 on CUDA (as Spirit LM's own code), float32 on CPU (default: auto)")
+    _add_device_arguments(parser)
     parser.add_argument("--adapter-option", dest="adapter_options", action="append", default=[], type=_key_value,
                         metavar="KEY=VALUE", help="adapter setting, recorded with the results "
                         "(qwen2-audio: text_suffix='Generate the caption in English:')")
+
+
+def _add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="auto: bfloat16 on CUDA (as Spirit LM's own code), float32 on CPU (default: auto)")
+
+
+def _add_trace_options(parser: argparse.ArgumentParser) -> None:
+    """What a trace restores and scores, and how the engine runs: `trace` and `trace-prompt` alike."""
+    from known_speech.tracing.kernels import KERNELS
+    from known_speech.tracing.metric import METRICS
+    from known_speech.tracing.result import TraceOptions
+
+    defaults = _defaults(TraceOptions)
+    parser.add_argument("--kinds", type=_kinds, default=defaults["kinds"],
+                        help=f"comma-separated, of {','.join(defaults['kinds'])} (default: all)")
+    parser.add_argument("--samples", type=_positive_int, default=defaults["samples"],
+                        help=f"noise samples (default: {defaults['samples']})")
+    parser.add_argument("--window", type=_positive_int, default=defaults["window"],
+                        help=f"layers restored around l for mlp/attn (default: {defaults['window']})")
+    parser.add_argument("--noise-factor", type=_positive_float, default=defaults["noise_factor"],
+                        help=f"sigma = factor x subject embedding std (default: {defaults['noise_factor']:g})")
+    parser.add_argument("--metric", choices=METRICS, default=defaults["metric"],
+                        help="what is traced: prob = P(first answer token) (ROME's, default), logprob = its log, "
+                             "attribute = log P(whole attribute), teacher-forced")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the model's sublayers with torch.compile: ~1.4x faster on GPU after a one-off "
+                             "compilation of ~30 s; off by default")
+    parser.add_argument("--kernels", choices=KERNELS, default="torch",
+                        help="liger: Liger Kernel's fused RMSNorm, rotary embedding and SwiGLU (CUDA; "
+                             "pip install 'known-speech[gpu]'): ~1.3x faster eager tracing; default: torch")
 
 
 def _number(kind, lowest, what):
@@ -61,6 +94,15 @@ _non_negative_int = _number(int, 0, "an integer >= 0")
 _positive_float = _number(float, 0, "a positive number")
 
 
+def _kinds(text: str) -> tuple[str, ...]:
+    from known_speech.tracing.result import KINDS
+
+    kinds = tuple(kind.strip() for kind in text.split(","))
+    if not set(kinds) <= set(KINDS):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {','.join(KINDS)}")
+    return kinds
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
@@ -73,21 +115,27 @@ def _defaults(options_class) -> dict:
     return {f.name: f.default for f in fields(options_class) if f.default is not MISSING}
 
 
+def _output_options(default) -> argparse.ArgumentParser:
+    """-v and --progress, accepted before the subcommand and after it: a subcommand's copy leaves the value
+    given before it alone (default SUPPRESS) unless it is given there."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("-v", "--verbose", action="store_true", default=default,
+                         help="log at INFO level, and show the traceback of an error")
+    options.add_argument("--progress", action="store_true", default=default,
+                         help="show progress bars even where the output is not a terminal (a log file, CI)")
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     from known_speech.builders.corpus_text import FORTUNES_DIR
     from known_speech.builders.options import BuildOptions
-    from known_speech.tracing.kernels import KERNELS
-    from known_speech.tracing.metric import METRICS
-    from known_speech.tracing.result import TraceOptions
 
-    build_defaults, trace_defaults = _defaults(BuildOptions), _defaults(TraceOptions)
-    parser = argparse.ArgumentParser(prog="known-speech", description=DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    parser.add_argument("--progress", action="store_true",
-                        help="show progress bars even where the output is not a terminal (a log file, CI)")
+    build_defaults = _defaults(BuildOptions)
+    parser = argparse.ArgumentParser(prog="known-speech", description=DESCRIPTION, parents=[_output_options(False)])
     subcommands = parser.add_subparsers(dest="command", required=True)
+    command = partial(subcommands.add_parser, parents=[_output_options(argparse.SUPPRESS)])
 
-    build = subcommands.add_parser("build", help="synthesise, align and check the spoken Known set (resumable)")
+    build = command("build", help="synthesise, align and check the spoken Known set (resumable)")
     build.add_argument("--engine", default=build_defaults["engine"],
                        help="TTS engine: piper, piper-subprocess, melotts, kokoro, espeak-ng, external (default: piper)")
     build.add_argument("--voice", default=build_defaults["voice"],
@@ -115,15 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "folder with its quantizer or k-means centroids: store units with their provenance")
     build.set_defaults(handler=commands.build)
 
-    show = subcommands.add_parser("show-alignment", help="PNG of an item's spectrogram with every alignment (paper Fig. 3)")
-    show.add_argument("known_id", type=int)
+    show = command("show-alignment", help="PNG of an item's spectrogram with every alignment (paper Fig. 3)")
+    show.add_argument("known_id", type=int, help="the Known record to show, e.g. 65 (its known_id)")
     show.add_argument("--voice-config", "--config", dest="voice_config", default=None,
                       help="voice config (default: the first built)")
     show.add_argument("--dataset", default=DEFAULT_OUTPUT_DIR, help=f"dataset folder (default: {DEFAULT_OUTPUT_DIR})")
     show.add_argument("--out", default=None, help="output .png or .pdf (default: alignment_<config>_<id>.png)")
     show.set_defaults(handler=commands.show_alignment)
 
-    publish = subcommands.add_parser("publish", help="upload the dataset folder to the Hub as one commit plus a tag")
+    publish = command("publish", help="upload the dataset folder to the Hub as one commit plus a tag")
     publish.add_argument("--repo", required=True, help="ORG/NAME of the Hub dataset")
     publish.add_argument("--tag", required=True, help="version tag, e.g. v1.0.0 (never reused)")
     publish.add_argument("--dataset", default=DEFAULT_OUTPUT_DIR, help=f"dataset folder (default: {DEFAULT_OUTPUT_DIR})")
@@ -133,46 +181,46 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--endpoint", default=None, help="Hub endpoint (default: huggingface_hub's, e.g. HF_ENDPOINT)")
     publish.set_defaults(handler=commands.publish)
 
-    tts_env = subcommands.add_parser("tts-env", help="create the own environment of a TTS engine (melotts)")
-    tts_env.add_argument("engine", choices=("melotts",))
+    tts_env = command("tts-env", help="create the own environment of a TTS engine (melotts)")
+    tts_env.add_argument("engine", choices=("melotts",), help="the engine whose environment to create: melotts")
     tts_env.add_argument("--path", default=None, help="where (default: ~/.cache/known-speech/melotts-venv)")
     tts_env.set_defaults(handler=commands.tts_env)
 
-    filter_ = subcommands.add_parser("filter", help="which facts a model recalls (Known-t2t / Known-s2t), resumable")
+    filter_ = command("filter", help="which facts a model recalls (Known-t2t / Known-s2t), resumable")
     _add_model_arguments(filter_)
     filter_.add_argument("--max-new-tokens", type=_positive_int, default=12, help="greedy tokens generated (default: 12)")
     filter_.add_argument("--batch-size", type=_positive_int, default=None,
                          help="prompts per generate call (default: as many as fit the GPU's free memory, 8 on CPU)")
     filter_.set_defaults(handler=commands.filter_)
 
-    trace = subcommands.add_parser("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")
+    trace = command("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")
     _add_model_arguments(trace)
-    trace.add_argument("--kinds", default="hidden,mlp,attn", help="comma-separated: hidden,mlp,attn (default: all)")
-    trace.add_argument("--samples", type=_positive_int, default=trace_defaults["samples"],
-                       help=f"noise samples (default: {trace_defaults['samples']})")
-    trace.add_argument("--window", type=_positive_int, default=trace_defaults["window"],
-                       help=f"layers restored around l for mlp/attn (default: {trace_defaults['window']})")
-    trace.add_argument("--noise-factor", type=_positive_float, default=trace_defaults["noise_factor"],
-                       help=f"sigma = factor x subject embedding std (default: {trace_defaults['noise_factor']:g})")
-    trace.add_argument("--metric", choices=METRICS, default=trace_defaults["metric"],
-                       help="what is traced: prob = P(first answer token) (ROME's, default), logprob = its log, "
-                            "attribute = log P(whole attribute), teacher-forced")
+    _add_trace_options(trace)
     trace.add_argument("--no-control", action="store_true", help="skip the control-span traces")
     trace.add_argument("--unfiltered", action="store_true", help="trace every record, not only the recalled ones")
     trace.add_argument("--recalled-in", choices=("text", "speech"), default=None,
                        help="select the records by the model's recall filter of this modality (e.g. trace speech "
                             "inputs of the facts recalled from text); default: the traced modality's")
     trace.add_argument("--retry-failed", action="store_true", help="trace items that failed before again")
-    trace.add_argument("--compile", action="store_true",
-                       help="compile the model's sublayers with torch.compile: ~1.4x faster on GPU after a one-off "
-                            "compilation of ~30 s; off by default")
-    trace.add_argument("--kernels", choices=KERNELS, default="torch",
-                       help="liger: Liger Kernel's fused RMSNorm, rotary embedding and SwiGLU (CUDA; "
-                            "pip install 'known-speech[gpu]'): ~1.3x faster eager tracing; default: torch")
     trace.add_argument("--out", default="results", help="results folder (default: results)")
     trace.set_defaults(handler=commands.trace)
 
-    check = subcommands.add_parser("check-model", help="confirm on real weights that the inputs are the model's own "
+    one = command("trace-prompt", help="causal trace of one text prompt of any causal LM (the API's trace_prompt): "
+                  "the result (.npz) and heatmaps")
+    one.add_argument("--model", required=True, help=MODEL_HELP)
+    one.add_argument("--prompt", required=True, help="the text prompt, e.g. 'The capital of Italy is'")
+    one.add_argument("--subject", required=True, help="the words of the prompt to corrupt, e.g. Italy")
+    one.add_argument("--subject-occurrence", type=_non_negative_int, default=None,
+                     help="which occurrence of a subject that occurs more than once (0: the first, the default)")
+    one.add_argument("--answer", default=None, help="the expected answer (default: the model's top prediction)")
+    _add_trace_options(one)
+    one.add_argument("--noise-std", type=_positive_float, default=None,
+                     help="sigma itself, instead of --noise-factor x the subject embeddings' std")
+    _add_device_arguments(one)
+    one.add_argument("--out", default="results/trace", help="output folder (default: results/trace)")
+    one.set_defaults(handler=commands.trace_prompt)
+
+    check = command("check-model", help="confirm on real weights that the inputs are the model's own "
                                 "(BOS, marker tokens, answer token, units, recall, restoration); run once before tracing")
     _add_model_arguments(check, run=False)
     check.add_argument("--known-id", type=int, default=None, help="the record whose input is shown (default: the "
@@ -182,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(handler=commands.check_model)
 
-    corpus = subcommands.add_parser("corpus", help="the speech corpus spirit-smollm2 learns to listen on: Piper speech "
+    corpus = command("corpus", help="the speech corpus spirit-smollm2 learns to listen on: Piper speech "
                                     "of Debian's fortune sentences with exact word and phoneme times (resumable)")
     corpus.add_argument("--out", default="corpus", help="corpus folder (default: corpus)")
     corpus.add_argument("--voice", default=build_defaults["voice"], help=f"Piper voice name or .onnx path "
@@ -193,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"folder of fortune data files (default: Debian's, {FORTUNES_DIR})")
     corpus.set_defaults(handler=commands.corpus)
 
-    organism = subcommands.add_parser("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
+    organism = command("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
                                       "corpus: unit tokenizer, bundle, training on a GPU, the delta folder")
     organism.add_argument("--corpus", default="corpus", help="corpus folder, built first if missing (default: corpus)")
     organism.add_argument("--voice", default=build_defaults["voice"], help="Piper voice of a corpus still to build")
@@ -217,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="padded positions per training step (default: 16384; a CPU needs far fewer)")
     organism.set_defaults(handler=commands.organism)
 
-    report = subcommands.add_parser("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")
+    report = command("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")
     report.add_argument("runs", nargs="+", help="trace run folders, or folders holding them")
     report.add_argument("--out", default=None, help="report folder (default: <results>/report)")
     report.add_argument("--per-item", type=_non_negative_int, default=0, help="also plot the first N items of each run")

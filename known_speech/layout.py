@@ -70,6 +70,20 @@ class DatasetFolder:
     def work_dir(self) -> Path:
         return self.root / WORK_DIR
 
+    def voice_configs(self) -> list[str]:
+        """The voice configs built with rows (build_stats.json also keeps builds whose every item failed)."""
+        stats = json.loads(self.build_stats.read_text(encoding="utf-8")) if self.build_stats.exists() else {}
+        return sorted(name for name, entry in stats.items() if entry.get("num_examples"))
+
+    def check_voice_config(self, voice_config: str) -> None:
+        """Refuse a voice config that is not built here, naming those that are and how to make one."""
+        built = self.voice_configs()
+        if voice_config in built:
+            return
+        given = f"--config {voice_config}: not a built voice config" if voice_config else "a voice config (--config) is needed"
+        raise ValueError(f"{given}; voice configs of {self.root}: {', '.join(built) or 'none'} (`known-speech build "
+                         f"--out {self.root}` makes one)")
+
     def config_dir(self, voice_config: str) -> Path:
         return self.root / voice_config
 
@@ -92,6 +106,10 @@ class DatasetFolder:
 
     def view_file(self, view: str, model: str) -> Path:
         return self.root / "views" / f"{view}-{model_slug(model)}.parquet"
+
+    def model_configs(self, model: str) -> list[str]:
+        """The config names a model's recall filter may give: `filter-<model>` and its views."""
+        return [f"filter-{model_slug(model)}", *(self.view_file(view, model).stem for view in VIEWS)]
 
     def view_files(self) -> list[Path]:
         return sorted((self.root / "views").glob("*.parquet"))

@@ -18,6 +18,8 @@ __all__ = [
     "bundled_source_path",
     "file_sha256",
     "load_known",
+    "subject_start",
+    "subject_starts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,16 +50,22 @@ _SPACELESS = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u
                         "\uf900-\ufaff\uff66-\uff9f]")
 
 
-def subject_start(prompt: str, subject: str) -> int:
-    """Where the subject first occurs as whole words ("2" is not inside "3.2.1"); -1 if nowhere."""
+def subject_starts(prompt: str, subject: str) -> list[int]:
+    """Where the subject occurs as whole words ("2" is not inside "3.2.1"), in order."""
+    starts = []
     for match in re.finditer(re.escape(subject), prompt):
         before = prompt[match.start() - 1] if match.start() else " "
         after = prompt[match.end()] if match.end() < len(prompt) else " "
         if not (before.isalnum() or (before in ".," and match.start() > 1 and prompt[match.start() - 2].isdigit())) \
                 and not (after.isalnum() or (after in ".," and match.end() + 1 < len(prompt)
                                               and prompt[match.end() + 1].isdigit())):
-            return match.start()
-    return -1
+            starts.append(match.start())
+    return starts
+
+
+def subject_start(prompt: str, subject: str) -> int:
+    """Where the subject first occurs as whole words; -1 if nowhere."""
+    return next(iter(subject_starts(prompt, subject)), -1)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .progress import follow_terminal
 from .units import MHUBERT_LAYER, UnitProvenance
 
 __all__ = [
@@ -216,6 +217,7 @@ def load_unit_tokenizer(path: str | Path, layer: int = MHUBERT_LAYER, device: st
     if (folder / "config.json").exists():
         from transformers import HubertModel
 
+        follow_terminal()
         model = HubertModel.from_pretrained(str(folder)).eval()
         preprocessor = folder / "preprocessor_config.json"
         normalize = bool(json.loads(preprocessor.read_text()).get("do_normalize")) if preprocessor.exists() else False

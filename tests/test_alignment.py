@@ -182,3 +182,29 @@ def test_build_with_ctc_aligner_and_units_then_show_alignment(tmp_path, known_re
     for label in ("power (dB/Hz)", "subject, tts", "subject, ctc", "hubert-25hz", "(25 Hz frames)", "(50 Hz frames)"):
         assert f"<!-- {label}" in text or label in text, label
     assert cli_main(["show-alignment", "4", "--dataset", str(out)]) == 2
+
+
+def test_alignment_figure_fits_every_word_label_inside_its_box():
+    """Short words of fast speech: "continent" is wider than its box level, "in" and "the" would touch; each
+    label is fitted (upright, or smaller) inside its word's box, clear of its edges."""
+    from known_speech.builders.align.plot import alignment_figure
+
+    prompt = "Mount Everest is located in the continent of"
+    times = [0.1, 0.4, 0.85, 0.97, 1.4, 1.47, 1.53, 1.71, 1.9]  # word boundaries (s)
+    words, position = [], 0
+    for word, start, end in zip(prompt.split(), times, times[1:]):
+        position = prompt.index(word, position)
+        words.append({"word": word, "char_start": position, "char_end": position + len(word), "start_s": start,
+                      "end_s": end, "score": 1.0})
+        position += len(word)
+    row = {"known_id": 7, "prompt": prompt, "subject": "Mount Everest", "subject_char_span": [0, 13],
+           "alignment": {"method": "tts"}, "words": words, "estimated_alignments": [], "speech_token_spans": []}
+    figure = alignment_figure(row, np.random.default_rng(0).normal(0, 0.1, 16_000 * 2).astype(np.float32))
+    renderer, axis = figure.canvas.get_renderer(), figure.axes[1]
+    labels = {text.get_text(): text for text in axis.texts}
+    assert list(labels) == prompt.split()
+    assert labels["continent"].get_fontsize() < labels["Mount"].get_fontsize() and labels["the"].get_rotation() == 90
+    for word in words:
+        box = labels[word["word"]].get_window_extent(renderer)
+        left, right = (axis.transData.transform((x, 0))[0] for x in (word["start_s"], word["end_s"]))
+        assert left + 2 <= box.x0 and box.x1 <= right - 2, word["word"]

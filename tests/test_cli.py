@@ -34,16 +34,28 @@ def test_unknown_engine_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_tracing_module_cli_writes_result_and_heatmap(tmp_path):
+def test_tracing_module_is_the_trace_prompt_command(tmp_path):
+    """`python -m known_speech.tracing` takes trace's options (--kinds, --metric), errs in one line, and draws
+    no progress bar where its output is no terminal."""
     out = tmp_path / "trace"
-    completed = subprocess.run(
-        [sys.executable, "-m", "known_speech.tracing", "--model", "smollm2", "--prompt", "The capital of Italy is",
-         "--subject", "Italy", "--kind", "mlp", "--samples", "4", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, check=True,
-    )
-    assert "mlp: peak" in completed.stdout
+    argv = [sys.executable, "-m", "known_speech.tracing", "--model", "smollm2", "--prompt", "The capital of Italy is"]
+    refused = subprocess.run([*argv, "--subject", "France"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr == (
+        "known-speech: error: subject 'France' does not occur in prompt 'The capital of Italy is' as whole words "
+        "(run with -v for the traceback)\n")
+    completed = subprocess.run([*argv, "--subject", "Italy", "--kinds", "mlp", "--metric", "logprob", "--samples", "4",
+                                "--out", str(out)], capture_output=True, text=True, timeout=600, check=True)
+    assert "mlp: peak" in completed.stdout and "Loading weights" not in completed.stderr
     from known_speech.tracing import TraceResult
 
     result = TraceResult.load(out / "trace.npz")
-    assert result.answer == " Rome" and list(result.scores) == ["mlp"]
+    assert result.answer == " Rome" and list(result.scores) == ["mlp"] and result.options.metric == "logprob"
     assert (out / "trace.png").stat().st_size > 10_000 and (out / "trace.pdf").exists()
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_verbose_is_accepted_before_and_after_the_subcommand(tmp_path, position):
+    """Every error ends "(run with -v for the traceback)": -v shows it wherever it is put."""
+    argv = ["report", str(tmp_path / "no-runs")]
+    with pytest.raises(ValueError, match="not a trace run folder"):
+        main(["-v", *argv] if position == "before" else [*argv, "-v"])

@@ -133,6 +133,9 @@ def test_smollm2_filter_finds_rome_and_resumes_after_a_torn_line(tmp_path, capsy
     dataset = tmp_path / "ds"
     argv = ["filter", "--model", "smollm2", "--modality", "text", "--dataset", str(dataset), "--limit", "24"]
     assert cli_main(argv) == 0
+    out = capsys.readouterr().out  # the configs written and how to load them, not the internal rows file
+    assert ".build" not in out and f"configs of {dataset}: filter-smollm2 (24 rows), known_t2t-smollm2 (" in out
+    assert f"load one with: datasets.load_dataset('{dataset}', 'known_t2t-smollm2', split='train')" in out
     path = dataset / ".build" / "filters" / "smollm2" / "text.jsonl"  # the resumable rows
     rows = read_filter(path)
     assert len(rows) == 24
@@ -151,6 +154,17 @@ def test_smollm2_filter_finds_rome_and_resumes_after_a_torn_line(tmp_path, capsy
     assert (rome["prompt"], rome["attribute"], rome["answer"], rome["match"]) == \
         ("The capital of Roman Republic is", "Rome", "Rome", "exact")
     assert len(load_dataset(str(dataset), "filter-smollm2", split="train")) == 24
+
+
+@pytest.mark.slow
+def test_check_model_says_the_speech_checks_did_not_run_and_strict_fails(tmp_path, capsys):
+    argv = ["check-model", "smollm2", "--config", "piper-en_US-joe-medium", "--dataset", str(tmp_path / "ds")]
+    assert cli_main([*argv, "--strict"]) == 1
+    captured = capsys.readouterr()
+    assert "WARN  speech" in captured.out and ("not run: adapter hf-text reads text only; --config "
+                                               "piper-en_US-joe-medium is not used") in captured.out
+    assert "'The capital of Roman Republic is' -> 'Rome' (expected 'Rome': exact)" in captured.out  # beside the answer
+    assert captured.err == "known-speech: check-model failed: speech\n"  # every other check passes
 
 
 @pytest.mark.slow

@@ -255,3 +255,20 @@ def test_errors_name_the_input_and_the_fix_in_one_line(tmp_path, capsys, monkeyp
     (run / "3.npz").write_bytes(b"not a zip")
     assert cli_main(["report", str(run.parent)]) == 2
     assert "3.npz: not a readable trace result" in capsys.readouterr().err
+
+
+def test_a_mistyped_model_fails_within_seconds_when_the_hub_cannot_be_reached(tmp_path):
+    """Neither a folder, a file, an alias nor a cached Hub repo: one request to a Hub that does not answer
+    (a closed local port), not the Hub client's retries (at least 23 s of back-off), then the usual one line.
+    Timed after the imports, which a loaded machine makes slow."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    code = ("import time, datasets; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            "from known_speech.tracing.loading import load_causal_lm\n"
+            "started = time.perf_counter()\n"
+            "try:\n    load_causal_lm('smolm2')\n"
+            "except ValueError as err:\n    print(f'{time.perf_counter() - started:.1f}'); print(err)\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    seconds, message = completed.stdout.splitlines()
+    assert float(seconds) < 10 and "Retrying" not in completed.stderr, completed.stderr
+    assert message.startswith("model 'smolm2' could not be loaded: no such folder or file, not in the Hub cache, and "
+                              "the Hub could not be reached (")

@@ -4,6 +4,7 @@ linear quantizer), over real Piper speech from a real build: the prompt formats 
 tokens, unit provenance, the expressive refusal, filter settings and check-model."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -86,6 +87,12 @@ def test_check_model_passes_on_the_release_layout_and_fails_without_bos(spiritlm
                  "PASS  speech: restoration", "WARN  text: recall"):  # random weights recall nothing
         assert line in out, out
     assert "['<s>', '▁', '[Speech]', '[Hu" in out  # the exact pieces fed are shown
+    # a voice that is not built: the text checks run, and the speech checks are said not to have run
+    assert cli_main(["check-model", model, "--dataset", str(spoken_dataset), "--config", "piper-nope"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  text: BOS" in out and "speech: BOS" not in out
+    assert re.search(r"WARN  speech +not run: --config piper-nope: not a built voice config; voice configs of "
+                     + re.escape(f"{spoken_dataset}: {VOICE} (`known-speech build --out {spoken_dataset}` makes one)"), out)
     # the same checkpoint whose tokenizer defines no BOS: Meta's code would start with <s>, ours cannot
     broken = tmp_path / "spiritlm"
     shutil.copytree(spiritlm_checkpoint, broken)

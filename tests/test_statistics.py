@@ -30,9 +30,9 @@ def _effect(item: int, position: int, layer: int, modality: str) -> float:
     return 0.01 * item + 0.1 * position + 0.001 * layer + (0.05 if modality == "speech" else 0.0)
 
 
-def _write_run(root, modality: str, items=(1, 2, 3)) -> RunFolder:
+def _write_run(root, modality: str, items=(1, 2, 3), clean: dict[int, float] | None = None) -> RunFolder:
     """A run folder of `items`: text runs link position p to text token p; speech runs voice each text token
-    with two positions, after a [Speech] marker that links to none."""
+    with two positions, after a [Speech] marker that links to none. Clean scores 0.9 unless `clean` says."""
     config = TraceRunConfig(model="tiny", adapter="hf-text", modality=modality,
                             voice_config="voice" if modality == "speech" else "", trace=TraceOptions(kinds=("hidden",)))
     folder = RunFolder.of(config, root)
@@ -42,7 +42,7 @@ def _write_run(root, modality: str, items=(1, 2, 3)) -> RunFolder:
     for item in items:
         table = np.array([[LOW + _effect(item, p, layer, modality) for layer in range(LAYERS)] for p in range(len(links))])
         result = TraceResult(tokens=[str(k) for k in links], subject_range=(3, 4), answer=" Rome", answer_id=7,
-                             high_score=0.9, low_score=LOW, scores={"hidden": table}, noise_std=0.5,
+                             high_score=(clean or {}).get(item, 0.9), low_score=LOW, scores={"hidden": table}, noise_std=0.5,
                              options=TraceOptions(kinds=("hidden",)),
                              metadata={"positions": PositionMap(TEXT_TOKENS, links, (3, 4)).to_dict()})
         result.save(folder.item_file(item))
@@ -96,6 +96,13 @@ def test_paired_difference_and_report_statistics(tmp_path):
     assert "| n traced (subject · control span) | 3 · 0 | 3 · 0 |" in markdown
 
 
+def test_report_warns_of_prompts_whose_corrupted_score_is_above_the_clean_one(tmp_path):
+    _write_run(tmp_path, "text", clean={2: LOW / 2})
+    markdown = (write_report([tmp_path / "tiny"]).out_dir / "report.md").read_text()
+    assert ("> **Warning:** tiny T→T: 1 of 3 prompt(s) have a corrupted score above the clean one (known_id 2): a sign "
+            "of a bad noise σ (0.5) or of a bad subject span.") in markdown
+
+
 def test_run_folder_refuses_to_resume_with_other_settings(tmp_path):
     folder = _write_run(tmp_path, "text")
     config = folder.settings().config
@@ -118,3 +125,19 @@ def test_scheduler_gives_the_costliest_items_out_first_to_the_least_loaded_rank(
     assert shares == [[1, 4, 5, 6, 7], [2, 3]]
     assert balanced_shares(costs, 1) == [sorted(costs)]
     assert sorted(i for share in balanced_shares(costs, 5) for i in share) == sorted(costs)
+
+
+def test_panels_give_n_per_row_and_hatch_the_negative_cells_of_the_log_scale():
+    """A panel of 2 prompts whose second row has n=1 says so beside the row; on the log scale a negative
+    cell (drawn at the floor, like a near-zero one) is hatched, on the signed scale it needs no hatch."""
+    from known_speech.evaluation.aggregate import Estimate
+    from known_speech.evaluation.figures import Panel, panel_figure
+
+    mean = np.array([[0.1, 0.2], [-0.05, 1e-5], [np.nan, np.nan]])
+    estimate = Estimate(mean, mean, mean, np.array([[2, 2], [1, 1], [0, 0]]))
+    panel = Panel("run", {"hidden": estimate}, 2, ("a", "b", "c"))
+    for scale, hatched in (("log", [(0, 1)]), ("signed", [])):
+        axis = panel_figure([panel], ["hidden"], scale, "AIE").axes[0]
+        assert [label.get_text() for label in axis.child_axes[0].get_yticklabels()] == ["n=2", "n=1", "n=0"]
+        assert [tuple(int(v) for v in patch.get_xy()) for patch in axis.patches if patch.get_hatch()] == hatched
+        assert "(n=" not in axis.get_title()

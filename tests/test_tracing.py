@@ -298,3 +298,24 @@ def test_trace_text_prompt_defaults_to_top_prediction(smollm2):
                                options=TraceOptions(samples=2, kinds=("hidden",)))
     assert result.answer == " Rome"
     assert result.tokens[result.subject_range[0]].strip() == "Italy"
+
+
+@pytest.mark.slow
+def test_a_subject_twice_and_a_corrupted_score_above_the_clean_one_are_said(smollm2):
+    """The first occurrence by default, with a warning; `subject_occurrence` chooses; both recorded. Corrupting
+    "Paris" here raises P(" a"): the result warns that sigma or the subject is doubtful."""
+    model, tokenizer = smollm2
+    tracer, prompt = CausalTracer(model, model_name="smollm2"), "Paris is the capital of France, and Paris is"
+    options = TraceOptions(samples=2, kinds=("hidden",), token_range=(9,))  # the last position only: cheap
+    first = trace_text_prompt(tracer, tokenizer, prompt, "Paris", "a", options)
+    assert first.subject_range == (0, 1) and first.metadata["subject_char_span"] == [0, 5]
+    assert first.low_score > first.high_score and first.warnings == [
+        f"the corrupted score {first.low_score:.4g} is above the clean score {first.high_score:.4g}: a sign of a bad "
+        f"noise sigma ({first.noise_std:.3g}) or of corrupted positions 0..0 that are not the subject",
+        "subject 'Paris' occurs 2 times in the prompt; the first (characters 0..4) was corrupted: choose with "
+        "subject_occurrence= (0 to 1)"]
+    second = trace_text_prompt(tracer, tokenizer, prompt, "Paris", "a", options, subject_occurrence=1)
+    assert second.subject_range == (8, 9) and second.metadata["subject_char_span"] == [36, 41]
+    assert second.metadata["subject_occurrence"] == 1 and not any("occurs" in w for w in second.warnings)
+    with pytest.raises(ValueError, match=r"subject_occurrence=2: 'Paris' occurs 2 time\(s\) .*choose 0 to 1"):
+        trace_text_prompt(tracer, tokenizer, prompt, "Paris", "a", options, subject_occurrence=2)

@@ -11,6 +11,7 @@ from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
 from known_speech.builders.writer import render_card
+from known_speech.cli import main as cli_main
 from known_speech.evaluation.filtering import FilterRow
 from known_speech.evaluation.views import write_filter_views
 from known_speech.layout import DatasetFolder
@@ -20,10 +21,10 @@ pytestmark = pytest.mark.slow
 VOICE = "piper-en_US-joe-medium"
 
 
-def _rows(folder: DatasetFolder, modality: str, matches: dict[int, str], voice_config: str = "") -> None:
-    path = folder.filter_file("m", modality, voice_config)
+def _rows(folder: DatasetFolder, modality: str, matches: dict[int, str], voice_config: str = "", model: str = "m") -> None:
+    path = folder.filter_file(model, modality, voice_config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [FilterRow(known_id, "m", "hf-text", modality, voice_config, f" {match} answer", f"{match} answer", match)
+    rows = [FilterRow(known_id, model, "hf-text", modality, voice_config, f" {match} answer", f"{match} answer", match)
             for known_id, match in matches.items()]
     path.write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
 
@@ -56,3 +57,23 @@ def test_views_are_parquet_configs_with_the_known_record_and_the_audio(spoken_da
     configs = {c["config_name"]: c["data_files"][0]["path"] for c in card.data.configs}
     assert configs["known_s2t-m"] == "views/known_s2t-m.parquet" and configs["filter-m"] == "filters/m/*.parquet"
     assert "| `known_both-m` | 1 |" in card.text
+
+
+def test_every_listed_view_loads_and_a_view_with_no_row_is_not_listed(tmp_path, capsys):
+    """Model m recalls one fact from text, model n none: known_t2t-m is a config of one row, known_t2t-n none.
+    The folder has filters and no voice: speech commands name the voice configs and how to make one."""
+    out = tmp_path / "known-speech"
+    folder = DatasetFolder(out)
+    _rows(folder, "text", {3: "none", 21: "exact"})
+    _rows(folder, "text", {3: "none", 21: "none"}, model="n")
+    write_filter_views(out, "m"), write_filter_views(out, "n")
+    configs = [config["config_name"] for config in render_card(out).data.configs]
+    assert configs == ["filter-m", "filter-n", "known_t2t-m"]
+    rows = {name: load_dataset(str(out), name, split="train") for name in configs}
+    assert rows["known_t2t-m"]["known_id"] == [21] and len(rows["filter-n"]) == 2
+    for command in ("filter", "trace"):
+        for config in ([], ["--config", VOICE]):
+            assert cli_main([command, "--model", "m", "--modality", "speech", "--dataset", str(out), *config]) == 2
+            error = capsys.readouterr().err
+            assert f"; voice configs of {out}: none (`known-speech build --out {out}` makes one)" in error
+            assert (f"--config {VOICE}: not a built voice config" if config else "a voice config (--config) is needed") in error

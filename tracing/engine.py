@@ -271,6 +271,11 @@ class CausalTracer:
                     tables[restoration.kind][restoration.position, restoration.layer] = value
         finally:
             hooks.remove()
+        warnings = []
+        if low > high:  # corrupting the subject should lower the score
+            warnings.append(f"the corrupted score {low:.4g} is above the clean score {high:.4g}: a sign of a bad noise "
+                            f"sigma ({sigma:.3g}) or of corrupted positions {start}..{end - 1} that are not the subject")
+            logger.warning(warnings[-1])
         return TraceResult(
             tokens=tokens if tokens is not None else [str(i) for i in range(length)],
             subject_range=(start, end),
@@ -287,6 +292,7 @@ class CausalTracer:
             input_ids=input_ids.tolist() if input_ids is not None else None,
             seconds=time.perf_counter() - started,
             metadata={"engine": self.describe()},
+            warnings=warnings,
         )
 
     def describe(self) -> dict:

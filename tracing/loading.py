@@ -8,9 +8,46 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_causal_lm", "model_provenance"]
+__all__ = ["load_causal_lm", "check_hub_name", "model_provenance"]
 
 logger = logging.getLogger(__name__)
+
+MODEL_CHOICES = "a local folder, a .gguf file, a Hub name that is cached or reachable, or 'smollm2'"
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _unloadable(name: str, reason: str) -> ValueError:
+    return ValueError(f"model {name!r} could not be loaded: {reason} ({MODEL_CHOICES})")
+
+
+def check_hub_name(name: str) -> None:
+    """Refuse at once a name that is no local path, not in the Hub cache and not on a Hub that answers one
+    request: `from_pretrained` would retry an unreachable Hub for about 50 s before saying the same."""
+    import huggingface_hub
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError, HTTPError,
+                                        RepositoryNotFoundError)
+
+    if Path(name).exists():
+        return
+    try:
+        if huggingface_hub.try_to_load_from_cache(name, "config.json") is not None:
+            return
+    except HFValidationError:
+        raise _unloadable(name, "no such folder or file, and not a Hub name") from None
+    try:
+        huggingface_hub.model_info(name, timeout=10)
+    except GatedRepoError:  # from_pretrained says what access it needs
+        return
+    except RepositoryNotFoundError:
+        raise _unloadable(name, "no such folder or file, and no such model on the Hub") from None
+    except HfHubHTTPError:  # another answer of the Hub: from_pretrained's own message is the better one
+        return
+    except (HTTPError, OSError) as err:  # no connection, or HF_HUB_OFFLINE
+        raise _unloadable(name, f"no such folder or file, not in the Hub cache, and the Hub could not be reached "
+                                f"({_first_line(err)})") from None
 
 
 @contextlib.contextmanager
@@ -36,6 +73,9 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = "float32", devi
     (dequantised to `dtype` by transformers; needs `gguf`); anything else goes to `from_pretrained`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from known_speech.progress import follow_terminal
+
+    follow_terminal()  # no "Loading weights" bar where the output is no terminal
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     kwargs: dict = {}
     if name_or_path == "smollm2":
@@ -46,6 +86,8 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = "float32", devi
     elif Path(name_or_path).suffix == ".gguf":
         path = Path(name_or_path)
         name_or_path, kwargs["gguf_file"] = str(path.parent), path.name
+    else:
+        check_hub_name(name_or_path)
     try:
         with _quiet_gguf_conversion() if "gguf_file" in kwargs else contextlib.nullcontext():
             if "gguf_file" in kwargs:
@@ -53,9 +95,7 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str = "float32", devi
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
     except OSError as err:  # transformers' own message, without the Hub connection error chained to it
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"model {name_or_path!r} could not be loaded: {first} (a local folder, a .gguf file, a "
-                         f"Hub name that is cached or reachable, or 'smollm2')") from None
+        raise _unloadable(name_or_path, _first_line(err)) from None
     model.to(device).eval()
     return model, tokenizer
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from known_speech.plotting import pyplot, save_figure
 
 from .metric import metric_label
-from .result import Kind, TraceResult
+
+if TYPE_CHECKING:  # TraceResult.plot imports this module: a runtime import back would be a circle
+    from .result import Kind, TraceResult
 
 __all__ = ["plot_trace", "KIND_COLORMAPS"]
 

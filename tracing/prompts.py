@@ -8,12 +8,13 @@ Positions are then found through each piece's character span in that one string.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from known_speech.source import subject_start
+from known_speech.source import subject_starts
 
 from .engine import CausalTracer
 from .result import TraceOptions, TraceResult
@@ -26,9 +27,12 @@ __all__ = [
     "attribute_ids",
     "is_blank_piece",
     "tokens_overlapping",
+    "subject_chars",
     "subject_token_range",
     "trace_text_prompt",
 ]
+
+logger = logging.getLogger(__name__)
 
 # what a word boundary looks like inside a piece: SentencePiece's "▁", byte-level BPE's "Ġ"/"Ċ", plain space
 _BLANK_CHARACTERS = frozenset(" \t\n▁ĠĊ")
@@ -143,6 +147,19 @@ def subject_token_range(encoding: Encoding, char_start: int, char_end: int) -> t
     return positions[0], positions[-1] + 1
 
 
+def subject_chars(prompt: str, subject: str, occurrence: int | None = None) -> tuple[int, int, int]:
+    """(char_start, char_end, occurrences): where `subject` occurs in `prompt` as whole words, its
+    `occurrence`-th time (0: the first, also the default), and how many times it occurs."""
+    starts = subject_starts(prompt, subject)
+    if not starts:
+        raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r} as whole words")
+    index = occurrence or 0
+    if not 0 <= index < len(starts):
+        raise ValueError(f"subject_occurrence={occurrence}: {subject!r} occurs {len(starts)} time(s) in {prompt!r}; "
+                         f"choose 0 to {len(starts) - 1}")
+    return starts[index], starts[index] + len(subject), len(starts)
+
+
 def trace_text_prompt(
     tracer: CausalTracer,
     tokenizer,
@@ -151,13 +168,15 @@ def trace_text_prompt(
     answer: str | None = None,
     options: TraceOptions = TraceOptions(),
     embedding_std: float | None = None,
+    subject_occurrence: int | None = None,
 ) -> TraceResult:
     """Trace a text prompt tokenized whole with the tokenizer's default special tokens. Without `answer`,
     the clean run's top prediction is traced (as ROME); with `options.metric="attribute"`, the input
-    is the prompt and the attribute but its last token, and all the attribute's tokens are scored."""
-    char_start = subject_start(prompt, subject)
-    if char_start < 0:
-        raise ValueError(f"subject {subject!r} does not occur in prompt {prompt!r} as whole words")
+    is the prompt and the attribute but its last token, and all the attribute's tokens are scored.
+    A subject that occurs more than once is corrupted where it first occurs unless `subject_occurrence`
+    (0 = the first) says which; the result records which (metadata "subject_char_span", "subject_occurrence")
+    and, where the choice was left to the default, warns."""
+    char_start, char_end, occurrences = subject_chars(prompt, subject, subject_occurrence)
     encoding = encode(tokenizer, prompt)
     input_ids, skipped = list(encoding.ids), ()
     if options.metric == "attribute":
@@ -174,14 +193,21 @@ def trace_text_prompt(
         answer_ids, skipped = [target.id], target.skipped
     result = tracer.trace(
         input_ids=torch.tensor(input_ids),
-        subject_range=subject_token_range(encoding, char_start, char_start + len(subject)),
+        subject_range=subject_token_range(encoding, char_start, char_end),
         answer_ids=answer_ids,
         options=options,
         embedding_std=embedding_std,
         tokens=[tokenizer.decode([i]) for i in input_ids],
     )
     result.answer = answer.strip() if options.metric == "attribute" else tokenizer.decode(answer_ids)
+    occurrence = subject_occurrence or 0
     result.metadata.update({"prompt": prompt, "subject": subject, "prompt_text": prompt, "bos": encoding.bos,
+                            "subject_char_span": [char_start, char_end], "subject_occurrence": occurrence,
                             "answer_pieces": tokenizer.convert_ids_to_tokens(answer_ids),
                             "answer_skipped": list(skipped)})
+    if occurrences > 1 and subject_occurrence is None:
+        result.warnings.append(f"subject {subject!r} occurs {occurrences} times in the prompt; the first (characters "
+                               f"{char_start}..{char_end - 1}) was corrupted: choose with subject_occurrence= "
+                               f"(0 to {occurrences - 1})")
+        logger.warning(result.warnings[-1])
     return result

@@ -65,7 +65,8 @@ class TraceResult:
     noise samples; `answer_ids` are all the tokens scored (one, but for the attribute metric).
 
     scores[kind] has shape (positions, layers); entries outside `token_range` are NaN.
-    Indirect effect = scores - low_score.
+    Indirect effect = scores - low_score. `warnings`: what makes the trace doubtful (a corrupted score above
+    the clean one, a subject that occurs more than once in the prompt), each in one line.
     """
 
     tokens: list[str]
@@ -83,6 +84,7 @@ class TraceResult:
     seconds: float = 0.0
     answer_ids: list[int] | None = None
     metadata: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_layers(self) -> int:
@@ -122,6 +124,7 @@ class TraceResult:
             "seconds": self.seconds,
             "answer_ids": self.answer_ids,
             "metadata": self.metadata,
+            "warnings": self.warnings,
         }
         arrays = {f"scores_{kind}": table for kind, table in self.scores.items()}
         with atomic_path(path) as temporary:

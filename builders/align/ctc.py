@@ -92,6 +92,9 @@ class CTCAligner:
         import torch
         from transformers import AutoModelForCTC, AutoProcessor
 
+        from known_speech.progress import follow_terminal
+
+        follow_terminal()
         self.model_name = model_name
         self.processor = AutoProcessor.from_pretrained(model_name)
         self.model = AutoModelForCTC.from_pretrained(model_name).to(device).eval()

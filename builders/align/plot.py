@@ -10,10 +10,11 @@ import numpy as np
 from known_speech.audio import TARGET_SAMPLE_RATE
 from known_speech.plotting import pyplot, save_figure
 
-__all__ = ["plot_alignment"]
+__all__ = ["plot_alignment", "alignment_figure"]
 
 _SUBJECT_COLORS = ("gold", "cyan", "lime", "magenta", "orange")
-_LABEL_LEVELS = (0.5, 0.8, 0.2)  # heights a word label may take so that it overlaps none beside it
+_LABEL_STYLES = ((0, 7), (0, 6), (90, 7), (90, 6), (0, 5), (90, 5))  # (rotation, font size) tried in turn until one fits
+_LABEL_PAD_PX = 2  # kept clear on each side of a label, so that neighbours never touch
 
 
 def _subject_bounds(words: list[dict], subject_start: int, subject_end: int) -> tuple[float, float] | None:
@@ -22,23 +23,29 @@ def _subject_bounds(words: list[dict], subject_start: int, subject_end: int) -> 
 
 
 def _place_labels(figure, axis, words: list[dict]) -> None:
-    """Each word at its centre, moved to another height where it would overlap its left neighbours."""
+    """Each word centred in its box, in the first of `_LABEL_STYLES` that fits it with a gap on either side;
+    the last (smallest, upright) where none does (a word of a few ms)."""
     renderer = figure.canvas.get_renderer()
-    placed: dict[float, list] = {level: [] for level in _LABEL_LEVELS}
     for word in words:
-        text = axis.text((word["start_s"] + word["end_s"]) / 2, _LABEL_LEVELS[0], word["word"], ha="center",
-                         va="center", fontsize=7)
-        for level in _LABEL_LEVELS:
-            text.set_y(level)
-            box = text.get_window_extent(renderer).expanded(1.0, 1.0).padded(3)  # a gap between neighbours
-            if not any(box.overlaps(other) for other in placed[level]):
-                placed[level].append(box)
+        left, right = (axis.transData.transform((x, 0))[0] for x in (word["start_s"], word["end_s"]))
+        height = axis.get_window_extent(renderer).height
+        text = axis.text((word["start_s"] + word["end_s"]) / 2, 0.5, word["word"], ha="center", va="center")
+        for rotation, size in _LABEL_STYLES:
+            text.set_rotation(rotation)
+            text.set_fontsize(size)
+            box = text.get_window_extent(renderer)
+            if box.width + 2 * _LABEL_PAD_PX <= right - left and box.height + 2 * _LABEL_PAD_PX <= height:
                 break
 
 
 def plot_alignment(row: dict, samples: np.ndarray, path: str | Path) -> Path:
-    """PNG, PDF or SVG: the spectrogram (dB) with each alignment's subject bounds, then the row's `words`
-    (its alignment method) and each estimated one, then the subject's frames of each speech tokenizer."""
+    """`alignment_figure` as PNG, PDF or SVG (by suffix)."""
+    return save_figure(alignment_figure(row, samples), path)
+
+
+def alignment_figure(row: dict, samples: np.ndarray):
+    """The spectrogram (dB) with each alignment's subject bounds, then the row's `words` (its alignment method)
+    and each estimated one, each word labelled inside its box, then the subject's frames of each speech tokenizer."""
     plt = pyplot()
     methods = [(row["alignment"]["method"], row["words"])]
     methods += [(f"{e['method']} (IoU {e['subject_iou']:.2f}{', flagged' if e['flagged'] else ''})", e["words"])
@@ -83,4 +90,4 @@ def plot_alignment(row: dict, samples: np.ndarray, path: str | Path) -> Path:
     figure.tight_layout()
     for (_, words), axis in zip(methods, axes[1:]):
         _place_labels(figure, axis, words)  # after the layout: label sizes are final
-    return save_figure(figure, path)
+    return figure
