@@ -70,6 +70,11 @@ class Adapter(ABC):
         """Ids the model's own text generation forbids (Spirit LM: markers and speech tokens)."""
         return []
 
+    def generation_settings(self) -> dict:
+        """How the model generates beyond greedy decoding with the banned ids (which model's `generate`, what
+        its generation config bans or requires), recorded in the filter settings; empty where nothing more."""
+        return {}
+
     def generate(self, model_input: ModelInput, max_new_tokens: int) -> str:
         """Greedy continuation of the ids or input embeddings, decoded as text, with the banned ids banned."""
         return self.generate_batch([model_input], max_new_tokens)[0]
@@ -134,7 +139,7 @@ def _load_entry_points() -> None:
 
 
 def available_adapters() -> list[str]:
-    from . import hf_text, qwen2_audio, spiritlm  # noqa: F401  (register the bundled adapters)
+    from . import audio_lm, hf_text, spiritlm  # noqa: F401  (register the bundled adapters)
 
     _load_entry_points()
     return sorted(ADAPTERS)

@@ -3,8 +3,9 @@ model's own.
 
 For one Known prompt per modality it shows the exact token strings fed and checks what no error would
 reveal: the BOS the model's reference code adds, the answer token (a word piece of the attribute), where
-the units came from, greedy recall of a few easy facts, and that restoring every state gives the clean
-score. With the spiritlm package importable it also compares the prompt string and ids with Meta's own
+the units came from (or, for audio embeddings, that the audio marker became the positions the processor's
+length formula gives, each holding the model's merged features), greedy recall of a few easy facts, and that
+restoring every state gives the clean score. With the spiritlm package importable it also compares the prompt string and ids with Meta's own
 `_build_prompt` and tokenizer, and the units of the LibriSpeech example Meta's repository ships with the
 228 units its speech-tokenizer notebook prints.
 """
@@ -121,6 +122,27 @@ def _check_units(report: ModelCheck, model_input: ModelInput) -> None:
                f"{model_input.metadata['num_speech_tokens']} speech tokens")
 
 
+def _check_audio(report: ModelCheck, adapter: Adapter, model_input: ModelInput) -> None:
+    """Speech that enters as embeddings: the audio marker was expanded to the positions the length formula gives,
+    and every one of them carries the model's merged audio features, not the marker's own embedding."""
+    positions = model_input.metadata.get("audio_positions")
+    if positions is None:
+        return
+    start, end = positions
+    marker = adapter.tokenizer.convert_tokens_to_ids(model_input.pieces[start])
+    with torch.no_grad():
+        own = adapter.decoder.get_input_embeddings()(torch.tensor([marker], device=adapter.device))[0]
+    unmerged = int((model_input.inputs_embeds[start:end] == own).all(dim=-1).sum())
+    detail = (f"{end - start} positions [{start}, {end}) of {model_input.pieces[start]!r} for "
+              f"{model_input.metadata['mel_frames']} mel frames (the processor's length formula); subject at "
+              f"{list(model_input.subject_range)}")
+    if unmerged:
+        report.add("speech: audio", "fail", f"{detail}: {unmerged} still hold the marker's embedding, so the model's "
+                   f"audio features were not merged there")
+    else:
+        report.add("speech: audio", "pass", f"{detail}, each holding the model's merged audio features")
+
+
 def _check_restoration(report: ModelCheck, adapter: Adapter, model_input: ModelInput, modality: Modality) -> None:
     """The tracer's self-check: its layer-by-layer run equals the model's forward, restoring every state
     gives the clean score and restoring none the corrupted one."""
@@ -227,6 +249,7 @@ def check_model(adapter: Adapter, records: dict[Modality, dict], recall_records:
         inputs[modality] = model_input
         _check_input(report, adapter, model_input, record)
         _check_units(report, model_input)
+        _check_audio(report, adapter, model_input)
         _check_restoration(report, adapter, model_input, modality)
     for modality, recall in recall_records.items():
         if recall:
