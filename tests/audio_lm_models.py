@@ -20,7 +20,7 @@ __all__ = ["FAMILIES", "save_tiny_audio_lm", "CHAT_TEMPLATES"]
 
 # text decoder of every tiny model: 2 layers, peaked enough (initializer_range) that the self-checks discriminate
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            initializer_range=0.2)
+            initializer_range=0.5)
 WHISPER = dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=128)
 ENCODER = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_mel_bins=128)
 VISION = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)
