@@ -11,7 +11,6 @@ that encode the subject's time span. Text: the written prompt in the same format
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,8 +26,6 @@ from .speech_links import text_tokens_of_times
 
 __all__ = ["AudioLMAdapter", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "GlmAsrAdapter", "Qwen25OmniAdapter",
            "Qwen3OmniAdapter"]
-
-logger = logging.getLogger(__name__)
 
 
 class AudioLMAdapter(Adapter):

@@ -40,7 +40,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, run: bool = True) -> N
                         help="auto: bfloat16 on CUDA (as Spirit LM's own code), float32 on CPU (default: auto)")
     parser.add_argument("--adapter-option", dest="adapter_options", action="append", default=[], type=_key_value,
                         metavar="KEY=VALUE", help="adapter setting, recorded with the results "
-                        "(qwen2-audio: text_suffix='Generate the caption in English:')")
+                        "(qwen2-audio: text_suffix='Generate the caption in English:'; the chat-format audio LMs: "
+                        "instruction='...')")
 
 
 def _number(kind, lowest, what):

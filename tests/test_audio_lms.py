@@ -30,13 +30,28 @@ def rows(spoken_dataset):
     return {row["known_id"]: row for row in load_dataset(str(spoken_dataset), VOICE, split="train")}
 
 
-def own_count(processor, family: str, mel_frames: int) -> int:
-    """The number of audio positions as each processor's own code computes it."""
+PROCESSORS = {"qwen2-audio": "Qwen2AudioProcessor", "audio-flamingo-3": "AudioFlamingo3Processor",
+              "glm-asr": "GlmAsrProcessor", "qwen2.5-omni": "Qwen2_5OmniProcessor", "qwen3-omni": "Qwen3OmniMoeProcessor"}
+
+
+def own_count(family: str, mel_frames: int) -> int:
+    """The number of audio positions as each processor's own code computes it (none of them reads its instance)."""
+    import transformers
+
+    processor = getattr(transformers, PROCESSORS[family])
     if family == "qwen2-audio":
-        return (((mel_frames - 1) // 2 + 1) - 2) // 2 + 1  # processing_qwen2_audio.py:88
+        return (((mel_frames - 1) // 2 + 1) - 2) // 2 + 1  # processing_qwen2_audio.py:88, inline there
     if family in ("audio-flamingo-3", "glm-asr"):
-        return int(processor._get_audio_token_length(torch.tensor(mel_frames)))
-    return int(importlib.import_module(type(processor).__module__)._get_feat_extract_output_lengths(torch.tensor(mel_frames)))
+        return int(processor._get_audio_token_length(None, torch.tensor(mel_frames)))
+    return int(importlib.import_module(processor.__module__)._get_feat_extract_output_lengths(torch.tensor(mel_frames)))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_table_s_length_formula_is_the_processor_s(family):
+    layout = adapter_class(family).family.layout
+    assert [layout.count(n) for n in range(1, 1000)] == [own_count(family, n) for n in range(1, 1000)]
+    spans = layout.spans_s(layout.count(999))
+    assert (spans[1:, 0] >= spans[:-1, 1] - 1e-9).all() and spans[-1, 1] <= 10.0  # in order, within the audio
 
 
 def golden_subject(family: str, num_positions: int, start_s: float, end_s: float) -> tuple[int, int]:
@@ -87,7 +102,7 @@ def test_inputs_are_the_model_s_own_and_a_trace_passes_its_self_checks(family, t
     audio_id = adapter.tokenizer.convert_tokens_to_ids(adapter.processor.audio_token)
     first = own_ids.index(audio_id)
     mel_frames = ours.metadata["mel_frames"]
-    count = own_count(adapter.processor, family, mel_frames)
+    count = own_count(family, mel_frames)
     assert own_ids[first:first + count] == [audio_id] * count and audio_id not in own_ids[first + count:]
     assert abs(mel_frames - len(waveform) / 160) <= 2  # 100 mel frames a second
     start, end = golden_subject(family, count, *row["subject_time_span"])
