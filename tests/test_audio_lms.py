@@ -113,6 +113,9 @@ def test_inputs_are_the_model_s_own_and_a_trace_passes_its_self_checks(family, t
     text = adapter.prepare(row, "text")
     assert text.input_ids == own_inputs(adapter, family, {"type": "text", "text": row["prompt"]})["input_ids"][0].tolist()
     assert text.answer == ours.answer and text.text_tokens == ours.text_tokens
+    # the template's tokens after the prompt (or the audio) stand for the prompt's end, in both modalities
+    last = len(text.text_tokens) - 1
+    assert text.text_token_of_position[-1] == ours.text_token_of_position[-1] == last
     assert ours.answer.piece == ("ĠRome" if family == "qwen2-audio" else "Rome")  # a chat reply starts right away
 
     # a trace of the clean run's top prediction (probable enough that the self-checks discriminate)
