@@ -2,10 +2,12 @@
 
 Speech: the model's own processor builds the ids from the prompt (the family's base format, or the model's
 chat template with the audio as the user's turn) and the waveform, expanding the audio marker to as many
-positions as its length formula gives; the model's own forward computes the audio features and merges them
-(`get_audio_features`, masked_scatter), and the merged input embeddings are captured by a forward pre-hook as
-they enter the language model. The tracer runs that language model on them and corrupts the audio positions
-that encode the subject's time span. Text: the written prompt in the same format, as ids.
+positions as its length formula gives (Voxtral's processor takes the audio only inside the conversation, which
+mistral-common's tokenizer encodes; the audio goes in as a lossless float WAV); the model's own forward computes
+the audio features and merges them (`get_audio_features`, masked_scatter), and the merged input embeddings are
+captured by a forward pre-hook as they enter the language model. The tracer runs that language model on them
+and corrupts the audio positions that encode the subject's time span. Text: the written prompt in the same
+format, as ids.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ import numpy as np
 import torch
 
 from .adapter import Adapter, register_adapter
-from .audio_lms import (AUDIO_FLAMINGO_3, GLM_ASR, QWEN2_5_OMNI, QWEN2_AUDIO, QWEN3_OMNI, AudioLMFamily,
+from .audio_lms import (AUDIO_FLAMINGO_3, GLM_ASR, QWEN2_5_OMNI, QWEN2_AUDIO, QWEN3_OMNI, VOXTRAL, AudioLMFamily,
                         family_of_config)
 from .model_input import Modality, ModelInput
 from .prompt_input import record_answer, text_model_input
 from .speech_links import text_tokens_of_times
 
 __all__ = ["AudioLMAdapter", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "GlmAsrAdapter", "Qwen25OmniAdapter",
-           "Qwen3OmniAdapter"]
+           "Qwen3OmniAdapter", "VoxtralAdapter"]
 
 
 class AudioLMAdapter(Adapter):
@@ -63,6 +65,12 @@ class AudioLMAdapter(Adapter):
 
         self.processor = transformers.AutoProcessor.from_pretrained(model_name)
         self.tokenizer = self.processor.tokenizer
+        if type(self.tokenizer).__name__ == "MistralCommonBackend":  # no offsets; control tokens only as ids
+            from .mistral_tokenizer import MistralChatTokenizer
+
+            self.tokenizer = MistralChatTokenizer(self.tokenizer)
+        if family.audio_input == "conversation":  # its chat encoding pads a batch on the tokenizer's side
+            self.processor.tokenizer.padding_side = "left"
         loaded = getattr(transformers, family.model_class).from_pretrained(model_name, dtype=self.dtype,
                                                                            **family.load_kwargs)
         if family_of_config(loaded.config) is not family:
@@ -72,14 +80,23 @@ class AudioLMAdapter(Adapter):
         self.model = (loaded.get_submodule(family.text_model) if family.text_model else loaded).to(device).eval()
 
     # -- prompts ---------------------------------------------------------------------------------
-    def _chat(self, content: list[dict]) -> str:
+    def _conversation(self, content: list[dict]) -> list[dict]:
+        """One user turn: the audio or the written prompt, then the instruction where there is one."""
         if self.instruction:
             content = [*content, {"type": "text", "text": self.instruction}]
-        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+        return [{"role": "user", "content": content}]
+
+    def _chat(self, content: list[dict]) -> str:
+        if self.family.audio_input == "conversation":  # the string the tokenizer's own chat encoding decodes to
+            ids = self.processor.tokenizer.apply_chat_template(self._conversation(content), tokenize=True,
+                                                               return_dict=False)
+            return self.tokenizer.decode(ids)
+        return self.processor.apply_chat_template(self._conversation(content), add_generation_prompt=True,
                                                   tokenize=False)
 
     def speech_prompt(self) -> str:
-        """The string the processor expands: its audio token stands for the whole audio."""
+        """The string the processor expands: its audio token stands for the whole audio (a "conversation" family's
+        processor expands no string: `_speech_inputs` writes its prompt out from the ids)."""
         if self.family.prompt == "base":
             return self.base_format.replace("{audio}", self.processor.audio_token) + self.text_suffix
         return self._chat([{"type": "audio"}])
@@ -115,11 +132,46 @@ class AudioLMAdapter(Adapter):
             handle.remove()
         return captured["inputs_embeds"][0]
 
-    def _processed(self, prompt_text: str, waveform: np.ndarray):
+    def _processed(self, prompt_texts: list[str], waveforms: list[np.ndarray]):
+        """The processor's inputs for a batch (left-padded): its call on the prompt strings and waveforms, or, for a
+        "conversation" family, its chat encoding of one user turn per waveform."""
         from known_speech.audio import TARGET_SAMPLE_RATE
 
-        return self.processor(text=prompt_text, audio=[waveform], sampling_rate=TARGET_SAMPLE_RATE,
-                              return_tensors="pt").to(self.device)
+        if self.family.audio_input == "conversation":
+            conversations = [self._conversation([_audio_item(waveform)]) for waveform in waveforms]
+            return self.processor.apply_chat_template(conversations).to(self.device)
+        return self.processor(text=prompt_texts, audio=waveforms, sampling_rate=TARGET_SAMPLE_RATE,
+                              text_kwargs={"padding": True, "padding_side": "left"}, return_tensors="pt").to(self.device)
+
+    def _speech_inputs(self, waveform: np.ndarray, known_id: int) -> tuple[object, str]:
+        """The processor's inputs for one waveform and the prompt string (the audio token once, for the whole audio),
+        refused where the prompt has no audio marker: the audio would never reach the model."""
+        audio_token = self.processor.audio_token
+        if self.family.audio_input == "conversation":
+            audio_id = self.tokenizer.convert_tokens_to_ids(audio_token)
+            marker = self.tokenizer.audio_marker()
+            if marker != audio_id:
+                marked = "nothing" if marker is None else repr(self.tokenizer.convert_ids_to_tokens(marker))
+                raise ValueError(f"known_id={known_id}: the {self.name} prompt has no audio marker {audio_token!r} (id "
+                                 f"{audio_id}): the tokenizer's chat encoding marks audio with {marked}, so the audio "
+                                 f"would never reach the model; fix the tokenizer file's audio section and audio token")
+            inputs = self._processed([], [waveform])
+            ids = inputs["input_ids"][0].tolist()
+            audio = [p for p, i in enumerate(ids) if i == audio_id]
+            return inputs, self.tokenizer.decode(ids[:audio[0] + 1] + ids[audio[-1] + 1:])
+        prompt_text = self.speech_prompt()
+        if audio_token not in prompt_text:
+            where = "--adapter-option base_format" if self.family.prompt == "base" else "the model's chat template"
+            raise ValueError(f"known_id={known_id}: the {self.name} prompt {prompt_text!r} has no audio marker "
+                             f"{audio_token!r}, so the audio would never reach the model; fix {where}")
+        return self._processed([prompt_text], [waveform]), prompt_text
+
+    def _mel_frames(self, inputs) -> int:
+        """The mel frames the encoder reads: those its mask marks real, else all (chunks x frames)."""
+        if self.family.feature_mask:
+            return int(inputs[self.family.feature_mask].sum())
+        features = inputs["input_features"]
+        return int(features.shape[0] * features.shape[-1])
 
     def audio_positions(self, input_ids: list[int], mel_frames: int, known_id: int) -> tuple[int, int]:
         """[start, end) of the audio positions: one run of the audio token, as long as the family's length
@@ -140,15 +192,10 @@ class AudioLMAdapter(Adapter):
         from known_speech.audio import waveform_of  # audio libraries only where audio is decoded
 
         known_id = int(record["known_id"])
-        prompt_text = self.speech_prompt()
-        if self.processor.audio_token not in prompt_text:
-            where = "--adapter-option base_format" if self.family.prompt == "base" else "the model's chat template"
-            raise ValueError(f"known_id={known_id}: the {self.name} prompt {prompt_text!r} has no audio marker "
-                             f"{self.processor.audio_token!r}, so the audio would never reach the model; fix {where}")
         waveform = waveform_of(record["audio"])
-        inputs = self._processed(prompt_text, waveform)
+        inputs, prompt_text = self._speech_inputs(waveform, known_id)
         input_ids = inputs["input_ids"][0].tolist()
-        mel_frames = int(inputs[self.family.feature_mask].sum())
+        mel_frames = self._mel_frames(inputs)
         first, end = self.audio_positions(input_ids, mel_frames, known_id)
         spans = self.family.layout.spans_s(end - first)
         subject_start, subject_end = record["subject_time_span"]
@@ -189,6 +236,13 @@ class AudioLMAdapter(Adapter):
         model_input.metadata.update({"prompt_format": self.family.prompt, **self.options})
         return model_input
 
+    def reference_input_ids(self, record: dict, modality: Modality) -> list[int] | None:
+        """A "conversation" family's written prompt: the processor's own chat encoding of the user turn."""
+        if modality != "text" or self.family.audio_input != "conversation":
+            return None
+        conversation = self._conversation([{"type": "text", "text": record["prompt"]}])
+        return self.processor.apply_chat_template([conversation])["input_ids"][0].tolist()
+
     # -- generation -------------------------------------------------------------------------------
     def generation_settings(self) -> dict:
         generator = f"{self.family.text_model}.generate" if self.family.text_model else "generate"
@@ -204,11 +258,7 @@ class AudioLMAdapter(Adapter):
         masks), so that the model merges the audio itself; text: the ids, as every adapter does."""
         if not model_inputs or model_inputs[0].modality == "text":
             return super().generate_batch(model_inputs, max_new_tokens)
-        from known_speech.audio import TARGET_SAMPLE_RATE
-
-        inputs = self.processor(text=[item.prompt_text for item in model_inputs],
-                                audio=[item.audio for item in model_inputs], sampling_rate=TARGET_SAMPLE_RATE,
-                                text_kwargs={"padding": True, "padding_side": "left"}, return_tensors="pt").to(self.device)
+        inputs = self._processed([item.prompt_text for item in model_inputs], [item.audio for item in model_inputs])
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         prompt_length = inputs["input_ids"].shape[1]
@@ -243,3 +293,24 @@ class Qwen25OmniAdapter(AudioLMAdapter):
 class Qwen3OmniAdapter(AudioLMAdapter):
     name = "qwen3-omni"
     family = QWEN3_OMNI
+
+
+@register_adapter
+class VoxtralAdapter(AudioLMAdapter):
+    name = "voxtral"
+    family = VOXTRAL
+
+
+def _audio_item(waveform: np.ndarray) -> dict:
+    """A conversation's audio item for a waveform: base64 of a 32-bit float WAV, which mistral-common reads back to
+    the same float32 samples (transformers' path items re-encode a file in its own format, 16-bit for WAV)."""
+    import base64
+    import io
+
+    import soundfile
+
+    from known_speech.audio import TARGET_SAMPLE_RATE
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.asarray(waveform, dtype=np.float32), TARGET_SAMPLE_RATE, format="WAV", subtype="FLOAT")
+    return {"type": "audio", "base64": base64.b64encode(buffer.getvalue()).decode("ascii")}

@@ -33,10 +33,12 @@ class AudioLayout:
 
     steps: (kernel, stride, padding) of each strided convolution or pooling after the mel frames, applied
     as out = (n + 2 * padding - kernel) // stride + 1; chunk_frames: the encoder's own chunking (each chunk's
-    positions restart, and a full chunk becomes as many positions as the formula gives for it)."""
+    positions restart, and a full chunk becomes as many positions as the formula gives for it); padded: the
+    processor pads the audio to whole chunks first, so `mel_frames` of speech become whole chunks' positions."""
 
     steps: tuple[tuple[int, int, int], ...]
     chunk_frames: int | None = None
+    padded: bool = False  # the processor pads the audio to whole chunks: the last one too is a full chunk
 
     @property
     def frames_per_position(self) -> int:
@@ -56,6 +58,8 @@ class AudioLayout:
         """How many audio positions `mel_frames` become."""
         if self.chunk_frames is None:
             return self._count(mel_frames)
+        if self.padded:
+            return -(-mel_frames // self.chunk_frames) * self._count(self.chunk_frames)
         full, rest = divmod(mel_frames, self.chunk_frames)
         return full * self._count(self.chunk_frames) + (self._count(rest) if rest else 0)
 
@@ -81,7 +85,10 @@ class AudioLMFamily:
     model_class: str  # the transformers class its checkpoints load with
     prompt: Literal["base", "chat"]
     layout: AudioLayout
-    feature_mask: str  # the processor's output that marks real (unpadded) mel frames
+    feature_mask: str  # the processor's output that marks real (unpadded) mel frames; "" where all are encoded
+    # how the processor takes the audio: "text", its call with the prompt string (the audio token, which it expands)
+    # and the waveform; "conversation", only inside the chat conversation, which the tokenizer itself encodes
+    audio_input: Literal["text", "conversation"] = "text"
     base_format: str = ""  # base prompts: "{audio}" is where the processor's audio token goes
     text_model: str = ""  # the submodule that is the text-generating model ("thinker"); "" for the model itself
     load_kwargs: dict = field(default_factory=dict)  # e.g. no talker for the Omni models
@@ -153,3 +160,11 @@ QWEN3_OMNI = register_audio_lm(AudioLMFamily(
     prompt="chat", layout=AudioLayout(steps=((3, 2, 1), (3, 2, 1), (3, 2, 1)), chunk_frames=100),
     feature_mask="feature_attention_mask", text_model="thinker", load_kwargs={"enable_audio_output": False},
     hub=("Qwen/Qwen3-Omni-30B-A3B-Instruct",), text_model_type="qwen3_omni_moe_thinker"))
+VOXTRAL = register_audio_lm(AudioLMFamily(
+    adapter="voxtral", config_class="VoxtralConfig", model_type="voxtral", model_class="VoxtralForConditionalGeneration",
+    # audio only through mistral-common's chat encoding, which pads it to whole 30 s chunks; per chunk the k3 s2 p1
+    # convolution, then 4 frames stacked into one (the projector's reshape to intermediate_size = 4 x d_model):
+    # 375 positions a chunk, 80 ms each
+    prompt="chat", audio_input="conversation",
+    layout=AudioLayout(steps=((3, 2, 1), (4, 4, 0)), chunk_frames=3000, padded=True), feature_mask="",
+    hub=("mistralai/Voxtral-Mini-3B-2507", "mistralai/Voxtral-Small-24B-2507")))

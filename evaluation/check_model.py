@@ -87,16 +87,22 @@ def _check_input(report: ModelCheck, adapter: Adapter, model_input: ModelInput, 
     expected = _expects_bos(adapter)
     tokenizer = adapter.tokenizer
     bos_token = getattr(tokenizer, "bos_token", None)
+    reference, source, default = None, "", ""
+    if model_input.input_ids is not None:
+        reference = adapter.reference_input_ids(record, modality)
+        source, default = "the model's own chat encoding of the conversation", "as the model's own encoding"
+        if reference is None and getattr(tokenizer, "is_fast", False):
+            reference = list(tokenizer(model_input.prompt_text)["input_ids"])
+            source, default = "the tokenizer's own default encoding of the prompt string", "as the tokenizer's default"
     if expected and not model_input.bos:
         report.add(f"{modality}: BOS", "fail", f"the model's reference code starts with its BOS; this input starts "
                    f"with {model_input.pieces[:1]} (tokenizer BOS: {bos_token!r})")
-    elif model_input.input_ids is not None and getattr(tokenizer, "is_fast", False):
-        own = list(tokenizer(model_input.prompt_text)["input_ids"])
-        status = "pass" if own == model_input.input_ids else "fail"
-        report.add(f"{modality}: ids", status, "equal to the tokenizer's own default encoding of the prompt string"
-                   if status == "pass" else f"ours {model_input.input_ids[:12]} vs the tokenizer's {own[:12]}")
+    elif reference is not None:
+        status = "pass" if reference == model_input.input_ids else "fail"
+        report.add(f"{modality}: ids", status, f"equal to {source}"
+                   if status == "pass" else f"ours {model_input.input_ids[:12]} vs {source}: {reference[:12]}")
         report.add(f"{modality}: BOS", "pass", f"{'starts with ' + repr(bos_token) if model_input.bos else 'none'}, "
-                   f"as the tokenizer's default")
+                   f"{default}")
     else:
         report.add(f"{modality}: BOS", "pass", f"{'starts with ' + repr(bos_token) if model_input.bos else 'none'}")
     answer = model_input.answer

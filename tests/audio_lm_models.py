@@ -8,15 +8,23 @@ Flamingo 3: models/audioflamingo3/convert_audioflamingo3_to_hf.py, GLM-ASR: mode
 convert_glmasr_weights_to_hf.py) or as their Hub repositories ship them (Qwen2.5-Omni, Qwen3-Omni: the
 audio item as `<|audio_bos|><|AUDIO|><|audio_eos|>` / `<|audio_start|><|audio_pad|><|audio_end|>` in a
 Qwen chat turn, with the default system prompt where the release has one).
+
+Voxtral has no chat template: its processor encodes conversations through mistral-common's tokenizer, read from a
+tekken.json. The tests write one (`write_tekken`): the byte-level BPE of SmolLM2's merges in mistral-common's
+format (the 256 bytes first, then each merge's bytes by rank), the special tokens where Voxtral's processor and
+mistral-common look for them ([AUDIO] at id 24, processing_voxtral.py:86), and the release's audio section (16 kHz,
+12.5 tokens a second, 128 mel bins, hop 160, window 400, 30 s chunks).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import torch
 
-__all__ = ["FAMILIES", "save_tiny_audio_lm", "CHAT_TEMPLATES"]
+__all__ = ["FAMILIES", "save_tiny_audio_lm", "CHAT_TEMPLATES", "write_tekken", "TEKKEN_AUDIO"]
 
 # text decoder of every tiny model: 2 layers, peaked enough (initializer_range) that the self-checks discriminate
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -118,12 +126,52 @@ _TOKENS = {
     "qwen2.5-omni": (["<|im_start|>", "<|im_end|>", *_QWEN25_OMNI_TOKENS.values()], _QWEN25_OMNI_TOKENS),
     "qwen3-omni": (["<|im_start|>", "<|im_end|>", *_QWEN3_OMNI_TOKENS.values()], _QWEN3_OMNI_TOKENS),
 }
-FAMILIES = tuple(_TOKENS)
+FAMILIES = (*_TOKENS, "voxtral")
+
+# mistral-common's tekken.json: GPT-2's split pattern (SmolLM2's byte-level pre-tokenizer), few special tokens
+_GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_NUM_SPECIAL = 64
+TEKKEN_AUDIO = {"sampling_rate": 16000, "frame_rate": 12.5, "chunk_length_s": 30.0,
+          "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400}}
+
+
+def write_tekken(smollm2_tokenizer, path: Path) -> Path:
+    """A tekken.json (mistral_common/tokens/tokenizers/tekken.py: `ModelData`, `Tekkenizer.from_file`) of SmolLM2's
+    BPE; version v7, the first that takes audio (mistral.py: `MistralTokenizer.from_file`)."""
+    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_of = {character: byte for byte, character in bytes_to_unicode().items()}
+    vocab = [bytes([byte]) for byte in range(256)]
+    known = set(vocab)
+    for left, right in json.loads(smollm2_tokenizer.backend_tokenizer.to_str())["model"]["merges"]:
+        merged = bytes(byte_of[c] for c in left) + bytes(byte_of[c] for c in right)
+        if merged not in known:
+            known.add(merged)
+            vocab.append(merged)
+    specials = [token["token_str"] for token in Tekkenizer.DEPRECATED_SPECIAL_TOKENS]  # <unk> <s> </s> [INST] ...
+    specials += [f"<SPECIAL_{rank}>" for rank in range(len(specials), _NUM_SPECIAL)]
+    specials[24:27] = ["[AUDIO]", "[BEGIN_AUDIO]", "[TRANSCRIBE]"]
+    data = {
+        "config": {"pattern": _GPT2_PATTERN, "num_vocab_tokens": len(vocab), "default_vocab_size": len(vocab) + _NUM_SPECIAL,
+                   "default_num_special_tokens": _NUM_SPECIAL, "version": "v7"},
+        "vocab": [{"rank": rank, "token_bytes": base64.b64encode(token).decode("ascii"),
+                   "token_str": token.decode("utf-8", errors="replace")} for rank, token in enumerate(vocab)],
+        "special_tokens": [{"rank": rank, "token_str": token, "is_control": True} for rank, token in enumerate(specials)],
+        "audio": TEKKEN_AUDIO,
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
 
 
 def _tokenizer(smollm2_tokenizer, folder: Path, family: str):
     from transformers import AutoTokenizer
 
+    if family == "voxtral":
+        from transformers import MistralCommonBackend
+
+        write_tekken(smollm2_tokenizer, folder / "tekken.json")
+        return MistralCommonBackend.from_pretrained(folder)
     smollm2_tokenizer.save_pretrained(folder)
     tokens, attributes = _TOKENS[family]
     tokenizer = AutoTokenizer.from_pretrained(folder, extra_special_tokens=attributes) if attributes else \
@@ -144,6 +192,8 @@ def _processor(family: str, tokenizer):
         return transformers.AudioFlamingo3Processor(feature_extractor=features, tokenizer=tokenizer, chat_template=template)
     if family == "glm-asr":
         return transformers.GlmAsrProcessor(feature_extractor=features, tokenizer=tokenizer, chat_template=template)
+    if family == "voxtral":
+        return transformers.VoxtralProcessor(feature_extractor=features, tokenizer=tokenizer)
     omni = transformers.Qwen2_5OmniProcessor if family == "qwen2.5-omni" else transformers.Qwen3OmniMoeProcessor
     return omni(image_processor=transformers.Qwen2VLImageProcessor(), video_processor=transformers.Qwen2VLVideoProcessor(),
                 feature_extractor=features, tokenizer=tokenizer, chat_template=template)
@@ -152,8 +202,12 @@ def _processor(family: str, tokenizer):
 def _model(family: str, tokenizer):
     import transformers
 
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _TOKENS[family][1].items()}
     text = dict(TEXT, vocab_size=len(tokenizer))
+    if family == "voxtral":  # the projector stacks intermediate_size / hidden_size = 4 encoder frames, as the release
+        config = transformers.VoxtralConfig(audio_config=dict(ENCODER, intermediate_size=4 * ENCODER["hidden_size"]),
+                                            text_config=dict(model_type="llama", head_dim=16, **text), audio_token_id=24)
+        return transformers.VoxtralForConditionalGeneration(config)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _TOKENS[family][1].items()}
     if family == "qwen2-audio":
         config = transformers.Qwen2AudioConfig(audio_config=WHISPER, text_config=dict(model_type="qwen2", **text),
                                                audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))

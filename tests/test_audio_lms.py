@@ -6,11 +6,13 @@ audio marker), and the filter generates through the model's own `generate`, batc
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from datasets import load_dataset
@@ -21,8 +23,8 @@ from known_speech.evaluation.filtering import filter_settings
 from known_speech.tracing import CausalTracer, TraceOptions
 
 VOICE = "piper-en_US-joe-medium"
-FAMILIES = ("qwen2-audio", "audio-flamingo-3", "glm-asr", "qwen2.5-omni", "qwen3-omni")
-RATE_HZ = {"qwen2-audio": 25.0, "audio-flamingo-3": 25.0, "glm-asr": 12.5, "qwen2.5-omni": 25.0}
+FAMILIES = ("qwen2-audio", "audio-flamingo-3", "glm-asr", "qwen2.5-omni", "qwen3-omni", "voxtral")
+RATE_HZ = {"qwen2-audio": 25.0, "audio-flamingo-3": 25.0, "glm-asr": 12.5, "qwen2.5-omni": 25.0, "voxtral": 12.5}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,10 @@ def rows(spoken_dataset):
 
 
 PROCESSORS = {"qwen2-audio": "Qwen2AudioProcessor", "audio-flamingo-3": "AudioFlamingo3Processor",
-              "glm-asr": "GlmAsrProcessor", "qwen2.5-omni": "Qwen2_5OmniProcessor", "qwen3-omni": "Qwen3OmniMoeProcessor"}
+              "glm-asr": "GlmAsrProcessor", "qwen2.5-omni": "Qwen2_5OmniProcessor", "qwen3-omni": "Qwen3OmniMoeProcessor",
+              "voxtral": "VoxtralProcessor"}
+# mel frames of speech: 1-999, and around the 30 s chunks of Voxtral (and Qwen3-Omni's 1 s ones)
+MEL_FRAMES = (*range(1, 1000), *range(2995, 3006), 6000, 6001)
 
 
 def own_count(family: str, mel_frames: int) -> int:
@@ -39,6 +44,17 @@ def own_count(family: str, mel_frames: int) -> int:
     import transformers
 
     processor = getattr(transformers, PROCESSORS[family])
+    if family == "voxtral":  # mistral-common counts the tokens of the audio it pads to 30 s (audio.py: encode_audio)
+        from mistral_common.tokens.tokenizers.audio import (Audio, AudioConfig, AudioEncoder, AudioSpectrogramConfig,
+                                                            SpecialAudioIDs)
+
+        from .audio_lm_models import TEKKEN_AUDIO
+
+        config = {**TEKKEN_AUDIO, "encoding_config": AudioSpectrogramConfig(**TEKKEN_AUDIO["audio_encoding_config"])}
+        del config["audio_encoding_config"]
+        encoder = AudioEncoder(AudioConfig(**config), SpecialAudioIDs(24, 25, None, None, None))
+        tokens = encoder.encode_audio(Audio(np.zeros(mel_frames * 160, np.float32), 16_000, "wav")).tokens
+        return tokens.count(24)
     if family == "qwen2-audio":
         return (((mel_frames - 1) // 2 + 1) - 2) // 2 + 1  # processing_qwen2_audio.py:88, inline there
     if family in ("audio-flamingo-3", "glm-asr"):
@@ -49,9 +65,10 @@ def own_count(family: str, mel_frames: int) -> int:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_table_s_length_formula_is_the_processor_s(family):
     layout = adapter_class(family).family.layout
-    assert [layout.count(n) for n in range(1, 1000)] == [own_count(family, n) for n in range(1, 1000)]
+    assert [layout.count(n) for n in MEL_FRAMES] == [own_count(family, n) for n in MEL_FRAMES]
     spans = layout.spans_s(layout.count(999))
-    assert (spans[1:, 0] >= spans[:-1, 1] - 1e-9).all() and spans[-1, 1] <= 10.0  # in order, within the audio
+    assert (spans[1:, 0] >= spans[:-1, 1] - 1e-9).all()  # in order, within the audio (padded to 30 s for Voxtral)
+    assert spans[-1, 1] == 30.0 if layout.padded else spans[-1, 1] <= 10.0
 
 
 def golden_subject(family: str, num_positions: int, start_s: float, end_s: float) -> tuple[int, int]:
@@ -67,6 +84,10 @@ def golden_subject(family: str, num_positions: int, start_s: float, end_s: float
 def own_inputs(adapter, family: str, content: dict, waveform=None):
     """The model's own processor on the prompt: the base format, or its chat template with the audio (or text)."""
     processor = adapter.processor
+    if family == "voxtral" and waveform is not None:  # the audio as a file, the dataset's FLAC (base64), not our WAV
+        from known_speech.audio import encode_flac
+
+        content = {"type": "audio", "base64": base64.b64encode(encode_flac(waveform)).decode("ascii")}
     if family == "qwen2-audio":
         text = "<|audio_bos|><|AUDIO|><|audio_eos|>" if waveform is not None else content["text"]
         return processor(text=text, audio=[waveform] if waveform is not None else None, sampling_rate=16_000,
@@ -104,7 +125,10 @@ def test_inputs_are_the_model_s_own_and_a_trace_passes_its_self_checks(family, t
     mel_frames = ours.metadata["mel_frames"]
     count = own_count(family, mel_frames)
     assert own_ids[first:first + count] == [audio_id] * count and audio_id not in own_ids[first + count:]
-    assert abs(mel_frames - len(waveform) / 160) <= 2  # 100 mel frames a second
+    if adapter.family.layout.padded:  # mistral-common pads the audio to whole 30 s chunks
+        assert mel_frames == 3000 * math.ceil(len(waveform) / 480_000)
+    else:
+        assert abs(mel_frames - len(waveform) / 160) <= 2  # 100 mel frames a second
     start, end = golden_subject(family, count, *row["subject_time_span"])
     assert ours.subject_range == (first + start, first + end)
     assert ours.text_token_of_position[first + start] in range(*ours.subject_text_range)
@@ -144,6 +168,12 @@ def test_trace_and_check_model_run_and_check_model_names_a_missing_audio_marker(
     # the same model with the audio marker gone from its prompt: the audio would never reach the model
     if family == "qwen2-audio":
         broken = check + ["--adapter-option", "base_format=<|audio_bos|><|audio_eos|>"]
+    elif family == "voxtral":  # its tokenizer file without the audio token: the chat encoding marks audio with nothing
+        shutil.copytree(folder, tmp_path / "no-audio")
+        tekken = json.loads((tmp_path / "no-audio" / "tekken.json").read_text(encoding="utf-8"))
+        tekken["special_tokens"][24]["token_str"] = "<SPECIAL_24>"
+        (tmp_path / "no-audio" / "tekken.json").write_text(json.dumps(tekken), encoding="utf-8")
+        broken = ["check-model", str(tmp_path / "no-audio"), *check[2:]]
     else:
         from transformers import AutoProcessor
 
@@ -162,7 +192,14 @@ def test_trace_and_check_model_run_and_check_model_names_a_missing_audio_marker(
 @pytest.mark.parametrize("family", FAMILIES)
 def test_filter_generates_through_the_model_s_own_generate_batched(family, tiny_audio_lm, rows):
     adapter = adapter_class(family)(str(tiny_audio_lm(family)))
-    inputs = [adapter.prepare(rows[known_id], "speech") for known_id in (21, 0, 3)]
+    records = [rows[known_id] for known_id in (21, 0, 3)]
+    if adapter.family.layout.padded:  # every prompt under 30 s fills one chunk: one of two chunks needs padding
+        from known_speech.audio import waveform_of
+
+        waveform = waveform_of(records[1]["audio"])
+        records[1] = dict(records[1], audio={"array": np.tile(waveform, math.ceil(480_000 / len(waveform)) + 1),
+                                             "sampling_rate": 16_000})
+    inputs = [adapter.prepare(record, "speech") for record in records]
     assert len({item.length for item in inputs}) > 1  # the batch needs padding
     single = [adapter.generate(item, 4) for item in inputs]
     assert adapter.generate_batch(inputs, 4) == single and all(single)
