@@ -70,9 +70,19 @@ class Adapter(ABC):
     def prepare(self, record: dict, modality: Modality) -> ModelInput:
         """Model input for a record (a dataset row, or a Known record for text)."""
 
+    def reference_input_ids(self, record: dict, modality: Modality) -> list[int] | None:
+        """The ids the model's own code builds for an id input where they are not the tokenizer's default encoding
+        of the prompt string (a chat encoding that takes a conversation, not a string), for check-model; else None."""
+        return None
+
     def banned_token_ids(self, modality: Modality) -> list[int]:
         """Ids the model's own text generation forbids (Spirit LM: markers and speech tokens)."""
         return []
+
+    def generation_settings(self) -> dict:
+        """How the model generates beyond greedy decoding with the banned ids (which model's `generate`, what
+        its generation config bans or requires), recorded in the filter settings; empty where nothing more."""
+        return {}
 
     def generate(self, model_input: ModelInput, max_new_tokens: int) -> str:
         """Greedy continuation of the ids or input embeddings, decoded as text, with the banned ids banned."""

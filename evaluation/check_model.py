@@ -3,8 +3,9 @@ model's own.
 
 For one Known prompt per modality it shows the exact token strings fed and checks what no error would
 reveal: the BOS the model's reference code adds, the answer token (a word piece of the attribute), where
-the units came from, greedy recall of a few easy facts, and that restoring every state gives the clean
-score. With the spiritlm package importable it also compares the prompt string and ids with Meta's own
+the units came from (or, for audio embeddings, that the audio marker became the positions the processor's
+length formula gives, each holding the model's merged features), greedy recall of a few easy facts, and that
+restoring every state gives the clean score. With the spiritlm package importable it also compares the prompt string and ids with Meta's own
 `_build_prompt` and tokenizer, and the units of the LibriSpeech example Meta's repository ships with the
 228 units its speech-tokenizer notebook prints.
 """
@@ -86,16 +87,22 @@ def _check_input(report: ModelCheck, adapter: Adapter, model_input: ModelInput, 
     expected = _expects_bos(adapter)
     tokenizer = adapter.tokenizer
     bos_token = getattr(tokenizer, "bos_token", None)
+    reference, source, default = None, "", ""
+    if model_input.input_ids is not None:
+        reference = adapter.reference_input_ids(record, modality)
+        source, default = "the model's own chat encoding of the conversation", "as the model's own encoding"
+        if reference is None and getattr(tokenizer, "is_fast", False):
+            reference = list(tokenizer(model_input.prompt_text)["input_ids"])
+            source, default = "the tokenizer's own default encoding of the prompt string", "as the tokenizer's default"
     if expected and not model_input.bos:
         report.add(f"{modality}: BOS", "fail", f"the model's reference code starts with its BOS; this input starts "
                    f"with {model_input.pieces[:1]} (tokenizer BOS: {bos_token!r})")
-    elif model_input.input_ids is not None and getattr(tokenizer, "is_fast", False):
-        own = list(tokenizer(model_input.prompt_text)["input_ids"])
-        status = "pass" if own == model_input.input_ids else "fail"
-        report.add(f"{modality}: ids", status, "equal to the tokenizer's own default encoding of the prompt string"
-                   if status == "pass" else f"ours {model_input.input_ids[:12]} vs the tokenizer's {own[:12]}")
+    elif reference is not None:
+        status = "pass" if reference == model_input.input_ids else "fail"
+        report.add(f"{modality}: ids", status, f"equal to {source}"
+                   if status == "pass" else f"ours {model_input.input_ids[:12]} vs {source}: {reference[:12]}")
         report.add(f"{modality}: BOS", "pass", f"{'starts with ' + repr(bos_token) if model_input.bos else 'none'}, "
-                   f"as the tokenizer's default")
+                   f"{default}")
     else:
         report.add(f"{modality}: BOS", "pass", f"{'starts with ' + repr(bos_token) if model_input.bos else 'none'}")
     answer = model_input.answer
@@ -119,6 +126,27 @@ def _check_units(report: ModelCheck, model_input: ModelInput) -> None:
                f"({units['quantizer']} quantizer, layer {units['layer']}, {units['rate_hz']:.2f} Hz, sha256 "
                f"{units['checkpoint_sha256'][:16]}), {model_input.metadata['num_frames']} frames -> "
                f"{model_input.metadata['num_speech_tokens']} speech tokens")
+
+
+def _check_audio(report: ModelCheck, adapter: Adapter, model_input: ModelInput) -> None:
+    """Speech that enters as embeddings: the audio marker was expanded to the positions the length formula gives,
+    and every one of them carries the model's merged audio features, not the marker's own embedding."""
+    positions = model_input.metadata.get("audio_positions")
+    if positions is None:
+        return
+    start, end = positions
+    marker = adapter.tokenizer.convert_tokens_to_ids(model_input.pieces[start])
+    with torch.no_grad():
+        own = adapter.decoder.get_input_embeddings()(torch.tensor([marker], device=adapter.device))[0]
+    unmerged = int((model_input.inputs_embeds[start:end] == own).all(dim=-1).sum())
+    detail = (f"{end - start} positions [{start}, {end}) of {model_input.pieces[start]!r} for "
+              f"{model_input.metadata['mel_frames']} mel frames (the processor's length formula); subject at "
+              f"{list(model_input.subject_range)}")
+    if unmerged:
+        report.add("speech: audio", "fail", f"{detail}: {unmerged} still hold the marker's embedding, so the model's "
+                   f"audio features were not merged there")
+    else:
+        report.add("speech: audio", "pass", f"{detail}, each holding the model's merged audio features")
 
 
 def _check_restoration(report: ModelCheck, adapter: Adapter, model_input: ModelInput, modality: Modality) -> None:
@@ -227,9 +255,10 @@ def check_model(adapter: Adapter, records: dict[Modality, dict], recall_records:
         inputs[modality] = model_input
         _check_input(report, adapter, model_input, record)
         _check_units(report, model_input)
+        _check_audio(report, adapter, model_input)
         _check_restoration(report, adapter, model_input, modality)
     for modality, recall in recall_records.items():
-        if recall:
+        if recall and modality in inputs:  # an input that could not be made has failed already
             _check_recall(report, adapter, recall, modality)
     if adapter.name == "spiritlm":
         if adapter.expressive:

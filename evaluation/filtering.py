@@ -63,7 +63,8 @@ def filter_settings(adapter: Adapter, modality: Modality, voice_config: str, max
             "generation": "greedy", "max_new_tokens": max_new_tokens,
             "dtype": str(adapter.dtype).removeprefix("torch."), "banned_tokens": len(banned),
             "banned_tokens_sha256": hashlib.sha256(json.dumps(banned).encode()).hexdigest(),
-            "adapter_options": adapter.options, "provenance": adapter.describe()}
+            "adapter_options": adapter.options, "provenance": adapter.describe(),
+            **({"model_generation": generation} if (generation := adapter.generation_settings()) else {})}
 
 
 def _check_settings(path: Path, settings: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
 import torch
 
 from known_speech.tracing.prompts import AnswerToken
@@ -34,6 +35,8 @@ class ModelInput:
     pieces: list[str] = field(default_factory=list)  # the tokenizer's token strings, per position
     text_char_spans: list[tuple[int, int]] = field(default_factory=list)  # of text_tokens, in the prompt
     metadata: dict = field(default_factory=dict)
+    answer_separator: str = " "  # between the prompt string and the attribute: " " continues it, "" starts a reply
+    audio: np.ndarray | None = field(default=None, repr=False)  # the waveform, for models that generate from it
 
     def __post_init__(self) -> None:
         length = len(self.input_ids) if self.input_ids is not None else int(self.inputs_embeds.shape[0])
@@ -73,6 +76,7 @@ class ModelInput:
     def provenance(self) -> dict:
         """What the result records of how this input was built."""
         return {"prompt_text": self.prompt_text, "bos": self.bos, "pieces": self.pieces,
+                "answer_separator": self.answer_separator,
                 "answer_id": self.answer.id, "answer_piece": self.answer.piece,
                 "answer_skipped": list(self.answer.skipped), **self.metadata}
 

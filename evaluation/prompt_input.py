@@ -12,24 +12,30 @@ __all__ = ["text_model_input", "encoded_input", "prompt_tokens", "position_label
            "subject_chars", "subject_text_range"]
 
 
-def text_model_input(tokenizer, record: dict, prefix: str = "") -> ModelInput:
-    """The written prompt after an optional marker string (Spirit LM's "[Text]"), tokenized whole as the
-    model's own code does; the subject and the text tokens are found through character offsets."""
+def text_model_input(tokenizer, record: dict, prefix: str = "", suffix: str = "", separator: str = " ") -> ModelInput:
+    """The written prompt between optional strings (Spirit LM's "[Text]" before it; a chat template's turn
+    around it), tokenized whole as the model's own code does; the subject and the text tokens are found
+    through character offsets. Positions after the prompt stand, like its last token, for the prompt's end;
+    `separator` goes between the prompt string and the attribute when the answer token is found."""
     prompt = record["prompt"]
-    prompt_text = prefix + prompt
+    prompt_text = prefix + prompt + suffix
     encoding = encode(tokenizer, prompt_text)
-    links, text_tokens, char_spans = prompt_tokens(encoding, len(prefix), len(prompt_text))
+    links, text_tokens, char_spans = prompt_tokens(encoding, len(prefix), len(prefix) + len(prompt))
+    if suffix:
+        end = max(p for p, link in enumerate(links) if link is not None)
+        links = links[:end + 1] + [len(text_tokens) - 1] * (len(links) - end - 1)
     subject_start, subject_end = subject_chars(record)
     subject_positions = encoding.positions_overlapping(len(prefix) + subject_start, len(prefix) + subject_end)
     if not subject_positions:
         raise ValueError(f"known_id={record['known_id']}: field 'subject': no token of {prompt_text!r} covers it")
     return encoded_input(tokenizer, record, encoding, "text", subject_positions, links, text_tokens,
-                         subject_text_range(record, char_spans), char_spans)
+                         subject_text_range(record, char_spans), char_spans, separator=separator)
 
 
 def encoded_input(tokenizer, record: dict, encoding: Encoding, modality: Modality, subject_positions: list[int],
                   links: list[int | None], text_tokens: list[str], text_subject: tuple[int, int],
-                  text_char_spans: list[tuple[int, int]], metadata: dict | None = None) -> ModelInput:
+                  text_char_spans: list[tuple[int, int]], metadata: dict | None = None,
+                  separator: str = " ") -> ModelInput:
     """The ModelInput of an id-input model for `encoding`, the whole prompt string as the model's code
     tokenizes it; the answer token is found on that same string."""
     return ModelInput(
@@ -40,13 +46,14 @@ def encoded_input(tokenizer, record: dict, encoding: Encoding, modality: Modalit
         subject_text_range=text_subject,
         text_token_of_position=links,
         labels=position_labels(tokenizer, encoding),
-        answer=record_answer(tokenizer, encoding.text, record),
+        answer=record_answer(tokenizer, encoding.text, record, separator),
         prompt_text=encoding.text,
         bos=encoding.bos,
         input_ids=encoding.ids,
         pieces=encoding.pieces,
         text_char_spans=text_char_spans,
         metadata=metadata or {},
+        answer_separator=separator,
     )
 
 
@@ -76,9 +83,9 @@ def position_labels(tokenizer, encoding: Encoding) -> list[str]:
     return [tokenizer.decode([token_id]) or piece for token_id, piece in zip(encoding.ids, encoding.pieces)]
 
 
-def record_answer(tokenizer, prompt_text: str, record: dict) -> AnswerToken:
+def record_answer(tokenizer, prompt_text: str, record: dict, separator: str = " ") -> AnswerToken:
     try:
-        return answer_token(tokenizer, prompt_text, record["attribute"])
+        return answer_token(tokenizer, prompt_text, record["attribute"], separator)
     except ValueError as err:
         raise ValueError(f"known_id={record['known_id']}: field 'attribute': {err}") from err
 

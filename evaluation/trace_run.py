@@ -89,7 +89,7 @@ def scored_input(adapter: Adapter, model_input: ModelInput, record: dict, option
         return model_input, [model_input.answer.id]
     tokenizer = adapter.tokenizer
     try:
-        ids = attribute_ids(tokenizer, model_input.prompt_text, record["attribute"])
+        ids = attribute_ids(tokenizer, model_input.prompt_text, record["attribute"], model_input.answer_separator)
     except ValueError as err:
         raise ValueError(f"known_id={record['known_id']}: field 'attribute': {err}") from err
     forced = ids[:-1]

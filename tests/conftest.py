@@ -61,24 +61,24 @@ def spiritlm_release(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen2_audio(tmp_path_factory, smollm2):
+def tiny_audio_lm(tmp_path_factory, smollm2):
+    """Saves, once per family, a tiny random audio-text model of transformers' real class with its real processor
+    (tests/audio_lm_models.py); returns the folder."""
+    from .audio_lm_models import save_tiny_audio_lm
+
+    root = tmp_path_factory.mktemp("tiny-audio-lms")
+    saved = {}
+
+    def folder(family: str):
+        if family not in saved:
+            saved[family] = save_tiny_audio_lm(family, root / family, smollm2[1])
+        return saved[family]
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_audio(tiny_audio_lm):
     """A random Qwen2-Audio (1 audio layer, 2 text layers) saved with its processor (SmolLM2's tokenizer
     with the audio tokens), as `from_pretrained` folders are."""
-    from transformers import (AutoTokenizer, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
-                              WhisperFeatureExtractor)
-
-    import torch
-
-    folder = tmp_path_factory.mktemp("tiny-qwen2-audio")
-    smollm2[1].save_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.add_tokens(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"], special_tokens=True)
-    Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = Qwen2AudioConfig(
-        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=128),
-        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
-    Qwen2AudioForConditionalGeneration(config).save_pretrained(folder)
-    return folder
+    return tiny_audio_lm("qwen2-audio")

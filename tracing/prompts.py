@@ -99,13 +99,14 @@ def encode(tokenizer, text: str) -> Encoding:
                     bos=bos_id is not None and bool(ids) and ids[0] == bos_id and spans[0] is None)
 
 
-def _continuation(tokenizer, prompt_text: str, attribute: str) -> tuple[Encoding, int]:
-    """`prompt_text + " " + attribute` tokenized as the prompt is, and where the prompt's ids end in it."""
+def _continuation(tokenizer, prompt_text: str, attribute: str, separator: str = " ") -> tuple[Encoding, int]:
+    """`prompt_text + separator + attribute` tokenized as the prompt is, and where the prompt's ids end in it
+    (the separator: a space continues a sentence; "" starts a chat reply right after its header)."""
     prompt = encode(tokenizer, prompt_text)
     answer = attribute.strip()
     if not answer:
         raise ValueError(f"attribute {attribute!r} is empty")
-    full = encode(tokenizer, f"{prompt_text} {answer}")
+    full = encode(tokenizer, f"{prompt_text}{separator}{answer}")
     ids = prompt.ids
     if ids and prompt.char_spans[-1] is None and ids[-1] == getattr(tokenizer, "eos_token_id", None):
         ids = ids[:-1]  # a tokenizer that appends EOS to every string
@@ -115,10 +116,10 @@ def _continuation(tokenizer, prompt_text: str, attribute: str) -> tuple[Encoding
     return full, len(ids)
 
 
-def answer_token(tokenizer, prompt_text: str, attribute: str) -> AnswerToken:
-    """The first id that `prompt_text + " " + attribute` has and `prompt_text` has not, both tokenized
+def answer_token(tokenizer, prompt_text: str, attribute: str, separator: str = " ") -> AnswerToken:
+    """The first id that `prompt_text + separator + attribute` has and `prompt_text` has not, both tokenized
     the same way; whitespace-only pieces ("▁" from a dummy prefix) are skipped and recorded."""
-    full, start = _continuation(tokenizer, prompt_text, attribute)
+    full, start = _continuation(tokenizer, prompt_text, attribute, separator)
     skipped = []
     for position in range(start, len(full)):
         piece = full.pieces[position]
@@ -128,10 +129,10 @@ def answer_token(tokenizer, prompt_text: str, attribute: str) -> AnswerToken:
     raise ValueError(f"attribute {attribute!r} adds no word piece after the prompt (only {skipped})")
 
 
-def attribute_ids(tokenizer, prompt_text: str, attribute: str) -> list[int]:
-    """Every id that `prompt_text + " " + attribute` adds to the prompt's, blank pieces included (what
+def attribute_ids(tokenizer, prompt_text: str, attribute: str, separator: str = " ") -> list[int]:
+    """Every id that `prompt_text + separator + attribute` adds to the prompt's, blank pieces included (what
     the attribute metric teacher-forces, as MEMIT scores a target); a trailing EOS is not one of them."""
-    full, start = _continuation(tokenizer, prompt_text, attribute)
+    full, start = _continuation(tokenizer, prompt_text, attribute, separator)
     ids = [i for i, span in zip(full.ids[start:], full.char_spans[start:]) if span is not None or i != getattr(tokenizer, "eos_token_id", None)]
     if not any(span is not None and not is_blank_piece(piece)
                for span, piece in zip(full.char_spans[start:], full.pieces[start:])):
