@@ -38,13 +38,21 @@ def _espeak(path, text):
 
 
 def _holders(path) -> list[int]:
-    """Processes that have `path` open (from /proc)."""
+    """Processes that have `path` open (from /proc); an fd or a process that goes away while we look is skipped
+    alone, so a busy reader is not missed for another fd's sake."""
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
             try:
-                if any(os.readlink(f"/proc/{entry}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{entry}/fd")):
+                if os.readlink(f"/proc/{entry}/fd/{fd}") == str(path):
                     pids.append(int(entry))
+                    break
             except OSError:
                 continue
     return pids
@@ -73,15 +81,17 @@ def test_a_worker_killed_mid_item_fails_that_item_and_the_build_finishes(tmp_pat
         except OSError:
             time.sleep(0.2)
             continue
-        readers, waited = [], 0.0
-        while not readers and waited < 10:  # the reader's end shows in /proc a moment after ours opens
+        readers = []
+        while not readers and build.is_alive() and time.monotonic() < deadline:
+            # the reader's end shows in /proc a moment after ours opens; ours stays open until it does, so the
+            # reader never sees an end of file
             readers = [pid for pid in _holders(fifo) if pid != os.getpid()]
             time.sleep(0.05)
-            waited += 0.05
         for pid in readers:
             os.kill(pid, signal.SIGKILL)
             kills += 1
-        time.sleep(0.5)  # the reader is dead before our end closes: it never sees an end of file
+        while any(pid in readers for pid in _holders(fifo)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the reader is gone before our end closes
         os.close(writer)
     build.join(timeout=60)
     assert not build.is_alive(), "the build hung"
