@@ -249,8 +249,22 @@ class AudioLMAdapter(Adapter):
         config = self.model.generation_config
         return {"generate": f"{self.family.model_class}.{generator}", "output": "text",
                 "speech_inputs": "processor ids + audio features (the model merges them)",
+                "batching": "left-padded batches; a prompt that the padded batch gives other mel frames or audio "
+                            "positions than it has alone is generated alone",
                 "eos_token_id": config.eos_token_id, "suppress_tokens": config.suppress_tokens,
                 "bad_words_ids": config.bad_words_ids}
+
+    def _as_alone(self, inputs, row: int, item: ModelInput) -> bool:
+        """Whether the padded batch gives `item` the input it has alone: as many mel frames and audio positions.
+        Whisper's feature extractor rescales its sample mask to frames by the batch's padded length
+        (`feature_extraction_whisper.py:334-340`), so a shorter audio in a batch can gain a frame, and with it,
+        by the length formula, an audio position."""
+        if not item.metadata:
+            return True
+        if self.family.feature_mask and int(inputs[self.family.feature_mask][row].sum()) != item.metadata["mel_frames"]:
+            return False
+        audio_id = self.tokenizer.convert_tokens_to_ids(self.processor.audio_token)
+        return int((inputs["input_ids"][row] == audio_id).sum()) == item.metadata["num_audio_frames"]
 
     @torch.no_grad()
     def generate_batch(self, model_inputs: list[ModelInput], max_new_tokens: int) -> list[str]:
@@ -259,6 +273,12 @@ class AudioLMAdapter(Adapter):
         if not model_inputs or model_inputs[0].modality == "text":
             return super().generate_batch(model_inputs, max_new_tokens)
         inputs = self._processed([item.prompt_text for item in model_inputs], [item.audio for item in model_inputs])
+        alone = [row for row, item in enumerate(model_inputs) if not self._as_alone(inputs, row, item)]
+        if alone and len(model_inputs) > 1:
+            together = [row for row in range(len(model_inputs)) if row not in alone]
+            texts = dict(zip(together, self.generate_batch([model_inputs[row] for row in together], max_new_tokens)))
+            texts.update({row: self.generate_batch([model_inputs[row]], max_new_tokens)[0] for row in alone})
+            return [texts[row] for row in range(len(model_inputs))]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         prompt_length = inputs["input_ids"].shape[1]
