@@ -91,3 +91,18 @@ def test_text_replay_plain_is_distilled_whole(tokenizer):
     assert kinds == {True, False}
     plain = next(s for s in (builder.text(_utterance(), random.Random(seed)) for seed in range(10)) if s.teacher_ids)
     assert plain.ids == plain.teacher_ids and plain.distill_last == len(plain.ids) - 1
+
+
+def test_loss_curves_of_the_shipped_run_are_drawn_and_a_folder_without_a_record_is_named(tmp_path, capsys):
+    """The shipped delta's training.json drawn by the curves command; a run folder without one is refused by name."""
+    from PIL import Image
+
+    from known_speech.evaluation.organism.curves import main as curves
+    from known_speech.evaluation.organism.delta import OrganismDelta
+
+    curves([f"shipped={OrganismDelta.resolve('spirit-smollm2').folder}", "--out", str(tmp_path / "curves.png")])
+    width, height = Image.open(tmp_path / "curves.png").size
+    assert width > 3 * height > 0
+    with pytest.raises(SystemExit):
+        curves([str(tmp_path), "--out", str(tmp_path / "x.png")])
+    assert f"{tmp_path}: no training.json there" in capsys.readouterr().err

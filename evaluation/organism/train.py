@@ -372,6 +372,12 @@ def train(options: TrainOptions) -> dict:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     (out / "training.json").write_text(json.dumps(record, indent=1))
+    try:
+        from .curves import plot_training
+
+        plot_training({out.name: record}, out / "training.png")
+    except ImportError as err:  # a GPU host without matplotlib: draw it later with `python -m ...organism.curves`
+        logger.warning("no loss figure (%s); draw it with python -m known_speech.evaluation.organism.curves %s", err, out)
     return record
 
 
