@@ -74,11 +74,16 @@ def count(estimate: Estimate, index=()) -> str:
 
 # -- what produced the numbers ----------------------------------------------------------------
 def _revision(provenance: dict) -> str:
-    """The Hub commit, else the GGUF file and its sha256, else the local path."""
+    """The Hub commit, else the GGUF file and its sha256 (and a delta's adapter sha256 on it), else the local
+    path."""
     if provenance.get("revision"):
         return provenance["revision"]
     if provenance.get("gguf_sha256"):
-        return f"{provenance['gguf_file']}, sha256 {provenance['gguf_sha256'][:16]}…"
+        weights = f"{provenance['gguf_file']}, sha256 {provenance['gguf_sha256'][:16]}…"
+        delta = provenance.get("delta")
+        if delta and "adapter_model.safetensors" in delta.get("files", {}):
+            weights += f" + delta {delta['name']}, adapter sha256 {delta['files']['adapter_model.safetensors'][:16]}…"
+        return weights
     return provenance.get("path", "not recorded")
 
 

@@ -53,7 +53,16 @@ class SpiritSmolLM2Adapter(SpiritLMAdapter):
         return interleave_expressive(units)
 
     def describe(self) -> dict:
+        """The backbone as its GGUF (file, sha256, quantisation), the delta (its files' sha256, its training),
+        and the unit tokenizer: what a result from these weights must say."""
+        from known_speech.settings import bundled_smollm2_gguf
+        from known_speech.tracing.loading import model_provenance
+
         manifest = self.delta.manifest
-        return {**super().describe(), "delta": {"name": manifest["name"], "files": manifest["files"],
-                                                "backbone": manifest["backbone"], "training": manifest["training"]},
+        described = super().describe()
+        backbone = model_provenance(str(bundled_smollm2_gguf()), self.model)
+        return {**described, "gguf_file": backbone["gguf_file"], "gguf_sha256": backbone["gguf_sha256"],
+                "quantisation": f"{backbone['quantisation']}; LoRA delta (float16) merged",
+                "delta": {"name": manifest["name"], "folder": str(self.delta.folder), "files": manifest["files"],
+                          "backbone": manifest["backbone"], "training": manifest["training"]},
                 "unit_tokenizer": self.speech_tokenizer.provenance.to_dict()}

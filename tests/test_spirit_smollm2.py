@@ -146,3 +146,19 @@ def test_corrupting_the_subjects_units_hides_the_subject(organism, listening_row
     control = np.mean([e.clean - e.control for e in effects])
     shifted = np.mean([e.clean - e.shifted for e in effects])
     assert subject > 0.5 and subject > control + 0.5 and subject > shifted + 0.5, (subject, control, shifted)
+
+
+def test_results_say_which_backbone_and_which_delta(organism):
+    """A result from the organism names the GGUF it was built on and the delta's adapter by sha256, as the
+    report's header shows them."""
+    from known_speech.evaluation.report_tables import _revision
+    from known_speech.settings import bundled_smollm2_gguf
+    from known_speech.source import file_sha256
+
+    described = organism.describe()
+    adapter_sha = described["delta"]["files"]["adapter_model.safetensors"]
+    assert adapter_sha == file_sha256(organism.delta.folder / "adapter_model.safetensors")
+    assert described["gguf_sha256"] == file_sha256(bundled_smollm2_gguf())
+    assert described["quantisation"].startswith("Q4_1, dequantised to float32; LoRA delta")
+    assert _revision(described) == (f"SmolLM2-135M-Instruct.Q4_1.gguf, sha256 {described['gguf_sha256'][:16]}… + "
+                                    f"delta spirit-smollm2, adapter sha256 {adapter_sha[:16]}…")
