@@ -162,3 +162,15 @@ def test_results_say_which_backbone_and_which_delta(organism):
     assert described["quantisation"].startswith("Q4_1, dequantised to float32; LoRA delta")
     assert _revision(described) == (f"SmolLM2-135M-Instruct.Q4_1.gguf, sha256 {described['gguf_sha256'][:16]}… + "
                                     f"delta spirit-smollm2, adapter sha256 {adapter_sha[:16]}…")
+
+
+def test_check_model_passes_the_organism_in_both_modalities(spoken_dataset, capsys):
+    """`check-model spirit-smollm2` on a real Piper build: its own units, restoration and the expected answers."""
+    from known_speech.cli import main as cli_main
+
+    assert cli_main(["check-model", "spirit-smollm2", "--dataset", str(spoken_dataset),
+                     "--config", "piper-en_US-joe-medium"]) == 0
+    out = capsys.readouterr().out
+    for check in ("text: restoration", "speech: input", "speech: restoration", "speech: units"):
+        assert f"PASS  {check}" in out
+    assert "whisper-tiny.en-own-L4-25hz-k500 (kmeans quantizer, layer 4, 25.00 Hz" in out
