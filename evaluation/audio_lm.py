@@ -259,8 +259,6 @@ class AudioLMAdapter(Adapter):
         Whisper's feature extractor rescales its sample mask to frames by the batch's padded length
         (`feature_extraction_whisper.py:334-340`), so a shorter audio in a batch can gain a frame, and with it,
         by the length formula, an audio position."""
-        if not item.metadata:
-            return True
         if self.family.feature_mask and int(inputs[self.family.feature_mask][row].sum()) != item.metadata["mel_frames"]:
             return False
         audio_id = self.tokenizer.convert_tokens_to_ids(self.processor.audio_token)

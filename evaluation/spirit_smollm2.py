@@ -53,16 +53,16 @@ class SpiritSmolLM2Adapter(SpiritLMAdapter):
         return interleave_expressive(units)
 
     def describe(self) -> dict:
-        """The backbone as its GGUF (file, sha256, quantisation), the delta (its files' sha256, its training),
-        and the unit tokenizer: what a result from these weights must say."""
+        """The backbone as its GGUF (file and sha256 from the manifest, which loading checked against the
+        installed file; quantisation from its header), the delta (its files' sha256, its training), and the
+        unit tokenizer: what a result from these weights must say."""
         from known_speech.settings import bundled_smollm2_gguf
-        from known_speech.tracing.loading import model_provenance
+        from known_speech.tracing.loading import gguf_quantisation
 
         manifest = self.delta.manifest
         described = super().describe()
-        backbone = model_provenance(str(bundled_smollm2_gguf()), self.model)
-        return {**described, "gguf_file": backbone["gguf_file"], "gguf_sha256": backbone["gguf_sha256"],
-                "quantisation": f"{backbone['quantisation']}; LoRA delta (float16) merged",
+        quantisation = f"{gguf_quantisation(bundled_smollm2_gguf())}, dequantised to {described['dtype']}"
+        return {**described, **manifest["backbone"], "quantisation": f"{quantisation}; LoRA delta (float16) merged",
                 "delta": {"name": manifest["name"], "folder": str(self.delta.folder), "files": manifest["files"],
                           "backbone": manifest["backbone"], "training": manifest["training"]},
                 "unit_tokenizer": self.speech_tokenizer.provenance.to_dict()}

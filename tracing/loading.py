@@ -127,14 +127,19 @@ def model_provenance(name_or_path: str, model) -> dict:
     elif Path(name_or_path).exists():
         info["path"] = str(Path(name_or_path).resolve())
     if gguf_path is not None:
-        import gguf
-
         from known_speech.source import file_sha256
 
-        reader = gguf.GGUFReader(str(gguf_path))
-        field = reader.fields.get("general.file_type")
-        file_type = int(field.parts[field.data[0]][0]) if field is not None else None
         info.update(gguf_file=gguf_path.name, gguf_sha256=file_sha256(gguf_path),
-                    quantisation=(gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
-                                  if file_type is not None else "unknown") + f", dequantised to {info['dtype']}")
+                    quantisation=f"{gguf_quantisation(gguf_path)}, dequantised to {info['dtype']}")
     return info
+
+
+def gguf_quantisation(path: str | Path) -> str:
+    """The GGUF file's quantisation as its header names it (e.g. "Q4_1"), "unknown" where it names none."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    field = reader.fields.get("general.file_type")
+    if field is None:
+        return "unknown"
+    return gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name.removeprefix("MOSTLY_")
