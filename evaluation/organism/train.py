@@ -24,7 +24,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,8 @@ class TrainOptions:
     lr_embeddings: float = 2e-3
     warmup_steps: int = 150
     speech_weight: float = 0.2
+    unit_noise: float = 0.0  # chance that a training sequence's unit token is replaced by a random unit
+    loss_chunk: int = 8192  # output positions whose logits exist at once (recomputed in the backward pass)
     distill_weight: float = 1.0
     state_weight: float = 1.0
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
@@ -95,8 +97,9 @@ class _Batches:
     batch of random lengths pads most rows to its longest: four times the work)."""
 
     def __init__(self, builder: SequenceBuilder, sentences: list[Utterance], prefixes: list[Utterance],
-                 rate_hz: float, options: TrainOptions, rng: random.Random):
+                 rate_hz: float, options: TrainOptions, rng: random.Random, num_units: int = 0):
         self.builder, self.sentences, self.prefixes, self.rate_hz = builder, sentences, prefixes, rate_hz
+        self.num_units = num_units
         self.options, self.rng = options, rng
         self.kinds = [k for k in KINDS if options.mix.get(k, 0) > 0]
         self.weights = [options.mix[k] for k in self.kinds]
@@ -126,7 +129,22 @@ class _Batches:
                 current.append(sequence)
             self.queue.append(current)
             self.rng.shuffle(self.queue)
-        return self.queue.pop()
+        batch = self.queue.pop()
+        if self.options.unit_noise > 0:
+            batch = [self.noisy(sequence) for sequence in batch]
+        return batch
+
+    def noisy(self, sequence: TrainingSequence) -> TrainingSequence:
+        """The sequence with each unit token replaced by a random unit at `unit_noise` (a discrete SpecAugment:
+        one voice's units are nearly deterministic, and a model that reads them exactly memorises the corpus)."""
+        ids = np.asarray(sequence.ids)
+        units = ids >= self.builder.unit_base
+        swap = units & (np.random.default_rng(self.rng.getrandbits(64)).random(ids.size) < self.options.unit_noise)
+        if not swap.any():
+            return sequence
+        ids = ids.copy()
+        ids[swap] = self.builder.unit_base + np.array([self.rng.randrange(self.num_units) for _ in range(int(swap.sum()))])
+        return replace(sequence, ids=ids.tolist())
 
 
 def _pad(rows: list[list[int]], pad: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,6 +165,28 @@ def _autocast(device: str):
 def _gather(states: torch.Tensor, rows: list[int], positions: list[int]) -> torch.Tensor:
     device = states.device
     return states[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]
+
+
+def _chunk_loss(head, hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, device: str) -> torch.Tensor:
+    with _autocast(device):
+        logits = head(hidden).float()
+    return (F.cross_entropy(logits, targets, reduction="none") * weights).sum()
+
+
+def _weighted_next_token_loss(head, hidden, targets, weights, chunk: int, device: str) -> torch.Tensor:
+    """The weighted mean cross-entropy of the output head on `hidden`, `chunk` positions at a time under
+    activation checkpointing: the logits of a 50k vocabulary at every position of a large batch would hold
+    tens of GB (and their gradient as much again); each chunk's are recomputed in the backward pass."""
+    from torch.utils.checkpoint import checkpoint
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk):
+        part = (hidden[start:start + chunk], targets[start:start + chunk], weights[start:start + chunk])
+        if torch.is_grad_enabled() and hidden.requires_grad and hidden.shape[0] > chunk:
+            total = total + checkpoint(_chunk_loss, head, *part, device, use_reentrant=False)
+        else:
+            total = total + _chunk_loss(head, *part, device)
+    return total / weights.sum().clamp_min(1.0)
 
 
 def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, base_vocab: int, pad: int,
@@ -173,11 +213,10 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
     with _autocast(device):
         output = base.model(input_ids=ids, attention_mask=mask, output_hidden_states=bool(aligned))
         hidden = output.last_hidden_state
-        target_weights = weights[:, 1:]
-        selected = target_weights > 0
-        logits = base.lm_head(hidden[:, :-1][selected]).float()
-    token_loss = F.cross_entropy(logits, ids[:, 1:][selected], reduction="none")
-    loss = (token_loss * target_weights[selected]).sum() / target_weights[selected].sum().clamp_min(1.0)
+    target_weights = weights[:, 1:]
+    selected = target_weights > 0
+    loss = _weighted_next_token_loss(base.lm_head, hidden[:, :-1][selected], ids[:, 1:][selected],
+                                     target_weights[selected], options.loss_chunk, device)
     stats = {"ce": float(loss.detach())}
     if taught:
         teacher_length = max(len(sequences[i].teacher_ids) for i in taught)
@@ -255,13 +294,17 @@ def _load_backbone(gguf: str, device: str):
 def _evaluate(model, held_out, options, base_vocab, pad, step, started, history, evaluations, best, best_state):
     """The held-out loss now; the trainable weights kept (on the CPU) when it is the best so far."""
     model.eval()
+    by_kind = {}
     with torch.no_grad():
-        parts = [_losses(model, held_out[i:i + 64], options, base_vocab, pad, distill=False)[1]["ce"]
-                 for i in range(0, len(held_out), 64)]
-    held = float(np.mean(parts))
+        for kind in sorted({s.kind for s in held_out}):
+            sequences = [s for s in held_out if s.kind == kind]
+            by_kind[kind] = float(np.mean([_losses(model, sequences[i:i + 64], options, base_vocab, pad, distill=False)[1]["ce"]
+                                           for i in range(0, len(sequences), 64)]))
+    held = float(np.mean(list(by_kind.values())))
     evaluations.append({"step": step, "seconds": round(time.time() - started, 1), "held_out_ce": held,
-                        "train_ce": history[-1]["ce"] if history else None})
-    logger.info("step %d: held-out %.4f (%.0f s)", step, held, time.time() - started)
+                        "held_out_ce_by_kind": by_kind, "train_ce": history[-1]["ce"] if history else None})
+    logger.info("step %d: held-out %.4f %s (%.0f s)", step, held, {k: round(v, 4) for k, v in by_kind.items()},
+                time.time() - started)
     if held < best:
         best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
         best = held
@@ -301,7 +344,7 @@ def train(options: TrainOptions) -> dict:
     sentences = [u for u in train_set if u.kind == "sentence"]
     prefixes = [u for u in train_set if u.kind == "prefix"]
     builder.warm([u.text for u in bundle.utterances] + [" " + u.continuation for u in bundle.utterances] + [ASR_CUE])
-    batches = _Batches(builder, sentences, prefixes, bundle.rate_hz, options, rng)
+    batches = _Batches(builder, sentences, prefixes, bundle.rate_hz, options, rng, bundle.num_units)
     held_out = [builder.speech_to_text(u) for u in test_set if u.kind == "sentence"][:options.eval_sequences // 2]
     held_out += [builder.continuation(u) for u in test_set if u.kind == "prefix"][:options.eval_sequences // 2]
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
@@ -399,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", required=True, help="folder with bundle.npz and bundle.json.gz")
     parser.add_argument("--out", required=True, help="run folder: delta/, training.json")
     for name in ("gguf", "minutes", "max_steps", "batch_tokens", "pool_size", "max_length", "lora_rank", "lora_alpha", "lr_lora",
-                 "lr_embeddings", "warmup_steps", "speech_weight", "distill_weight", "state_weight", "eval_every", "eval_sequences",
+                 "lr_embeddings", "warmup_steps", "speech_weight", "unit_noise", "loss_chunk", "distill_weight", "state_weight", "eval_every", "eval_sequences",
                  "transcribe", "seed", "device"):
         value = getattr(defaults, name)
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
