@@ -25,11 +25,15 @@ def configure_progress(force: bool = False) -> None:
     _forced, _configured = force, True
     if force or sys.stderr.isatty():
         return
-    import datasets
     import transformers
     from huggingface_hub.utils import disable_progress_bars
 
-    datasets.disable_progress_bars()
+    try:
+        import datasets
+    except ImportError:  # a GPU host that trains spirit-smollm2 on the staged package has no `datasets`
+        pass
+    else:
+        datasets.disable_progress_bars()
     disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()  # "Loading weights"
 

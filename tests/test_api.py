@@ -106,3 +106,13 @@ def test_the_api_draws_no_progress_bar_where_its_output_is_no_terminal():
     code = "import known_speech; known_speech.load_causal_lm('smollm2')"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert "Loading weights" not in completed.stderr and "it/s]" not in completed.stderr, completed.stderr
+
+
+def test_loading_a_model_needs_no_datasets_package():
+    """spirit-smollm2 trains on a GPU host that has torch, transformers and peft but not `datasets` (the staged
+    package, benchmarks/organism_stage.sh): switching the libraries' bars off must not import it there."""
+    code = ("import sys; sys.modules['datasets'] = None\n"
+            "from known_speech.progress import configure_progress, bars_disabled\n"
+            "configure_progress(); print(bars_disabled())")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0 and completed.stdout.strip() == "None", completed.stderr
