@@ -106,3 +106,53 @@ def test_loss_curves_of_the_shipped_run_are_drawn_and_a_folder_without_a_record_
     with pytest.raises(SystemExit):
         curves([str(tmp_path), "--out", str(tmp_path / "x.png")])
     assert f"{tmp_path}: no training.json there" in capsys.readouterr().err
+
+
+def test_unit_noise_replaces_unit_tokens_only_and_at_its_rate(tokenizer):
+    """--unit-noise swaps unit tokens for random units (a discrete SpecAugment) and never touches text,
+    markers or the loss weights; at 0 the batch is the sequences as built."""
+    from known_speech.evaluation.organism.train import TrainOptions, _Batches
+
+    builder = SequenceBuilder(tokenizer)
+    utterance = _utterance(text="The cat sat on the mat and then slept.")  # units 0..9
+    options = TrainOptions("", "", unit_noise=0.5, batch_tokens=4096, pool_size=8)
+    batches = _Batches(builder, [utterance], [], 25.0, options, random.Random(0), num_units=10)
+    clean = builder.speech_to_text(utterance)
+    unit = np.asarray(clean.ids) >= builder.unit_base
+    changed = np.zeros(len(clean.ids))
+    for _ in range(200):
+        noisy = batches.noisy(clean)
+        assert noisy.weights == clean.weights and len(noisy.ids) == len(clean.ids)
+        assert [i for i, u in zip(noisy.ids, unit) if not u] == [i for i, u in zip(clean.ids, unit) if not u]
+        assert all(builder.unit_base <= i < builder.unit_base + 10 for i, u in zip(noisy.ids, unit) if u)
+        changed += np.asarray(noisy.ids) != np.asarray(clean.ids)
+    # a swapped unit is another unit 9 times in 10
+    assert 0.40 < changed[unit].mean() / 200 < 0.50
+    quiet = _Batches(builder, [utterance], [], 25.0, TrainOptions("", "", batch_tokens=4096, pool_size=8,
+                     mix={"speech_to_text": 1.0}), random.Random(0), num_units=10)
+    assert all(s.ids == clean.ids for s in quiet.draw())
+
+
+def test_the_output_loss_in_checkpointed_chunks_equals_the_whole():
+    """The weighted next-token loss computed a chunk of positions at a time (its logits recomputed in the
+    backward pass, so a large batch never holds them all) has the same value and gradients as at once."""
+    import torch
+
+    from known_speech.evaluation.organism.train import _weighted_next_token_loss
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (37,))
+    weights = torch.where(torch.rand(37) < 0.5, 1.0, 0.2)
+    results = []
+    for chunk in (1000, 5):
+        head.zero_grad()
+        hidden.grad = None
+        loss = _weighted_next_token_loss(head, hidden, targets, weights, chunk, "cpu")
+        loss.backward()
+        results.append((loss.detach(), hidden.grad.clone(), head.weight.grad.clone()))
+    expected = (torch.nn.functional.cross_entropy(head(hidden), targets, reduction="none") * weights).sum() / weights.sum()
+    torch.testing.assert_close(results[0][0], expected.detach())
+    for whole, chunked in zip(results[0], results[1]):
+        torch.testing.assert_close(whole, chunked)
