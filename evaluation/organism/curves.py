@@ -30,6 +30,10 @@ def plot_training(runs: dict[str, dict], path: str | Path) -> Path:
         held = [(e["step"], e["held_out_ce"]) for e in record["evaluations"]]
         if held:
             axes[-1].plot(*zip(*held), marker="o", color=colour, label=f"{name} (best at {record.get('best_step')})")
+        asr = [(e["step"], e["held_out_ce_by_kind"]["speech_to_text"]) for e in record["evaluations"]
+               if "speech_to_text" in e.get("held_out_ce_by_kind", {})]
+        if asr:  # runs since run 4 keep the transcription pairs' CE apart: the part that WER follows
+            axes[-1].plot(*zip(*asr), marker=".", linestyle="--", color=colour, label=f"{name}: transcription pairs")
     axes[-1].set_title("held-out CE (the corpus's test split)", fontsize=9)
     for axis in axes:
         axis.set_xlabel("step")
