@@ -34,7 +34,8 @@ from known_speech.settings import DEFAULT_VOICE
 from known_speech.spoken import verbalise
 
 from .align.tts import words_from_synthesis
-from .corpus_text import FORTUNES_DIR, FORTUNES_LICENCE, CorpusSentence, held_out, read_fortunes, select_sentences
+from .corpus_text import (FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence, held_out, name_sentences,
+                          read_fortunes, select_sentences)
 
 __all__ = ["CorpusOptions", "build_corpus", "corpus_features", "read_corpus_stats", "load_corpus", "SHARD_SENTENCES",
            "MIN_PREFIX_WORDS"]
@@ -73,12 +74,13 @@ def corpus_features() -> datasets.Features:
 class CorpusOptions:
     out: str = "corpus"
     voice: str = DEFAULT_VOICE
-    limit: int | None = None  # sentences (each gives a whole and a prefix utterance)
+    limit: int | None = None  # sentences (each gives a whole and a prefix utterance), and names sentences
     workers: int = 2
     fortunes_dir: str = str(FORTUNES_DIR)
     held_out_fraction: float = 0.02
     min_words: int = 5
     max_words: int = 25
+    names: str | None = None  # a NAME_SOURCES key: names spoken alone and in carriers, shards "shard-names-*"
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -123,7 +125,7 @@ class _Speaker:
     def rows(self, sentence: CorpusSentence) -> list[dict]:
         whole = self.utterance(sentence, "sentence", sentence.text, "")
         words = whole["words"]
-        if len(words) <= MIN_PREFIX_WORDS:  # "He's so ... so ...": too few written words for a prefix and a rest
+        if len(words) <= MIN_PREFIX_WORDS or sentence.source.startswith("names:"):  # "He's so ... so ...": too few written words for a prefix and a rest
             return [whole]
         cut = _prefix_length(sentence, len(words))
         end = words[cut - 1]["char_end"]
@@ -177,16 +179,23 @@ def build_corpus(options: CorpusOptions) -> dict:
     selection = select_sentences(read_fortunes(options.fortunes_dir), load_known(), options.min_words,
                                  options.max_words)
     sentences = selection.sentences[:options.limit] if options.limit else selection.sentences
+    names = name_sentences(options.names, load_known()) if options.names else None
+    if names and options.limit:
+        names.sentences = names.sentences[:options.limit]
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / SENTENCES_FILE, "".join(json.dumps(asdict(s)) + "\n" for s in sentences))
+    atomic_write_text(out / SENTENCES_FILE, "".join(json.dumps(asdict(s)) + "\n"
+                                                    for s in sentences + (names.sentences if names else [])))
     shard_dir = out / "data"
+    # names in shards of their own ("shard-names-*"), so that adding them to a corpus leaves its shards as built
+    series = [("shard-", sentences)] + ([("shard-names-", names.sentences)] if names else [])
     tasks = []
-    for index in range(0, len(sentences), SHARD_SENTENCES):
-        target = shard_dir / f"shard-{index // SHARD_SENTENCES:05d}.parquet"
-        if not target.with_suffix(".json").exists():
-            tasks.append((target, sentences[index:index + SHARD_SENTENCES]))
-    logger.info("%d sentences in %d shards, %d to speak", len(sentences),
-                -(-len(sentences) // SHARD_SENTENCES), len(tasks))
+    for prefix, part in series:
+        for index in range(0, len(part), SHARD_SENTENCES):
+            target = shard_dir / f"{prefix}{index // SHARD_SENTENCES:05d}.parquet"
+            if not target.with_suffix(".json").exists():
+                tasks.append((target, part[index:index + SHARD_SENTENCES]))
+    logger.info("%d sentences%s, %d shards to speak", len(sentences),
+                f" and {len(names.sentences)} of names" if names else "", len(tasks))
     shard_dir.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(options.workers, initializer=_init_worker,
                              initargs=(options.voice, options.held_out_fraction)) as pool:
@@ -198,6 +207,7 @@ def build_corpus(options: CorpusOptions) -> dict:
 
     stats = {
         "sentences": len(sentences), "selection": selection.to_dict(), "licence": FORTUNES_LICENCE,
+        **({"names": {"source": options.names, "about": NAME_SOURCES[options.names], **names.to_dict()}} if names else {}),
         "voice": options.voice, "piper_tts": metadata.version("piper-tts"),
         "utterances": sum(s["utterances"] for s in shards),
         "failed": [f for s in shards for f in s["failed"]],

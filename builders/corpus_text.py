@@ -21,7 +21,7 @@ from pathlib import Path
 from known_speech.source import KnownRecord
 
 __all__ = ["CorpusSentence", "SentenceSelection", "FORTUNES_DIR", "FORTUNES_LICENCE", "read_fortunes",
-           "select_sentences", "held_out"]
+           "select_sentences", "held_out", "NAME_SOURCES", "NAME_CARRIERS", "name_sentences"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,41 @@ def select_sentences(fortunes: list[tuple[str, str]], known: list[KnownRecord], 
                 continue
             kept.append(CorpusSentence(_sentence_id(sentence), sentence, source))
     kept.sort(key=lambda s: s.sentence_id)  # a fixed order that mixes the sources
+    return SentenceSelection(kept, dict(sorted(dropped.items())))
+
+
+NAME_SOURCES = {"known-subjects": "the subjects of Known's 1,209 prompts (MIT, rome's known_1000.json)"}
+# carriers that state nothing about the name: the name spoken alone, and in one of these by the name's hash
+NAME_CARRIERS = ("I heard the name {name}.", "We talked about {name} today.", "Have you heard of {name}?",
+                 "Say it once more: {name}.", "The next one on the list is {name}.")
+
+
+def name_sentences(source: str, known: list[KnownRecord]) -> SentenceSelection:
+    """Names spoken alone and in a carrier that states no fact ("Names alone are fine, and needed": a model
+    that has heard fortunes only hears no names). Each name gives two sentences: "<name>." and one carrier,
+    chosen by the name's hash; a sentence that the Known fact check flags or verbalise cannot read is
+    dropped and counted, as fortunes are."""
+    from known_speech.spoken import verbalise
+
+    if source not in NAME_SOURCES:
+        raise ValueError(f"--names {source!r}: choose from {', '.join(NAME_SOURCES)}")
+    facts, kept, seen, dropped = _KnownFacts(known), [], set(), {}
+    for name in dict.fromkeys(r.subject.strip() for r in known):
+        carrier = NAME_CARRIERS[int(_sentence_id(name), 16) % len(NAME_CARRIERS)]
+        for text in (name.rstrip(".") + ".", carrier.format(name=name)):
+            reason = None if _normalised(text) not in seen else "duplicate"
+            seen.add(_normalised(text))
+            reason = reason or facts.reason(text)
+            if reason is None:
+                try:
+                    verbalise(text)
+                except ValueError:
+                    reason = "cannot be verbalised"
+            if reason:
+                dropped[reason] = dropped.get(reason, 0) + 1
+                continue
+            kept.append(CorpusSentence(_sentence_id(text), text, f"names:{source}"))
+    kept.sort(key=lambda s: s.sentence_id)
     return SentenceSelection(kept, dict(sorted(dropped.items())))
 
 

@@ -128,7 +128,7 @@ def _output_options(default) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from known_speech.builders.corpus_text import FORTUNES_DIR
+    from known_speech.builders.corpus_text import FORTUNES_DIR, NAME_SOURCES
     from known_speech.builders.options import BuildOptions
 
     build_defaults = _defaults(BuildOptions)
@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--workers", type=_positive_int, default=2, help="processes (default: 2)")
     corpus.add_argument("--fortunes", default=str(FORTUNES_DIR),
                         help=f"folder of fortune data files (default: Debian's, {FORTUNES_DIR})")
+    corpus.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
+                        help="add names spoken alone and in carriers that state no fact (shards shard-names-*; "
+                             "known-subjects: the subjects of Known's prompts)")
     corpus.set_defaults(handler=commands.corpus)
 
     organism = command("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
@@ -247,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--corpus", default="corpus", help="corpus folder, built first if missing (default: corpus)")
     organism.add_argument("--voice", default=build_defaults["voice"], help="Piper voice of a corpus still to build")
     organism.add_argument("--fortunes", default=str(FORTUNES_DIR), help="its sentences' fortune files")
+    organism.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
+                          help="names in the corpus still to build (see corpus --names)")
     organism.add_argument("--out", default="organism", help="folder for the tokenizer, bundle, run and delta "
                           "(default: organism)")
     organism.add_argument("--units", choices=("whisper", "mel"), default="whisper",

@@ -198,7 +198,7 @@ def corpus(args: argparse.Namespace) -> int:
     from known_speech.builders.corpus import CorpusOptions, build_corpus
 
     stats = build_corpus(CorpusOptions(out=args.out, voice=args.voice, limit=args.limit, workers=args.workers,
-                                       fortunes_dir=args.fortunes))
+                                       fortunes_dir=args.fortunes, names=args.names))
     print(f"{stats['utterances']} utterances ({stats['audio_hours']:.1f} h) of {stats['sentences']} sentences, "
           f"{len(stats['failed'])} failed; {args.out}/corpus_stats.json")
     print(f"load it with: known_speech.builders.corpus.load_corpus({args.out!r})")
@@ -223,7 +223,7 @@ def organism(args: argparse.Namespace) -> int:
             raise ValueError("--device cuda: no GPU here; stop after the CPU stages with --stage bundle, or pass "
                              "--device cpu (slow)")
     if not (Path(args.corpus) / "corpus_stats.json").exists():
-        build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes))
+        build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, names=args.names))
     tokenizer_dir = out / "unit_tokenizer" / spec.name
     if not (tokenizer_dir / TOKENIZER_FILE).exists():
         fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)

@@ -2,6 +2,7 @@
 Whisper k-means unit tokenizers with provenance, and the purity / PNMI measures."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -61,6 +62,25 @@ def test_unit_quality_measures():
     assert frame_labels(phonemes, 4, 25.0) == ["_", "h", None, None]
 
 
+def test_names_are_spoken_alone_and_in_carriers_that_state_no_fact(known_records):
+    """Each Known subject gives "<name>." and one carrier sentence; none holds a Known attribute or prompt, and
+    an unknown source is refused by name."""
+    from known_speech.builders.corpus_text import NAME_CARRIERS, _KnownFacts, name_sentences
+
+    selection = name_sentences("known-subjects", known_records)
+    subjects = list(dict.fromkeys(r.subject.strip() for r in known_records))
+    texts = {s.text for s in selection.sentences}
+    assert len(texts) == len(selection.sentences) == 2 * len(subjects) - sum(selection.dropped.values())
+    alone = [f"{name.rstrip('.')}." for name in subjects]
+    assert sum(t in texts for t in alone) >= 0.95 * len(subjects)
+    facts = _KnownFacts(known_records)
+    assert not [t for t in texts if facts.reason(t)]
+    carried = [t for t in texts if t not in alone]
+    assert carried and all(any(t.startswith(c.split("{name}")[0]) for c in NAME_CARRIERS) for t in carried)
+    with pytest.raises(ValueError, match="--names 'wikipedia': choose from known-subjects"):
+        name_sentences("wikipedia", known_records)
+
+
 @pytest.mark.slow
 def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     """Two sentences of real Piper speech: whole and a prefix spoken alone, word and phoneme times inside the
@@ -92,6 +112,16 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     before = shard.read_bytes()
     again = build_corpus(options)  # nothing left to do: the shard is kept as it is
     assert shard.read_bytes() == before and again["utterances"] == 6
+    # names added to the built corpus: shards of their own, spoken whole only, the fortunes' shard untouched
+    with_names = build_corpus(replace(options, names="known-subjects", limit=3))
+    assert shard.read_bytes() == before and with_names["utterances"] == 9
+    assert with_names["names"]["sentences"] == 3 and with_names["names"]["source"] == "known-subjects"
+    names = [row for row in load_corpus(options.out) if row["source"] == "names:known-subjects"]
+    assert len(names) == 3 and {row["kind"] for row in names} == {"sentence"}
+    subjects = {r.subject for r in known_records}
+    for row in names:
+        assert any(subject in row["text"] for subject in subjects) and row["words"][-1]["end_s"] <= row["duration_s"] + 1e-3
+    assert (tmp_path / "corpus" / "data" / "shard-names-00000.parquet").exists()
 
 
 @pytest.mark.slow
