@@ -6,7 +6,13 @@
 # ~23 MiB: the first, smaller part travels with the package and the bundle, each other part in a call of
 # its own, kept on the warm host outside the tree).
 #   bash benchmarks/organism_stage.sh BUNDLE_DIR
-# then on the host: cat .organism/gguf.part* > SmolLM2-135M-Instruct.Q4_1.gguf (sha256 in .organism/gguf.sha256)
+# then on the host, one call per part (carry .device, .organism/bundle and part00 first; part01; part02), each
+# copied to a folder outside the tree (/root/stage) so that it survives the next call, and at the last:
+#   cd /root/stage && cat gguf.part00 gguf.part01 gguf.part02 > SmolLM2-135M-Instruct.Q4_1.gguf  (sha256: gguf.sha256)
+#   PYTHONPATH=/root/stage/device/site python3 -m known_speech.evaluation.organism.train --bundle bundle \
+#     --gguf SmolLM2-135M-Instruct.Q4_1.gguf --out run   (run from outside the tree: the tree's own known_speech/
+#     has no evaluation subpackage and would shadow the staged one; `cp -rL .device` resolves the data link)
+# A run longer than one call (10 min) is started with setsid and followed by the next calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:?give the bundle folder (bundle.npz, bundle.json.gz)}
