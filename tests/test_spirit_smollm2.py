@@ -114,8 +114,8 @@ def test_units_of_another_tokenizer_are_refused(organism, listening_rows):
 
 def test_held_out_speech_is_transcribed_and_shuffled_units_are_not(organism, known_records):
     """32 fortunes of the corpus's held-out split, spoken now by the real Piper voice (its sampling noise differs
-    each session): WER well under what shuffled units give (measured 0.63 against 0.97 on 24 held-out corpus
-    utterances; on 12 spoken here, 0.63-0.77 against 0.96-0.97 across sessions, so 12 were too few for a margin)."""
+    each session): WER well under what shuffled units give. Run 4's delta: 0.444 against 1.029 (run 2's gave
+    0.58-0.59 against 0.88-0.92 across sessions; 12 fortunes were too few for a margin)."""
     from known_speech.builders.corpus import _Speaker
     from known_speech.builders.corpus_text import held_out, read_fortunes, select_sentences
     from known_speech.audio import decode_audio
@@ -131,15 +131,16 @@ def test_held_out_speech_is_transcribed_and_shuffled_units_are_not(organism, kno
     references = [s.text for s in sentences]
     heard = corpus_word_error_rate(references, transcribe_waveforms(organism, waveforms))
     shuffled = corpus_word_error_rate(references, transcribe_waveforms(organism, waveforms, shuffle_seed=0))
-    assert heard <= 0.85, heard
-    assert shuffled >= heard + 0.15, (heard, shuffled)
+    assert heard <= 0.6, heard
+    assert shuffled >= heard + 0.3, (heard, shuffled)
     print(f"held-out WER {heard:.3f}, shuffled units {shuffled:.3f}")
 
 
 def test_corrupting_the_subjects_units_hides_the_subject(organism, listening_rows):
     """With the transcription cue and the words before the subject written, P(the subject's first token)
     falls when the subject's units are corrupted, not when as many units of another word are, nor when
-    the subject's span is moved to the next word (a span map off by a word)."""
+    the subject's span is moved to the next word (a span map off by a word). Run 4's delta: 2.04 nats against
+    −0.16 for both on the 17 usable prompts of the first 40 (run 2's: 1.26 against −0.34)."""
     from known_speech.evaluation.organism.listening import subject_unit_effects
 
     effects = subject_unit_effects(organism, listening_rows)
@@ -147,7 +148,8 @@ def test_corrupting_the_subjects_units_hides_the_subject(organism, listening_row
     subject = np.mean([e.clean - e.subject for e in effects])
     control = np.mean([e.clean - e.control for e in effects])
     shifted = np.mean([e.clean - e.shifted for e in effects])
-    assert subject > 0.5 and subject > control + 0.5 and subject > shifted + 0.5, (subject, control, shifted)
+    print(f"subject {subject:.3f}, control {control:.3f}, moved {shifted:.3f} (n = {len(effects)})")
+    assert subject > 1.0 and subject > control + 1.0 and subject > shifted + 1.0, (subject, control, shifted)
 
 
 def test_results_say_which_backbone_and_which_delta(organism):
