@@ -210,3 +210,26 @@ def test_qwen2_audio_adapter_corrupts_embedding_frames_of_the_subject(tiny_qwen2
         expected = adapter.decoder.get_input_embeddings()(torch.tensor(ids[:-1], dtype=torch.long))
     torch.testing.assert_close(forced.inputs_embeds[model_input.length:], expected)
     assert forced.text_token_of_position[model_input.length:] == [None] * (len(ids) - 1)
+
+
+def test_a_filter_resumed_with_other_settings_names_the_fields_that_changed(tmp_path):
+    """A retrained delta changes a few leaves among dozens of provenance fields: the refusal names those
+    (then → now), not the whole record, and says the fix."""
+    from known_speech.evaluation.filtering import _check_settings
+
+    rows = tmp_path / "speech.jsonl"
+    rows.write_text("{}\n")
+    saved = {"model": "spirit-smollm2", "max_new_tokens": 12,
+             "provenance": {"delta": {"files": {"adapter_model.safetensors": "84ab7ff34ae7e314e94197f090229b6d"},
+                                      "training": {"steps": 573}}, "dtype": "float32"}}
+    _check_settings(rows, saved)
+    _check_settings(rows, saved)  # the same settings resume
+    retrained = json.loads(json.dumps(saved))
+    retrained["provenance"]["delta"]["files"]["adapter_model.safetensors"] = "aab5398ed5550400"
+    retrained["provenance"]["delta"]["training"]["steps"] = 1135
+    with pytest.raises(ValueError) as refused:
+        _check_settings(rows, retrained)
+    message = str(refused.value)
+    assert message == (f"{rows} was made with other settings (provenance.delta.files.adapter_model.safetensors: "
+                       "84ab7ff34ae7e314… → aab5398ed5550400; provenance.delta.training.steps: 573 → 1135); "
+                       "delete it or use another --dataset")
