@@ -125,7 +125,8 @@ class _Speaker:
     def rows(self, sentence: CorpusSentence) -> list[dict]:
         whole = self.utterance(sentence, "sentence", sentence.text, "")
         words = whole["words"]
-        if len(words) <= MIN_PREFIX_WORDS or sentence.source.startswith("names:"):  # "He's so ... so ...": too few written words for a prefix and a rest
+        # a name is spoken whole only; "He's so ... so ..." has too few written words for a prefix and a rest
+        if sentence.source.startswith("names:") or len(words) <= MIN_PREFIX_WORDS:
             return [whole]
         cut = _prefix_length(sentence, len(words))
         end = words[cut - 1]["char_end"]

@@ -138,13 +138,13 @@ class _Batches:
     def noisy(self, sequence: TrainingSequence) -> TrainingSequence:
         """The sequence with each unit token replaced by a random unit at `unit_noise` (a discrete SpecAugment:
         one voice's units are nearly deterministic, and a model that reads them exactly memorises the corpus)."""
+        draw = np.random.default_rng(self.rng.getrandbits(64))
         ids = np.asarray(sequence.ids)
-        units = ids >= self.builder.unit_base
-        swap = units & (np.random.default_rng(self.rng.getrandbits(64)).random(ids.size) < self.options.unit_noise)
+        swap = (ids >= self.builder.unit_base) & (draw.random(ids.size) < self.options.unit_noise)
         if not swap.any():
             return sequence
         ids = ids.copy()
-        ids[swap] = self.builder.unit_base + np.array([self.rng.randrange(self.num_units) for _ in range(int(swap.sum()))])
+        ids[swap] = self.builder.unit_base + draw.integers(self.num_units, size=int(swap.sum()))
         return replace(sequence, ids=ids.tolist())
 
 
