@@ -52,6 +52,35 @@ def test_a_corrupt_or_foreign_delta_is_refused(delta_copy, tmp_path):
         OrganismDelta.resolve(str(tmp_path))
 
 
+def test_training_goes_on_from_the_shipped_delta_and_refuses_another_tokenizer(delta_copy):
+    """--init-from: the fresh organism with the shipped delta's LoRA and token rows loaded computes what the
+    shipped organism computes (so a run goes on from it); a delta of another unit tokenizer is refused."""
+    import torch
+
+    from known_speech.evaluation.organism.bundle import Bundle
+    from known_speech.evaluation.organism.delta import load_organism
+    from known_speech.evaluation.organism.train import TrainOptions, _load_backbone, build_organism, warm_start
+
+    shipped, tokenizer, delta = load_organism(str(delta_copy))
+    tokens = dict(json.loads((delta_copy / "training.json").read_text())["unit_tokenizer"])
+    model, fresh_tokenizer = _load_backbone("smollm2", "cpu")
+    hidden = model.get_input_embeddings().weight.shape[1]
+    bundle = Bundle([], [], tokens, np.zeros((delta.num_units, hidden), dtype=np.float32), {})
+    model, _ = build_organism(model, fresh_tokenizer, bundle, TrainOptions("", ""))
+    ids = torch.tensor([tokenizer("[Speech][Hu7][Hu300][Hu41][Text] Rome is the capital of").input_ids])
+    with torch.no_grad():
+        expected = shipped(ids).logits
+        before = model(ids).logits
+        record = warm_start(model, delta_copy, bundle)
+        after = model(ids).logits
+    assert (before - expected).abs().max() > 1.0  # fresh LoRA and word-based unit rows differ from the delta
+    assert torch.allclose(after, expected, atol=2e-3), float((after - expected).abs().max())
+    assert record["steps"] == delta.manifest["training"]["steps"] and len(record["adapter_sha256"]) == 64
+    bundle.unit_tokenizer = {**tokens, "checkpoint_sha256": "f" * 64, "name": "other"}
+    with pytest.raises(ValueError, match="--init-from .*unit tokenizer .* but the bundle's is other"):
+        warm_start(model, delta_copy, bundle)
+
+
 VOICE = "piper-en_US-joe-medium"
 # Known prompts whose subject has a word after it (the shifted span and the control need one)
 LISTENING_IDS = list(range(0, 40))

@@ -73,6 +73,7 @@ class TrainOptions:
     transcribe: int = 200  # held-out utterances transcribed greedily by the best weights at the end
     seed: int = 0
     device: str = "cuda"
+    init_from: str = ""  # a run folder or a packaged delta to go on from (its LoRA and token rows); "" starts fresh
 
     def __post_init__(self) -> None:
         unknown = set(self.mix) - set(KINDS)
@@ -327,6 +328,39 @@ def build_organism(model, tokenizer, bundle: Bundle, options: TrainOptions):
     return get_peft_model(model, config), base_vocab
 
 
+def warm_start(model, source: str | Path, bundle: Bundle) -> dict:
+    """Load a previous delta's LoRA factors and token rows into the fresh organism, so that a run goes on
+    from it (the optimiser's moments start anew, hence the warm-up). `source` is a run folder (`delta/`,
+    `training.json`) or a packaged delta; one trained on another unit tokenizer is refused."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from known_speech.source import file_sha256
+
+    source = Path(source)
+    adapter = next((f for f in (source / "adapter_model.safetensors", source / "delta" / "adapter_model.safetensors")
+                    if f.exists()), None)
+    if adapter is None or not (source / "training.json").exists():
+        raise ValueError(f"--init-from {source}: no adapter_model.safetensors and training.json there; give a run "
+                         "folder (delta/, training.json) or a packaged delta")
+    trained = json.loads((source / "training.json").read_text(encoding="utf-8"))
+    theirs, ours = trained["unit_tokenizer"]["checkpoint_sha256"], bundle.unit_tokenizer["checkpoint_sha256"]
+    if theirs != ours:
+        raise ValueError(f"--init-from {source}: trained on the unit tokenizer {trained['unit_tokenizer']['name']} "
+                         f"({theirs[:12]}), but the bundle's is {bundle.unit_tokenizer['name']} ({ours[:12]}); "
+                         "start fresh or give a delta of this tokenizer")
+    saved = load_file(str(adapter))
+    expected = set(get_peft_model_state_dict(model))
+    if set(saved) != expected:
+        raise ValueError(f"--init-from {source}: its adapter does not fit this organism (missing "
+                         f"{sorted(expected - set(saved))[:3]}, unexpected {sorted(set(saved) - expected)[:3]}); "
+                         "was it trained with another --lora-rank?")
+    set_peft_model_state_dict(model, saved)
+    logger.info("going on from %s (%s steps, %s tokens)", source, trained.get("steps"), trained.get("tokens_seen"))
+    return {"path": str(source), "adapter_sha256": file_sha256(adapter), "steps": trained.get("steps"),
+            "tokens_seen": trained.get("tokens_seen"), "init_from": trained.get("init_from")}
+
+
 def train(options: TrainOptions) -> dict:
     import importlib.metadata as metadata
 
@@ -338,6 +372,7 @@ def train(options: TrainOptions) -> dict:
     bundle = read_bundle(options.bundle)
     model, tokenizer = _load_backbone(options.gguf, options.device)
     model, base_vocab = build_organism(model, tokenizer, bundle, options)
+    init_from = warm_start(model, options.init_from, bundle) if options.init_from else None
     model.to(options.device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     builder = SequenceBuilder(tokenizer, options.speech_weight)
@@ -405,7 +440,7 @@ def train(options: TrainOptions) -> dict:
         if held_sentences else []
     record = {
         "options": asdict(options), "asr_cue": ASR_CUE, "base_vocab": base_vocab, "vocab": len(tokenizer),
-        "steps": step, "tokens_seen": tokens_seen, "best_held_out_ce": best,
+        "steps": step, "tokens_seen": tokens_seen, "init_from": init_from, "best_held_out_ce": best,
         "best_step": min(evaluations, key=lambda e: e["held_out_ce"])["step"] if evaluations else None,
         "train_utterances": len(train_set), "test_utterances": len(test_set), "history": history,
         "evaluations": evaluations, "unit_tokenizer": bundle.unit_tokenizer, "corpus": bundle.corpus,
@@ -444,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="run folder: delta/, training.json")
     for name in ("gguf", "minutes", "max_steps", "batch_tokens", "pool_size", "max_length", "lora_rank", "lora_alpha", "lr_lora",
                  "lr_embeddings", "warmup_steps", "speech_weight", "unit_noise", "loss_chunk", "distill_weight", "state_weight", "eval_every", "eval_sequences",
-                 "transcribe", "seed", "device"):
+                 "transcribe", "seed", "device", "init_from"):
         value = getattr(defaults, name)
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     parser.add_argument("--mix", type=_parse_mix, default=dict(DEFAULT_MIX),
