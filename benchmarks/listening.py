@@ -18,19 +18,19 @@ import numpy as np
 def main() -> None:
     from datasets import load_dataset
 
-    from known_speech.evaluation.adapter import adapter_class
+    from known_speech.evaluation.adapter import adapter_class, adapter_for
     from known_speech.evaluation.aggregate import estimate_mean
     from known_speech.evaluation.organism.listening import answer_from_speech, subject_unit_effects
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="a folder that `known-speech build` wrote")
     parser.add_argument("--config", default="piper-en_US-joe-medium", help="its voice config")
-    parser.add_argument("--model", default="spirit-smollm2")
+    parser.add_argument("--model", default="spirit-smollm2", help="spirit-smollm2 or a delta folder")
     parser.add_argument("--limit", type=int, default=300, help="the first N prompts")
     parser.add_argument("--out", help="JSON file for the per-prompt values and the estimates")
     args = parser.parse_args()
     rows = list(load_dataset(args.dataset, args.config, split="train"))[:args.limit]
-    adapter = adapter_class(args.model)(args.model)
+    adapter = adapter_class(adapter_for(args.model))(args.model)
     started = time.perf_counter()
     effects = subject_unit_effects(adapter, rows)
     answers = answer_from_speech(adapter, rows)

@@ -17,29 +17,31 @@ PANELS = (("ce", "train: next-token CE (text targets)"), ("kl", "train: KL to th
 
 
 def plot_training(runs: dict[str, dict], path: str | Path) -> Path:
-    """One panel per train loss and one for the held-out CE, a line per run (name → training.json's record)."""
+    """One panel per train loss and one for the held-out CE, a line per run (name → training.json's record); a run
+    that went on from another (`--init-from`) is drawn from the step where that one ended."""
     plt = pyplot()
     figure, axes = plt.subplots(1, len(PANELS) + 1, figsize=(4.2 * (len(PANELS) + 1), 3.4))
     for (name, record), colour in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 9):
         history = record["history"]
+        offset = (record.get("init_from") or {}).get("steps") or 0
         for axis, (key, title) in zip(axes, PANELS):
-            points = [(h["step"], h[key]) for h in history if key in h]
+            points = [(offset + h["step"], h[key]) for h in history if key in h]
             if points:
                 axis.plot(*zip(*points), label=name, color=colour)
             axis.set_title(title, fontsize=9)
-        held = [(e["step"], e["held_out_ce"]) for e in record["evaluations"]]
+        held = [(offset + e["step"], e["held_out_ce"]) for e in record["evaluations"]]
         if held:
-            axes[-1].plot(*zip(*held), marker="o", color=colour, label=f"{name} (best at {record.get('best_step')})")
-        asr = [(e["step"], e["held_out_ce_by_kind"]["speech_to_text"]) for e in record["evaluations"]
+            axes[-1].plot(*zip(*held), marker="o", color=colour, label=f"{name} (best at {offset + (record.get('best_step') or 0)})")
+        asr = [(offset + e["step"], e["held_out_ce_by_kind"]["speech_to_text"]) for e in record["evaluations"]
                if "speech_to_text" in e.get("held_out_ce_by_kind", {})]
         if asr:  # runs since run 4 keep the transcription pairs' CE apart: the part that WER follows
             axes[-1].plot(*zip(*asr), marker=".", linestyle="--", color=colour, label=f"{name}: transcription pairs")
     axes[-1].set_title("held-out CE (the corpus's test split)", fontsize=9)
     for axis in axes:
-        axis.set_xlabel("step")
+        axis.set_xlabel("step (of all the runs a delta went on from)")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    axes[-1].legend(fontsize=8)
+    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside: the lines fill the panel
     first = next(iter(runs.values()))
     figure.suptitle(f"spirit-smollm2 training ({first.get('device', '?')}, seed {first['options']['seed']})", fontsize=10, y=1.04)
     return save_figure(figure, path)

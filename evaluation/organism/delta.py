@@ -134,7 +134,7 @@ def package_organism(run: str | Path, unit_tokenizer_dir: str | Path, out: str |
         shutil.copyfile(run / "delta" / file, out / file)
     shutil.copyfile(run / "training.json", out / "training.json")
     tokenizer.save(out / "unit_tokenizer")
-    summary = {key: training[key] for key in ("steps", "tokens_seen", "best_step", "best_held_out_ce", "train_utterances",
+    summary = {key: training[key] for key in ("steps", "tokens_seen", "init_from", "best_step", "best_held_out_ce", "train_utterances",
                                               "test_utterances", "versions", "device") if key in training}
     summary.update(seed=training["options"]["seed"], lora_rank=training["options"]["lora_rank"],
                    mix=training["options"]["mix"], minutes=training["options"]["minutes"])

@@ -413,10 +413,10 @@ def train(options: TrainOptions) -> dict:
         step += 1
         tokens_seen += stats["tokens"]
         if step % 25 == 0:
-            history.append({"step": step, "seconds": round(time.time() - loop_started, 1), "loss": float(loss),
+            history.append({"step": step, "seconds": round(time.time() - loop_started, 1), "loss": float(loss.detach()),
                             "grad_norm": grad_norm, "lr_scale": scale, **stats})
             if step % 100 == 0:
-                logger.info("step %d: loss %.4f %s (%.0f s)", step, float(loss),
+                logger.info("step %d: loss %.4f %s (%.0f s)", step, float(loss.detach()),
                             {k: round(v, 4) for k, v in stats.items() if k != "tokens"}, time.time() - loop_started)
         if step % options.eval_every == 0:
             best, best_state = _evaluate(model, held_out, options, base_vocab, pad, step, loop_started, history,
