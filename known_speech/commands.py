@@ -223,6 +223,9 @@ def organism(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no GPU here; stop after the CPU stages with --stage bundle, or pass "
                              "--device cpu (slow)")
+    if args.init_from and not (Path(args.init_from) / "training.json").is_file():
+        raise ValueError(f"--init-from {args.init_from}: no training.json there; give a run folder (organism's "
+                         "runs/NAME) or a delta folder")
     if not (Path(args.corpus) / "corpus_stats.json").exists():
         build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, names=args.names))
     tokenizer_dir = out / "unit_tokenizer" / spec.name
@@ -236,9 +239,9 @@ def organism(args: argparse.Namespace) -> int:
     print(f"bundle: {bundle_dir}")
     if args.stage == "bundle":
         return 0
-    run_dir = out / "runs" / f"{spec.name}-seed{args.seed}"
+    run_dir = out / "runs" / (f"{spec.name}-seed{args.seed}" + (f"-from-{Path(args.init_from).name}" if args.init_from else ""))
     record = train(TrainOptions(bundle=str(bundle_dir), out=str(run_dir), minutes=args.minutes, seed=args.seed,
-                                device=args.device, batch_tokens=args.batch_tokens,
+                                device=args.device, batch_tokens=args.batch_tokens, init_from=args.init_from,
                                 pool_size=max(64, min(4096, args.batch_tokens // 4))))
     print(f"trained: {record['steps']} steps, best held-out loss {record['best_held_out_ce']:.3f}; {run_dir}")
     if args.stage == "train":

@@ -156,11 +156,12 @@ def test_whisper_unit_tokenizer_round_trip_and_refusals(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path):
+def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys):
     """corpus → unit tokenizer → units → bundle → two training steps (CPU) → a delta folder that loads by hash."""
     from known_speech.cli import main as cli_main
     from known_speech.evaluation.organism.bundle import read_bundle
     from known_speech.evaluation.organism.delta import OrganismDelta
+    from known_speech.source import file_sha256
 
     (tmp_path / "fortunes").mkdir()
     _fortune_folder(tmp_path / "fortunes", [
@@ -177,3 +178,13 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path):
     assert cli_main(common + ["--device", "cpu", "--minutes", "0.01", "--batch-tokens", "512"]) == 0
     delta = OrganismDelta.resolve(str(tmp_path / "organism" / "spirit-smollm2"))
     assert delta.num_units == 8 and delta.manifest["training"]["steps"] >= 1
+    # going on from that run: a run folder of its own, the manifest names the adapter it started from
+    first = tmp_path / "organism" / "runs" / "whisper-tiny.en-own-L4-25hz-k8-seed0"
+    started_from = file_sha256(delta.folder / "adapter_model.safetensors")
+    assert cli_main(common + ["--device", "cpu", "--minutes", "0.01", "--batch-tokens", "512",
+                              "--init-from", str(first)]) == 0
+    assert (first.parent / (first.name + "-from-" + first.name) / "training.json").is_file()
+    went_on = OrganismDelta.resolve(str(tmp_path / "organism" / "spirit-smollm2")).manifest["training"]["init_from"]
+    assert went_on["adapter_sha256"] == started_from and went_on["path"] == str(first)
+    assert cli_main(common + ["--device", "cpu", "--init-from", str(tmp_path)]) == 2
+    assert "--init-from" in capsys.readouterr().err

@@ -144,8 +144,9 @@ def test_units_of_another_tokenizer_are_refused(organism, listening_rows):
 
 def test_held_out_speech_is_transcribed_and_shuffled_units_are_not(organism, known_records):
     """32 fortunes of the corpus's held-out split, spoken now by the real Piper voice (its sampling noise differs
-    each session): WER well under what shuffled units give. Run 4's delta: 0.444 against 1.029 (run 2's gave
-    0.58-0.59 against 0.88-0.92 across sessions; 12 fortunes were too few for a margin)."""
+    each session): WER within the milestone (≤ 0.5) and well under what shuffled units give. Run 5's delta: 0.403
+    and 0.332 against 1.047 and 1.096 in two sessions (run 4's: 0.444 against 1.029; run 2's gave 0.58-0.59 against 0.88-0.92 across sessions; 12
+    fortunes were too few for a margin)."""
     from known_speech.builders.corpus import _Speaker
     from known_speech.builders.corpus_text import held_out, read_fortunes, select_sentences
     from known_speech.audio import decode_audio
@@ -161,7 +162,7 @@ def test_held_out_speech_is_transcribed_and_shuffled_units_are_not(organism, kno
     references = [s.text for s in sentences]
     heard = corpus_word_error_rate(references, transcribe_waveforms(organism, waveforms))
     shuffled = corpus_word_error_rate(references, transcribe_waveforms(organism, waveforms, shuffle_seed=0))
-    assert heard <= 0.6, heard
+    assert heard <= 0.5, heard
     assert shuffled >= heard + 0.3, (heard, shuffled)
     print(f"held-out WER {heard:.3f}, shuffled units {shuffled:.3f}")
 
@@ -169,8 +170,10 @@ def test_held_out_speech_is_transcribed_and_shuffled_units_are_not(organism, kno
 def test_corrupting_the_subjects_units_hides_the_subject(organism, listening_rows):
     """With the transcription cue and the words before the subject written, P(the subject's first token)
     falls when the subject's units are corrupted, not when as many units of another word are, nor when
-    the subject's span is moved to the next word (a span map off by a word). Run 4's delta: 2.04 nats against
-    −0.16 for both on the 17 usable prompts of the first 40 (run 2's: 1.26 against −0.34)."""
+    the subject's span is moved to the next word (a span map off by a word). Run 5's delta: 1.72, 2.12 and 2.24
+    nats against 0.39, 0.51 and 0.61 for both, in three sessions' voicings of the 17 usable prompts of the first 40 (run 4's:
+    2.04 and 1.57 against −0.16 and −0.49; run 2's: 1.26 against −0.34). Run 5 is more sensitive to noise on any
+    units; the margin, 0.75 nats, is what a span map off by a word (no difference) cannot pass."""
     from known_speech.evaluation.organism.listening import subject_unit_effects
 
     effects = subject_unit_effects(organism, listening_rows)
@@ -179,7 +182,7 @@ def test_corrupting_the_subjects_units_hides_the_subject(organism, listening_row
     control = np.mean([e.clean - e.control for e in effects])
     shifted = np.mean([e.clean - e.shifted for e in effects])
     print(f"subject {subject:.3f}, control {control:.3f}, moved {shifted:.3f} (n = {len(effects)})")
-    assert subject > 1.0 and subject > control + 1.0 and subject > shifted + 1.0, (subject, control, shifted)
+    assert subject > 1.0 and subject > control + 0.75 and subject > shifted + 0.75, (subject, control, shifted)
 
 
 def test_results_say_which_backbone_and_which_delta(organism):
