@@ -22,6 +22,7 @@ from .adapter import Adapter
 from .generation import MAX_BATCH, generation_batch_size
 from .matching import classify_answer, first_answer
 from .model_input import Modality, ModelInput
+from .setting_differences import setting_differences
 
 __all__ = ["FilterRow", "filter_settings", "run_filter", "read_filter"]
 
@@ -67,26 +68,6 @@ def filter_settings(adapter: Adapter, modality: Modality, voice_config: str, max
             **({"model_generation": generation} if (generation := adapter.generation_settings()) else {})}
 
 
-def _leaves(value, prefix: str = "") -> dict[str, object]:
-    """A nested settings dict as dotted paths to its leaves."""
-    if isinstance(value, dict) and value:
-        return {path: leaf for key, item in value.items() for path, leaf in _leaves(item, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): value}
-
-
-def _short(value) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else value
-    return text if len(text) <= 24 else text[:16] + "…"
-
-
-def setting_differences(saved: dict, current: dict) -> list[str]:
-    """'field: then → now' for each leaf that differs: what changed, not the whole provenance (a retrained
-    delta differs in a file hash and its training summary, among dozens of equal fields)."""
-    then, now = _leaves(saved), _leaves(current)
-    return [f"{key}: {_short(then.get(key))} → {_short(now.get(key))}"
-            for key in sorted(then.keys() | now.keys()) if then.get(key) != now.get(key)]
-
-
 def _check_settings(path: Path, settings: dict) -> None:
     """A resumed filter must use the settings its rows were made with."""
     settings_path = path.with_suffix(".json")
@@ -94,8 +75,7 @@ def _check_settings(path: Path, settings: dict) -> None:
         saved = json.loads(settings_path.read_text(encoding="utf-8"))
         differing = setting_differences(saved, settings)
         if differing and path.exists():
-            shown = "; ".join(differing[:4]) + (f"; and {len(differing) - 4} more" if len(differing) > 4 else "")
-            raise ValueError(f"{path} was made with other settings ({shown}); delete it or use another --dataset")
+            raise ValueError(f"{path} was made with other settings ({differing}); delete it or use another --dataset")
     atomic_write_text(settings_path, json.dumps(settings, indent=2))
 
 

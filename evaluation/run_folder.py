@@ -22,6 +22,7 @@ from known_speech.tracing import TraceResult
 
 from .model_input import PositionMap
 from .run_config import TraceRunConfig
+from .setting_differences import setting_differences
 
 __all__ = ["RunFolder", "RunSettings", "TraceRunSummary", "Span", "position_map"]
 
@@ -102,11 +103,17 @@ class RunFolder:
         if not self.settings_file.exists():
             return None
         saved = self.settings()
-        ours, theirs = config.to_dict(), saved.config.to_dict()
-        differing = sorted(key for key in ours if key != "limit" and ours[key] != theirs.get(key))
+        differing = setting_differences(saved.config.to_dict(), config.to_dict(), ignore=("limit",))
         if differing:
-            raise ValueError(f"{self.path} holds a run with other settings ({', '.join(differing)}); use another --out")
+            raise ValueError(f"{self.path} holds a run with other settings ({differing}); use another --out")
         return saved
+
+    def check_model(self, saved: RunSettings, provenance: dict) -> None:
+        """A resumed run must trace the model its items were traced with (a retrained delta has the same name)."""
+        differing = setting_differences(saved.provenance, provenance) if saved.provenance else ""
+        if differing:
+            raise ValueError(f"{self.path} holds a run of another build of {saved.config.model} ({differing}); "
+                             "use another --out")
 
     # -- items ----------------------------------------------------------------------------------------
     def item_file(self, known_id: int, span: Span = "items") -> Path:

@@ -166,6 +166,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     failed: dict[int, str] = {}
     inputs: dict[int, ModelInput] = {}  # a resumed run has its noise level: items are prepared when traced
     if saved:
+        folder.check_model(saved, adapter.describe())
         noise_std = saved.noise_std
     else:
         inputs = _prepare_all(adapter, _calibration_items(selection, shares, dist.rank), config.modality, failed)

@@ -7,6 +7,7 @@ differences and the report's statistics can be checked against numbers computed 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -110,8 +111,16 @@ def test_run_folder_refuses_to_resume_with_other_settings(tmp_path):
     config.limit = 2  # the selection may grow or shrink
     assert folder.resume(config) is not None
     changed = TraceRunConfig(model="tiny", adapter="hf-text", trace=TraceOptions(kinds=("hidden",), samples=3))
-    with pytest.raises(ValueError, match=r"other settings \(trace\)"):
+    with pytest.raises(ValueError, match=r"other settings \(trace.samples: 10 → 3\); use another --out"):
         folder.resume(changed)
+    # the same model name, retrained: a resumed run would mix items of two deltas
+    saved = replace(folder.settings(),
+                    provenance={"model": "tiny", "delta": {"files": {"adapter_model.safetensors": "aab5398ed5550400" * 4}}})
+    folder.check_model(saved, saved.provenance)
+    retrained = {"model": "tiny", "delta": {"files": {"adapter_model.safetensors": "de07987b138cf6e9" * 4}}}
+    with pytest.raises(ValueError, match=r"another build of tiny \(delta.files.adapter_model.safetensors: "
+                                         r"aab5398ed5550400… → de07987b138cf6e9…\); use another --out"):
+        folder.check_model(saved, retrained)
     assert folder.finished(1, control=False, retry_failed=False) and not folder.finished(1, control=True, retry_failed=False)
     folder.record_failure(9, "prepare: no subject")
     assert folder.finished(9, control=False, retry_failed=False) and not folder.finished(9, control=False, retry_failed=True)
