@@ -42,7 +42,7 @@ def main() -> None:
         "... the subject's span moved to the next word": drops["shifted"],
         "subject − control": drops["subject"] - drops["control"],
         "subject − moved span": drops["subject"] - drops["shifted"],
-        "log P(answer), units in order − shuffled": np.array([real - shuffled for _, real, shuffled in answers]),
+        "log P(answer), units in order − shuffled": np.array([a.in_order - a.shuffled for a in answers]),
     }
     print(f"{args.model} on {args.dataset} ({args.config}), first {len(rows)} prompts; "
           f"{len(effects)} usable for the span measures, {len(answers)} for the answer; {seconds:.0f} s")
@@ -52,11 +52,18 @@ def main() -> None:
         estimates[name] = {"n": int(estimate.n[0]), "mean": float(estimate.mean[0]),
                            "ci95": [float(estimate.low[0]), float(estimate.high[0])]}
         print(f"  {name}: {estimate.mean[0]:+.3f} [{estimate.low[0]:+.3f}, {estimate.high[0]:+.3f}] (n={estimate.n[0]})")
+    ranks = {}
+    for modality in ("speech", "text"):
+        values = np.array([getattr(a, "rank_" + modality) for a in answers])
+        ranks[modality] = {"top1": int((values == 0).sum()), "top10": int((values < 10).sum()),
+                           "median": float(np.median(values)) if values.size else None}
+        print(f"  rank of the answer's first token from {modality}: first {ranks[modality]['top1']}, in the top 10 "
+              f"{ranks[modality]['top10']}, median {ranks[modality]['median']} (of {values.size})")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             json.dump({"model": adapter.describe(), "dataset": args.dataset, "config": args.config, "prompts": len(rows),
                        "estimates": estimates, "effects": [e.to_dict() for e in effects],
-                       "answers": [{"known_id": k, "in_order": a, "shuffled": b} for k, a, b in answers]}, out, indent=1)
+                       "answer_ranks": ranks, "answers": [a.to_dict() for a in answers]}, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ fail when speech→text is wrong: they break with shuffled units or a subject sp
   the tracer corrupts) on the subject's unit positions (the adapter's span map), on a control span of as
   many positions over other words, and on the subject's span moved to the next word;
 - `answer_from_speech`: log P(the answer's first token) after "[Speech]<units>[Text]", with the units in
-  order and shuffled.
+  order and shuffled, and its rank among the tokens the filter may generate, from speech and from the
+  written prompt (how far S→T recall is from the model's top choice, where T→T has it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from known_speech.tracing.noise import corrupt
 
 from .sequences import ASR_CUE, SequenceBuilder, Utterance
 
-__all__ = ["transcribe_waveforms", "SubjectUnitEffect", "subject_unit_effects", "answer_from_speech", "NOISE_SAMPLES"]
+__all__ = ["transcribe_waveforms", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
+           "NOISE_SAMPLES"]
 
 NOISE_SAMPLES = 10
 
@@ -59,6 +61,21 @@ class SubjectUnitEffect:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class AnswerFromSpeech:
+    """The answer's first token after one Known prompt: log P from speech (units in order, shuffled) and its rank
+    (0: the greedy choice) among the tokens the filter may generate, from speech and from text."""
+
+    known_id: int
+    in_order: float
+    shuffled: float
+    rank_speech: int
+    rank_text: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 class _Scorer:
     def __init__(self, adapter):
         self.adapter = adapter
@@ -79,6 +96,13 @@ class _Scorer:
             batch = corrupt(embeds, span, self.noise[:, :span[1] - span[0]].to(embeds.dtype))
         probs = self.adapter.model(inputs_embeds=batch).logits[:, -1].float().softmax(-1)[:, target]
         return float(probs.mean().log())
+
+    @torch.no_grad()
+    def rank(self, ids: list[int], target: int, banned: list[int]) -> int:
+        """How many tokens that may be generated are likelier than `target` at the last position."""
+        logits = self.adapter.model(torch.tensor([ids], device=self.embeddings.device)).logits[0, -1].float()
+        logits[banned] = -torch.inf
+        return int((logits > logits[target]).sum())
 
 
 def subject_unit_effects(adapter, records: list[dict]) -> list[SubjectUnitEffect]:
@@ -125,15 +149,20 @@ def _next_word_start(model_input, record: dict) -> int | None:
     return span[0] if span else None
 
 
-def answer_from_speech(adapter, records: list[dict], shuffle_seed: int = 0) -> list[tuple[int, float, float]]:
-    """(known_id, log P(answer) with the units in order, with them shuffled) after "[Speech]<units>[Text]"."""
+def answer_from_speech(adapter, records: list[dict], shuffle_seed: int = 0) -> list[AnswerFromSpeech]:
+    """The answer's first token after "[Speech]<units>[Text]" (units in order and shuffled) and after the written
+    prompt, per record (see `AnswerFromSpeech`)."""
     scorer = _Scorer(adapter)
+    banned = {modality: list(adapter.banned_token_ids(modality)) for modality in ("speech", "text")}
     results = []
     for record in records:
         model_input = adapter.prepare(record, "speech")
+        written = adapter.prepare(record, "text")
         ids = model_input.input_ids
         first, last = 1, len(ids) - 1  # between [Speech] and [Text]
         shuffled = list(np.random.default_rng(shuffle_seed + int(record["known_id"])).permutation(ids[first:last]))
-        results.append((int(record["known_id"]), scorer.log_p(ids, model_input.answer.id),
-                        scorer.log_p(ids[:first] + shuffled + ids[last:], model_input.answer.id)))
+        answer = model_input.answer.id
+        results.append(AnswerFromSpeech(
+            int(record["known_id"]), scorer.log_p(ids, answer), scorer.log_p(ids[:first] + shuffled + ids[last:], answer),
+            scorer.rank(ids, answer, banned["speech"]), scorer.rank(written.input_ids, written.answer.id, banned["text"])))
     return results
