@@ -40,8 +40,10 @@ def plot_training(runs: dict[str, dict], path: str | Path) -> Path:
     for axis in axes:
         axis.set_xlabel("step (of all the runs a delta went on from)")
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside: the lines fill the panel
+    if axes[0].get_legend_handles_labels()[0]:  # a run shorter than 25 steps has no logged point
+        axes[0].legend(fontsize=8)
+    if axes[-1].get_legend_handles_labels()[0]:
+        axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside: the lines fill the panel
     first = next(iter(runs.values()))
     figure.suptitle(f"spirit-smollm2 training ({first.get('device', '?')}, seed {first['options']['seed']})", fontsize=10, y=1.04)
     return save_figure(figure, path)
