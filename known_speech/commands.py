@@ -212,7 +212,7 @@ def organism(args: argparse.Namespace) -> int:
     from known_speech.builders.corpus import read_corpus_stats
     from known_speech.evaluation.organism.bundle import make_bundle, read_bundle
     from known_speech.evaluation.organism.delta import package_organism
-    from known_speech.evaluation.organism.train import TrainOptions, train
+    from known_speech.evaluation.organism.train import TrainOptions, init_source, train
     from known_speech.whisper_units import TOKENIZER_FILE, UnitTokenizerSpec
 
     spec = UnitTokenizerSpec(args.units, "tiny.en", args.window, args.rate, args.k)
@@ -223,9 +223,8 @@ def organism(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no GPU here; stop after the CPU stages with --stage bundle, or pass "
                              "--device cpu (slow)")
-    if args.init_from and not (Path(args.init_from) / "training.json").is_file():
-        raise ValueError(f"--init-from {args.init_from}: no training.json there; give a run folder (organism's "
-                         "runs/NAME) or a delta folder")
+    if args.init_from:
+        init_source(args.init_from)
     if not (Path(args.corpus) / "corpus_stats.json").exists():
         build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, names=args.names))
     tokenizer_dir = out / "unit_tokenizer" / spec.name

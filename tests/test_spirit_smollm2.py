@@ -145,8 +145,8 @@ def test_units_of_another_tokenizer_are_refused(organism, listening_rows):
 def test_held_out_speech_is_transcribed_and_shuffled_units_are_not(organism, known_records):
     """32 fortunes of the corpus's held-out split, spoken now by the real Piper voice (its sampling noise differs
     each session): WER within the milestone (≤ 0.5) and well under what shuffled units give. Run 5's delta: 0.403
-    and 0.332 against 1.047 and 1.096 in two sessions (run 4's: 0.444 against 1.029; run 2's gave 0.58-0.59 against 0.88-0.92 across sessions; 12
-    fortunes were too few for a margin)."""
+    and 0.332 against 1.047 and 1.096 in two sessions (run 4's: 0.444 against 1.029; run 2's gave 0.58-0.59
+    against 0.88-0.92 across sessions; 12 fortunes were too few for a margin)."""
     from known_speech.builders.corpus import _Speaker
     from known_speech.builders.corpus_text import held_out, read_fortunes, select_sentences
     from known_speech.audio import decode_audio

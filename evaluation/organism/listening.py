@@ -87,22 +87,30 @@ class _Scorer:
         self.noise = torch.randn((NOISE_SAMPLES, 512, self.embeddings.shape[1]), generator=generator) * self.sigma
 
     @torch.no_grad()
-    def log_p(self, ids: list[int], target: int, span: tuple[int, int] | None = None) -> float:
-        """log of P(target) at the last position, averaged over the noise samples when `span` is corrupted."""
+    def last_logits(self, ids: list[int], span: tuple[int, int] | None = None) -> torch.Tensor:
+        """Logits at the last position: one row, or one per noise sample when `span` is corrupted."""
         embeds = self.embeddings[torch.tensor(ids, device=self.embeddings.device)]
         if span is None:
             batch = embeds[None]
         else:
             batch = corrupt(embeds, span, self.noise[:, :span[1] - span[0]].to(embeds.dtype))
-        probs = self.adapter.model(inputs_embeds=batch).logits[:, -1].float().softmax(-1)[:, target]
-        return float(probs.mean().log())
+        return self.adapter.model(inputs_embeds=batch).logits[:, -1].float()
 
-    @torch.no_grad()
-    def rank(self, ids: list[int], target: int, banned: list[int]) -> int:
-        """How many tokens that may be generated are likelier than `target` at the last position."""
-        logits = self.adapter.model(torch.tensor([ids], device=self.embeddings.device)).logits[0, -1].float()
-        logits[banned] = -torch.inf
-        return int((logits > logits[target]).sum())
+    def log_p(self, ids: list[int], target: int, span: tuple[int, int] | None = None) -> float:
+        """log of P(target) at the last position, averaged over the noise samples when `span` is corrupted."""
+        return log_probability(self.last_logits(ids, span), target)
+
+
+def log_probability(logits: torch.Tensor, target: int) -> float:
+    """log of P(target), the probabilities averaged over the rows (noise samples)."""
+    return float(logits.softmax(-1)[:, target].mean().log())
+
+
+def rank_among(logits: torch.Tensor, target: int, banned: list[int]) -> int:
+    """How many tokens that may be generated (not `banned`) are likelier than `target` (first row)."""
+    row = logits[0].clone()
+    row[banned] = -torch.inf
+    return int((row > row[target]).sum())
 
 
 def subject_unit_effects(adapter, records: list[dict]) -> list[SubjectUnitEffect]:
@@ -162,7 +170,9 @@ def answer_from_speech(adapter, records: list[dict], shuffle_seed: int = 0) -> l
         first, last = 1, len(ids) - 1  # between [Speech] and [Text]
         shuffled = list(np.random.default_rng(shuffle_seed + int(record["known_id"])).permutation(ids[first:last]))
         answer = model_input.answer.id
+        heard = scorer.last_logits(ids)  # one forward for P(answer) and its rank
         results.append(AnswerFromSpeech(
-            int(record["known_id"]), scorer.log_p(ids, answer), scorer.log_p(ids[:first] + shuffled + ids[last:], answer),
-            scorer.rank(ids, answer, banned["speech"]), scorer.rank(written.input_ids, written.answer.id, banned["text"])))
+            int(record["known_id"]), log_probability(heard, answer), scorer.log_p(ids[:first] + shuffled + ids[last:], answer),
+            rank_among(heard, answer, banned["speech"]),
+            rank_among(scorer.last_logits(written.input_ids), written.answer.id, banned["text"])))
     return results

@@ -39,7 +39,7 @@ from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
 from .vocabulary import extend_tokenizer
 
-__all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings"]
+__all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings", "init_source", "warm_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -329,22 +329,29 @@ def build_organism(model, tokenizer, bundle: Bundle, options: TrainOptions):
     return get_peft_model(model, config), base_vocab
 
 
-def warm_start(model, source: str | Path, bundle: Bundle) -> dict:
-    """Load a previous delta's LoRA factors and token rows into the fresh organism, so that a run goes on
-    from it (the optimiser's moments start anew, hence the warm-up). `source` is a run folder (`delta/`,
-    `training.json`) or a packaged delta; one trained on another unit tokenizer is refused."""
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    from known_speech.source import file_sha256
-
+def init_source(source: str | Path) -> tuple[Path, dict]:
+    """The adapter file and `training.json` record of an `--init-from` folder (a run folder: `delta/`,
+    `training.json`; or a packaged delta), refused by name where either is missing: checked before any model
+    loads."""
     source = Path(source)
     adapter = next((f for f in (source / "adapter_model.safetensors", source / "delta" / "adapter_model.safetensors")
                     if f.exists()), None)
     if adapter is None or not (source / "training.json").exists():
         raise ValueError(f"--init-from {source}: no adapter_model.safetensors and training.json there; give a run "
                          "folder (delta/, training.json) or a packaged delta")
-    trained = json.loads((source / "training.json").read_text(encoding="utf-8"))
+    return adapter, json.loads((source / "training.json").read_text(encoding="utf-8"))
+
+
+def warm_start(model, source: str | Path, bundle: Bundle) -> dict:
+    """Load a previous delta's LoRA factors and token rows into the fresh organism, so that a run goes on
+    from it (the optimiser's moments start anew, hence the warm-up). `source`: see `init_source`; one trained
+    on another unit tokenizer is refused."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from known_speech.source import file_sha256
+
+    adapter, trained = init_source(source)
     theirs, ours = trained["unit_tokenizer"]["checkpoint_sha256"], bundle.unit_tokenizer["checkpoint_sha256"]
     if theirs != ours:
         raise ValueError(f"--init-from {source}: trained on the unit tokenizer {trained['unit_tokenizer']['name']} "
@@ -414,10 +421,11 @@ def train(options: TrainOptions) -> dict:
         step += 1
         tokens_seen += stats["tokens"]
         if step % 25 == 0:
-            history.append({"step": step, "seconds": round(time.time() - loop_started, 1), "loss": float(loss.detach()),
+            value = float(loss.detach())
+            history.append({"step": step, "seconds": round(time.time() - loop_started, 1), "loss": value,
                             "grad_norm": grad_norm, "lr_scale": scale, **stats})
             if step % 100 == 0:
-                logger.info("step %d: loss %.4f %s (%.0f s)", step, float(loss.detach()),
+                logger.info("step %d: loss %.4f %s (%.0f s)", step, value,
                             {k: round(v, 4) for k, v in stats.items() if k != "tokens"}, time.time() - loop_started)
         if step % options.eval_every == 0:
             best, best_state = _evaluate(model, held_out, options, base_vocab, pad, step, loop_started, history,
