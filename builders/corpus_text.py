@@ -39,7 +39,8 @@ _MARKUP = re.compile(r"^(?:[A-Z][a-z]*:|\(\w\)|\d+\.)\s")
 class CorpusSentence:
     sentence_id: str  # sha1 of the text, first 12 hex digits: stable across runs and sources
     text: str
-    source: str  # the fortune file it came from
+    source: str  # the fortune file it came from, "names:<source>" or "facts:<source>:<type>"
+    continuation: str = ""  # a fact prefix's: the backbone's continuation; the sentence is spoken as a prefix only
 
 
 @dataclass

@@ -128,6 +128,7 @@ def _output_options(default) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from known_speech.builders.corpus_facts import FACT_SOURCES
     from known_speech.builders.corpus_text import FORTUNES_DIR, NAME_SOURCES
     from known_speech.builders.options import BuildOptions
 
@@ -243,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
                         help="add names spoken alone and in carriers that state no fact (shards shard-names-*; "
                              "known-subjects: the subjects of Known's prompts)")
+    corpus.add_argument("--facts", nargs="+", choices=sorted(FACT_SOURCES), default=[],
+                        help="add fact-shaped prefixes of other entities than Known's, in Known's templates, continued "
+                             "by SmolLM2 (shards shard-facts-*): " + "; ".join(f"{k}: {v}" for k, v in FACT_SOURCES.items()))
     corpus.set_defaults(handler=commands.corpus)
 
     organism = command("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
@@ -252,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--fortunes", default=str(FORTUNES_DIR), help="its sentences' fortune files")
     organism.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
                           help="names in the corpus still to build (see corpus --names)")
+    organism.add_argument("--facts", nargs="+", choices=sorted(FACT_SOURCES), default=[],
+                          help="fact prefixes in the corpus still to build (see corpus --facts)")
     organism.add_argument("--out", default="organism", help="folder for the tokenizer, bundle, run and delta "
                           "(default: organism)")
     organism.add_argument("--units", choices=("whisper", "mel"), default="whisper",

@@ -198,7 +198,7 @@ def corpus(args: argparse.Namespace) -> int:
     from known_speech.builders.corpus import CorpusOptions, build_corpus
 
     stats = build_corpus(CorpusOptions(out=args.out, voice=args.voice, limit=args.limit, workers=args.workers,
-                                       fortunes_dir=args.fortunes, names=args.names))
+                                       fortunes_dir=args.fortunes, names=args.names, facts=tuple(args.facts)))
     print(f"{stats['utterances']} utterances ({stats['audio_hours']:.1f} h) of {stats['sentences']} sentences, "
           f"{len(stats['failed'])} failed; {args.out}/corpus_stats.json")
     print(f"load it with: known_speech.builders.corpus.load_corpus({args.out!r})")
@@ -225,8 +225,12 @@ def organism(args: argparse.Namespace) -> int:
                              "--device cpu (slow)")
     if args.init_from:
         init_source(args.init_from)
-    if not (Path(args.corpus) / "corpus_stats.json").exists():
-        build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, names=args.names))
+    built_corpus = read_corpus_stats(args.corpus)
+    names = args.names or built_corpus.get("names", {}).get("source")
+    facts = tuple(dict.fromkeys([*built_corpus.get("facts", {}), *args.facts]))
+    if not built_corpus or names != built_corpus.get("names", {}).get("source") or len(facts) > len(built_corpus.get("facts", {})):
+        build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, names=names,
+                                   facts=facts))
     tokenizer_dir = out / "unit_tokenizer" / spec.name
     if not (tokenizer_dir / TOKENIZER_FILE).exists():
         fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)

@@ -122,6 +122,42 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     for row in names:
         assert any(subject in row["text"] for subject in subjects) and row["words"][-1]["end_s"] <= row["duration_s"] + 1e-3
     assert (tmp_path / "corpus" / "data" / "shard-names-00000.parquet").exists()
+    # fact prefixes added too: spoken as prefixes only, the backbone's continuation beside them, kept for a rerun
+    with_facts = build_corpus(replace(options, names="known-subjects", facts=("geonames",), limit=3))
+    assert shard.read_bytes() == before and with_facts["utterances"] == 12 and with_facts["facts"]["geonames"]["sentences"] == 3
+    facts = [row for row in load_corpus(options.out) if row["source"].startswith("facts:geonames")]
+    assert len(facts) == 3 and {row["kind"] for row in facts} == {"fact_prefix"}
+    assert all(row["continuation"] and row["words"][-1]["end_s"] <= row["duration_s"] + 1e-3 for row in facts)
+    assert (tmp_path / "corpus" / "facts-geonames.json").is_file()
+
+
+def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_backbone(known_records, smollm2, tmp_path):
+    """Cities in Known's templates, continued by the real SmolLM2: each prefix is a Known template around an
+    entity that is no Known subject, its continuation what SmolLM2 writes after it alone; a Known subject among
+    the entities is dropped and counted; people come from the fortunes' attribution lines."""
+    from known_speech.builders.corpus_facts import fact_entities, fact_prefixes
+    from known_speech.builders.corpus_text import _normalised
+
+    model, tokenizer = smollm2
+    shanghai = replace(known_records[0], subject="Shanghai")  # the largest city, now a Known subject
+    selection = fact_prefixes("geonames", known_records + [shanghai], model, tokenizer, limit=12)
+    assert selection.dropped.get("is a Known subject", 0) >= 1
+    templates = {r.template for r in known_records}
+    subjects = {_normalised(r.subject) for r in known_records + [shanghai]}
+    assert len(selection.sentences) >= 8
+    for sentence in selection.sentences:
+        entity = next(e for e in fact_entities("geonames")[:20] if any(t.format(e.name) == sentence.text for t in templates))
+        assert _normalised(entity.name) not in subjects and "Shanghai" not in sentence.text
+        assert sentence.source.startswith("facts:geonames:") and sentence.continuation
+    first = selection.sentences[0]
+    ids = tokenizer(first.text, return_tensors="pt").input_ids
+    alone = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    assert tokenizer.decode(alone[0, ids.shape[1]:], skip_special_tokens=True).strip().startswith(first.continuation[:12])
+    folder = _fortune_folder(tmp_path, ["Be yourself.\n  -- Oscar Wilde, 1890", "Hmm.\n  -- anonymous",
+                                        "Think.\n  -- Albert Einstein"])
+    assert [e.name for e in fact_entities("fortune-attributions", folder)] == ["Albert Einstein", "Oscar Wilde"]
+    with pytest.raises(ValueError, match="--facts 'wikidata': choose from geonames"):
+        fact_entities("wikidata")
 
 
 @pytest.mark.slow

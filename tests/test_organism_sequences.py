@@ -69,6 +69,31 @@ def test_continuation_distils_on_the_same_text_tokens(tokenizer):
     assert sequence.ids[-sequence.distill_last:] == sequence.teacher_ids[-sequence.distill_last:]
 
 
+def test_fact_prefixes_are_their_own_kind_and_drawn_only_where_the_bundle_has_them(tokenizer):
+    """A fact prefix distils as a continuation does, under its own kind (its own share of the mix and its own
+    held-out loss); a mix asking for fact prefixes from a bundle without them draws the other kinds only."""
+    from known_speech.evaluation.organism.train import TrainOptions, _Batches
+
+    builder = SequenceBuilder(tokenizer)
+    fact = builder.continuation(_utterance("fact_prefix", "Lyon is located in the country of", "France."))
+    fortune = builder.continuation(_utterance("prefix", "The cat sat on", "the mat."))
+    assert (fact.kind, fortune.kind) == ("fact_continuation", "continuation")
+    assert fact.teacher_ids[-fact.distill_last:] == fact.ids[-fact.distill_last:]
+    options = TrainOptions("", "", batch_tokens=4096, pool_size=64)
+    sentence = _utterance()
+    without = _Batches(builder, [sentence, _utterance("prefix", "The cat sat on", "the mat.")], 25.0, options,
+                       random.Random(0), num_units=10)
+    assert "fact_continuation" not in without.mix and sum(without.mix.values()) == pytest.approx(1.0)
+    assert {s.kind for s in without.draw()} <= set(without.mix)
+    both = _Batches(builder, [sentence, _utterance("prefix", "The cat sat on", "the mat."),
+                              _utterance("fact_prefix", "Lyon is located in the country of", "France.")],
+                    25.0, options, random.Random(0), num_units=10)
+    drawn = [s.kind for _ in range(len(both.queue) or 1) for s in both.draw()]
+    assert "fact_continuation" in drawn and both.mix["fact_continuation"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="no utterances for any kind"):
+        _Batches(builder, [sentence], 25.0, TrainOptions("", "", mix={"fact_continuation": 1.0}), random.Random(0))
+
+
 def test_interleaving_switches_at_word_boundaries(tokenizer):
     builder = SequenceBuilder(tokenizer, max_segment_words=2)
     utterance = _utterance()
@@ -116,7 +141,7 @@ def test_unit_noise_replaces_unit_tokens_only_and_at_its_rate(tokenizer):
     builder = SequenceBuilder(tokenizer)
     utterance = _utterance(text="The cat sat on the mat and then slept.")  # units 0..9
     options = TrainOptions("", "", unit_noise=0.5, batch_tokens=4096, pool_size=8)
-    batches = _Batches(builder, [utterance], [], 25.0, options, random.Random(0), num_units=10)
+    batches = _Batches(builder, [utterance], 25.0, options, random.Random(0), num_units=10)
     clean = builder.speech_to_text(utterance)
     unit = np.asarray(clean.ids) >= builder.unit_base
     changed = np.zeros(len(clean.ids))
@@ -128,7 +153,7 @@ def test_unit_noise_replaces_unit_tokens_only_and_at_its_rate(tokenizer):
         changed += np.asarray(noisy.ids) != np.asarray(clean.ids)
     # a swapped unit is another unit 9 times in 10
     assert 0.40 < changed[unit].mean() / 200 < 0.50
-    quiet = _Batches(builder, [utterance], [], 25.0, TrainOptions("", "", batch_tokens=4096, pool_size=8,
+    quiet = _Batches(builder, [utterance], 25.0, TrainOptions("", "", batch_tokens=4096, pool_size=8,
                      mix={"speech_to_text": 1.0}), random.Random(0), num_units=10)
     assert all(s.ids == clean.ids for s in quiet.draw())
 

@@ -6,6 +6,8 @@ de-duplicated units.
   "[Text]Transcribe the speech:[Speech]<units>[Text]<transcript>";
 - `continuation`: a sentence's first words spoken alone, then its rest written:
   "[Speech]<units of the prefix>[Text] <rest>" (the Known S→T prompt's format, "[Speech]...[Text]");
+- `fact_continuation`: the same for a fact-shaped prefix ("Lyon is located in the country of", an entity that
+  Known does not ask about), its rest the backbone's own continuation (`builders.corpus_facts`);
 - `interleaved`: a sentence switching modality at Piper's word boundaries (text→speech and speech→text
   switches alike), each speech span the units of its words' frames in the whole utterance;
 - `speech_only`: "[Speech]<units>";
@@ -31,10 +33,11 @@ from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
 from .vocabulary import end_of_text_id, unit_token
 
-__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "Kind", "KINDS", "ASR_CUE"]
+__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "Kind", "KINDS", "CONTINUATIONS", "ASR_CUE"]
 
-Kind = Literal["speech_to_text", "continuation", "interleaved", "speech_only", "text"]
-KINDS: tuple[Kind, ...] = ("speech_to_text", "continuation", "interleaved", "speech_only", "text")
+Kind = Literal["speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text"]
+KINDS: tuple[Kind, ...] = ("speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text")
+CONTINUATIONS = ("continuation", "fact_continuation")
 ASR_CUE = "Transcribe the speech:"
 
 
@@ -44,7 +47,7 @@ class Utterance:
 
     utterance_id: str
     sentence_id: str
-    kind: str  # "sentence" or "prefix"
+    kind: str  # "sentence", "prefix" or "fact_prefix"
     text: str
     continuation: str
     units: np.ndarray  # (frames,) int
@@ -129,7 +132,7 @@ class SequenceBuilder:
     def continuation(self, utterance: Utterance) -> TrainingSequence:
         """A prefix utterance and its sentence's rest; the teacher reads the prefix and the rest as text."""
         rest = self.text_ids(" " + utterance.continuation)
-        sequence = self._join("continuation", [
+        sequence = self._join("fact_continuation" if utterance.kind == "fact_prefix" else "continuation", [
             ("speech", [self.speech_id] + self.utterance_unit_ids(utterance)),
             ("text", [self.text_id] + rest),
         ])

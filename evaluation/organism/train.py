@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .bundle import Bundle, read_bundle
 from .delta import store_half_precision
-from .sequences import ASR_CUE, KINDS, SequenceBuilder, TrainingSequence, Utterance
+from .sequences import ASR_CUE, CONTINUATIONS, KINDS, SequenceBuilder, TrainingSequence, Utterance
 from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
 from .vocabulary import extend_tokenizer
@@ -44,8 +44,11 @@ __all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings", "ini
 logger = logging.getLogger(__name__)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# run 4's (the shipped delta's): transcription pairs first, since hearing the words is what recall from speech needs
-DEFAULT_MIX = {"speech_to_text": 0.4, "continuation": 0.35, "interleaved": 0.1, "speech_only": 0.05, "text": 0.1}
+# run 6's (the shipped delta's last stage): transcription pairs first, since hearing the words is what recall from
+# speech needs, then going on from a spoken fact-shaped prefix as from the text; a kind whose utterances the
+# bundle lacks (no --facts corpus) is left out of the draw (runs 4 and 5: speech_to_text 0.4, continuation 0.35)
+DEFAULT_MIX = {"speech_to_text": 0.35, "continuation": 0.15, "fact_continuation": 0.25, "interleaved": 0.1,
+               "speech_only": 0.05, "text": 0.1}
 
 
 @dataclass(frozen=True)
@@ -99,18 +102,30 @@ class _Batches:
     sorted by length and cut where the next sequence would take the padded batch past `batch_tokens` (a
     batch of random lengths pads most rows to its longest: four times the work)."""
 
-    def __init__(self, builder: SequenceBuilder, sentences: list[Utterance], prefixes: list[Utterance],
-                 rate_hz: float, options: TrainOptions, rng: random.Random, num_units: int = 0):
-        self.builder, self.sentences, self.prefixes, self.rate_hz = builder, sentences, prefixes, rate_hz
-        self.num_units = num_units
+    def __init__(self, builder: SequenceBuilder, utterances: list[Utterance], rate_hz: float, options: TrainOptions,
+                 rng: random.Random, num_units: int = 0):
+        self.builder, self.rate_hz, self.num_units = builder, rate_hz, num_units
+        self.sentences = [u for u in utterances if u.kind == "sentence"]
+        self.prefixes = {"continuation": [u for u in utterances if u.kind == "prefix"],
+                         "fact_continuation": [u for u in utterances if u.kind == "fact_prefix"]}
         self.options, self.rng = options, rng
-        self.kinds = [k for k in KINDS if options.mix.get(k, 0) > 0]
+        empty = [k for k in CONTINUATIONS if options.mix.get(k, 0) > 0 and not self.prefixes[k]]
+        if empty:
+            logger.warning("no utterances for %s: left out of the mix", ", ".join(empty))
+        self.kinds = [k for k in KINDS if options.mix.get(k, 0) > 0 and k not in empty]
+        if not self.kinds:
+            raise ValueError(f"--mix {options.mix}: the bundle has no utterances for any kind drawn")
         self.weights = [options.mix[k] for k in self.kinds]
         self.queue: list[list[TrainingSequence]] = []
 
+    @property
+    def mix(self) -> dict[str, float]:
+        """The mix drawn from, normalised: what the run was trained on."""
+        return {k: round(w / sum(self.weights), 4) for k, w in zip(self.kinds, self.weights)}
+
     def sequence(self, kind: str) -> TrainingSequence:
-        if kind == "continuation":
-            return self.builder.continuation(self.rng.choice(self.prefixes))
+        if kind in CONTINUATIONS:
+            return self.builder.continuation(self.rng.choice(self.prefixes[kind]))
         utterance = self.rng.choice(self.sentences)
         if kind == "speech_to_text":
             return self.builder.speech_to_text(utterance)
@@ -210,7 +225,7 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
     weights = weights.to(device)
     taught = [i for i, s in enumerate(sequences) if s.teacher_ids and s.distill_last > 0 and len(s.ids) <= length] \
         if distill and options.distill_weight > 0 else []
-    aligned = [(row, i) for row, i in enumerate(taught) if sequences[i].kind == "continuation"] \
+    aligned = [(row, i) for row, i in enumerate(taught) if sequences[i].kind in CONTINUATIONS] \
         if options.state_weight > 0 else []
     base = model.get_base_model()
     with _autocast(device):
@@ -385,12 +400,11 @@ def train(options: TrainOptions) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     builder = SequenceBuilder(tokenizer, options.speech_weight)
     train_set, test_set = bundle.split("train"), bundle.split("test")
-    sentences = [u for u in train_set if u.kind == "sentence"]
-    prefixes = [u for u in train_set if u.kind == "prefix"]
     builder.warm([u.text for u in bundle.utterances] + [" " + u.continuation for u in bundle.utterances] + [ASR_CUE])
-    batches = _Batches(builder, sentences, prefixes, bundle.rate_hz, options, rng, bundle.num_units)
+    batches = _Batches(builder, train_set, bundle.rate_hz, options, rng, bundle.num_units)
     held_out = [builder.speech_to_text(u) for u in test_set if u.kind == "sentence"][:options.eval_sequences // 2]
     held_out += [builder.continuation(u) for u in test_set if u.kind == "prefix"][:options.eval_sequences // 2]
+    held_out += [builder.continuation(u) for u in test_set if u.kind == "fact_prefix"][:options.eval_sequences // 2]
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     tokens = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
     optimizer = torch.optim.AdamW([{"params": lora, "lr": options.lr_lora},
@@ -449,7 +463,7 @@ def train(options: TrainOptions) -> dict:
         if held_sentences else []
     record = {
         "options": asdict(options), "asr_cue": ASR_CUE, "base_vocab": base_vocab, "vocab": len(tokenizer),
-        "steps": step, "tokens_seen": tokens_seen, "init_from": init_from, "best_held_out_ce": best,
+        "mix_drawn": batches.mix, "steps": step, "tokens_seen": tokens_seen, "init_from": init_from, "best_held_out_ce": best,
         "best_step": min(evaluations, key=lambda e: e["held_out_ce"])["step"] if evaluations else None,
         "train_utterances": len(train_set), "test_utterances": len(test_set), "history": history,
         "evaluations": evaluations, "unit_tokenizer": bundle.unit_tokenizer, "corpus": bundle.corpus,
