@@ -23,7 +23,7 @@ def plot_training(runs: dict[str, dict], path: str | Path) -> Path:
     figure, axes = plt.subplots(1, len(PANELS) + 1, figsize=(4.2 * (len(PANELS) + 1), 3.4))
     for (name, record), colour in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 9):
         history = record["history"]
-        offset = (record.get("init_from") or {}).get("steps") or 0
+        offset = _steps_before(record)
         for axis, (key, title) in zip(axes, PANELS):
             points = [(offset + h["step"], h[key]) for h in history if key in h]
             if points:
@@ -47,6 +47,15 @@ def plot_training(runs: dict[str, dict], path: str | Path) -> Path:
     first = next(iter(runs.values()))
     figure.suptitle(f"spirit-smollm2 training ({first.get('device', '?')}, seed {first['options']['seed']})", fontsize=10, y=1.04)
     return save_figure(figure, path)
+
+
+def _steps_before(record: dict) -> int:
+    """The steps of the runs that this one went on from (`init_from`, followed back to a fresh start)."""
+    steps, source = 0, record.get("init_from")
+    while source:
+        steps += source.get("steps") or 0
+        source = source.get("init_from")
+    return steps
 
 
 def main(argv: list[str] | None = None) -> None:
