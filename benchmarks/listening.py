@@ -1,7 +1,9 @@
 """Does spirit-smollm2 hear the subject where the benchmark says it is? The listening measures of
 `evaluation/organism/listening.py` on a built Known folder, with 95 % bootstrap intervals over prompts:
 corrupting the subject's units against a control span of as many units and against the subject's span moved
-to the next word, and P(answer) from the units in order against shuffled.
+to the next word, and P(answer) from the units in order against shuffled; and, for the facts the model's filter
+recalls from speech, the generation again with the units shuffled and with the subject's units swapped for those
+of another prompt of the same relation whose answer differs (what a recall rests on).
 
     python benchmarks/listening.py --dataset known-speech --config piper-en_US-joe-medium --limit 300 --out listening.json
 """
@@ -20,7 +22,8 @@ def main() -> None:
 
     from known_speech.evaluation.adapter import adapter_class, adapter_for
     from known_speech.evaluation.aggregate import estimate_mean
-    from known_speech.evaluation.organism.listening import answer_from_speech, subject_unit_effects
+    from known_speech.evaluation.organism.listening import answer_from_speech, recall_from_speech, subject_unit_effects
+    from known_speech.evaluation.records import recalled_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="a folder that `known-speech build` wrote")
@@ -34,6 +37,9 @@ def main() -> None:
     started = time.perf_counter()
     effects = subject_unit_effects(adapter, rows)
     answers = answer_from_speech(adapter, rows)
+    recalled = recalled_records(rows, args.dataset, args.model, "speech", args.config)
+    recalls = [result for record in recalled for result in recall_from_speech(
+        adapter, [record], partners=[r for r in rows if r["relation_id"] == record["relation_id"]])]
     seconds = time.perf_counter() - started
     drops = {name: np.array([e.clean - getattr(e, name) for e in effects]) for name in ("subject", "control", "shifted")}
     quantities = {
@@ -59,11 +65,16 @@ def main() -> None:
                            "median": float(np.median(values)) if values.size else None}
         print(f"  rank of the answer's first token from {modality}: first {ranks[modality]['top1']}, in the top 10 "
               f"{ranks[modality]['top10']}, median {ranks[modality]['median']} (of {values.size})")
+    kept = {condition: sum(r.match(condition) != "none" for r in recalls) for condition in ("heard", "shuffled", "swapped")}
+    kept["swapped, the swapped-in subject's answer"] = sum(r.match("swapped", r.swapped_attribute) != "none" for r in recalls)
+    print(f"  recalled from speech by the filter: {len(recalled)}; generated again, recalled: " +
+          ", ".join(f"{k} {v}" for k, v in kept.items()))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             json.dump({"model": adapter.describe(), "dataset": args.dataset, "config": args.config, "prompts": len(rows),
                        "estimates": estimates, "effects": [e.to_dict() for e in effects],
-                       "answer_ranks": ranks, "answers": [a.to_dict() for a in answers]}, out, indent=1)
+                       "answer_ranks": ranks, "answers": [a.to_dict() for a in answers],
+                       "recall_controls": kept, "recalls": [r.to_dict() for r in recalls]}, out, indent=1)
 
 
 if __name__ == "__main__":
