@@ -13,7 +13,7 @@
 #     --gguf SmolLM2-135M-Instruct.Q4_1.gguf --out run   (run from outside the tree: the tree's own known_speech/
 #     has no evaluation subpackage and would shadow the staged one; `cp -rL .device` resolves the data link)
 # A run longer than one call (10 min) is started with setsid and followed by the next calls. To go on from the
-# shipped delta (as run 5 did): add --init-from /root/stage/device/site/known_speech/data/spirit-smollm2.
+# shipped delta (as runs 5 and 6 did): add --init-from /root/stage/device/site/known_speech/data/spirit-smollm2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:?give the bundle folder (bundle.npz, bundle.json.gz)}
