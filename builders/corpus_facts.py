@@ -101,12 +101,11 @@ def continue_as_text(prompts: list[str], model, tokenizer, max_new_tokens: int =
     the first line break or sentence end."""
     import torch
 
-    tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     continuations = []
     for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True)
+        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left")
         with torch.no_grad():
             output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
@@ -124,7 +123,6 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
     from known_speech.spoken import verbalise
 
     templates = _templates(known)
-    subjects = {_normalised(r.subject) for r in known}
     facts = _KnownFacts(known)
     dropped: dict[str, int] = {}
 
@@ -133,7 +131,7 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
 
     prompts: list[tuple[Entity, str]] = []
     for entity in fact_entities(source, fortunes_dir):
-        if _normalised(entity.name) in subjects:
+        if _normalised(entity.name) in facts.attributes:  # keyed by Known's subjects
             drop("is a Known subject")
             continue
         rng = random.Random(_sentence_id(entity.name))
@@ -148,7 +146,6 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
     kept: list[CorpusSentence] = []
     seen: set[str] = set()
     for (entity, prompt), continuation in zip(prompts, continuations):
-        reason = None
         if not re.search(r"[A-Za-z]", continuation):
             reason = "no continuation"
         elif _normalised(prompt) in seen:

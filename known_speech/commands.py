@@ -225,19 +225,20 @@ def organism(args: argparse.Namespace) -> int:
                              "--device cpu (slow)")
     if args.init_from:
         init_source(args.init_from)
-    built_corpus = read_corpus_stats(args.corpus)
-    names = args.names or built_corpus.get("names", {}).get("source")
-    facts = tuple(dict.fromkeys([*built_corpus.get("facts", {}), *args.facts]))
-    if not built_corpus or names != built_corpus.get("names", {}).get("source") or len(facts) > len(built_corpus.get("facts", {})):
-        build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, names=names,
-                                   facts=facts))
+    corpus_stats = read_corpus_stats(args.corpus)
+    built_names, built_facts = corpus_stats.get("names", {}).get("source"), tuple(corpus_stats.get("facts", {}))
+    names = args.names or built_names
+    facts = tuple(dict.fromkeys(built_facts + tuple(args.facts)))
+    if not corpus_stats or names != built_names or facts != built_facts:  # none yet, or stages to add
+        corpus_stats = build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes,
+                                                  names=names, facts=facts))
     tokenizer_dir = out / "unit_tokenizer" / spec.name
     if not (tokenizer_dir / TOKENIZER_FILE).exists():
         fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)
     corpus_units(args.corpus, tokenizer_dir)
     bundle_dir = out / "bundle" / spec.name
     built = read_bundle(bundle_dir).corpus.get("utterances") if (bundle_dir / "bundle.json.gz").exists() else None
-    if built != read_corpus_stats(args.corpus).get("utterances"):  # none yet, or the corpus has grown (--names)
+    if built != corpus_stats.get("utterances"):  # none yet, or the corpus has grown (--names, --facts)
         make_bundle(args.corpus, tokenizer_dir, bundle_dir)
     print(f"bundle: {bundle_dir}")
     if args.stage == "bundle":

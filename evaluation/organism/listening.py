@@ -160,6 +160,12 @@ def _next_word_start(model_input, record: dict) -> int | None:
     return span[0] if span else None
 
 
+def _units_shuffled(ids: list[int], seed: int) -> list[int]:
+    """A "[Speech]<units>[Text]" input with its units in a random order (the markers stay where they are)."""
+    first, last = 1, len(ids) - 1
+    return ids[:first] + [int(u) for u in np.random.default_rng(seed).permutation(ids[first:last])] + ids[last:]
+
+
 def answer_from_speech(adapter, records: list[dict], shuffle_seed: int = 0) -> list[AnswerFromSpeech]:
     """The answer's first token after "[Speech]<units>[Text]" (units in order and shuffled) and after the written
     prompt, per record (see `AnswerFromSpeech`)."""
@@ -170,12 +176,11 @@ def answer_from_speech(adapter, records: list[dict], shuffle_seed: int = 0) -> l
         model_input = adapter.prepare(record, "speech")
         written = adapter.prepare(record, "text")
         ids = model_input.input_ids
-        first, last = 1, len(ids) - 1  # between [Speech] and [Text]
-        shuffled = list(np.random.default_rng(shuffle_seed + int(record["known_id"])).permutation(ids[first:last]))
         answer = model_input.answer.id
         heard = scorer.last_logits(ids)  # one forward for P(answer) and its rank
         results.append(AnswerFromSpeech(
-            int(record["known_id"]), log_probability(heard, answer), scorer.log_p(ids[:first] + shuffled + ids[last:], answer),
+            int(record["known_id"]), log_probability(heard, answer),
+            scorer.log_p(_units_shuffled(ids, shuffle_seed + int(record["known_id"])), answer),
             rank_among(heard, answer, banned["speech"]),
             rank_among(scorer.last_logits(written.input_ids), written.answer.id, banned["text"])))
     return results
@@ -226,9 +231,7 @@ def recall_from_speech(adapter, records: list[dict], partners: list[dict] | None
     for record in records:
         model_input = prepare(record)
         ids = model_input.input_ids
-        first, last = 1, len(ids) - 1  # between [Speech] and [Text]
-        shuffled = ids[:first] + [int(u) for u in np.random.default_rng(shuffle_seed + int(record["known_id"])).permutation(
-            ids[first:last])] + ids[last:]
+        shuffled = _units_shuffled(ids, shuffle_seed + int(record["known_id"]))
         place = next((k for k, known_id in enumerate(ids_of) if known_id >= int(record["known_id"])), 0)
         partner = next((partners[k % len(partners)] for k in range(place, place + len(partners))
                         if partners[k % len(partners)]["attribute"] != record["attribute"]), record)
