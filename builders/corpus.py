@@ -34,7 +34,7 @@ from known_speech.settings import DEFAULT_VOICE
 from known_speech.spoken import verbalise
 
 from .align.tts import words_from_synthesis
-from .corpus_facts import FACT_SOURCES, fact_prefixes
+from .corpus_facts import FACT_SOURCES, SELECTION_VERSION, fact_prefixes
 from .corpus_text import (FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence, SentenceSelection, held_out,
                           name_sentences, read_fortunes, select_sentences)
 
@@ -171,20 +171,46 @@ def _build_shard(task: tuple[Path, list[CorpusSentence]]) -> dict:
     return stats
 
 
+def _shard_sentence_ids(target: Path) -> set[str]:
+    """The sentences a written shard holds: its rows' and its failed ones'."""
+    import pyarrow.parquet as pq
+
+    stats = json.loads(target.with_suffix(".json").read_text(encoding="utf-8"))
+    ids = {f["sentence_id"] for f in stats["failed"]}
+    if target.exists():
+        ids |= set(pq.read_table(target, columns=["sentence_id"]).column("sentence_id").to_pylist())
+    return ids
+
+
+def _remove_stale_shards(shard_dir: Path, planned: dict[Path, list[CorpusSentence]]) -> None:
+    """Remove the shards that the selection no longer holds, or holds with other sentences (a fact source
+    whose prefixes changed), so that they are spoken anew and `load_corpus` reads only the selection."""
+    stale = [p for p in shard_dir.glob("shard-*.json") if p.with_suffix(".parquet") not in planned
+             or _shard_sentence_ids(p.with_suffix(".parquet")) != {s.sentence_id for s in planned[p.with_suffix(".parquet")]}]
+    if stale:
+        logger.warning("removing %d shards that the selection no longer holds as written (%s, ...)", len(stale),
+                       stale[0].stem)
+    for path in stale:
+        path.with_suffix(".parquet").unlink(missing_ok=True)
+        path.unlink()
+
+
 def _fact_selection(out: Path, source: str, limit: int | None) -> SentenceSelection:
     """A source's fact prefixes, continued by the backbone once and kept in `facts-<source>.json` (the
-    continuations take minutes; a rerun reads them back)."""
+    continuations take minutes; a rerun reads them back). A cache of another selection rule (run 6's, without
+    the partner check and the answer cap) is made anew."""
     path = out / f"facts-{source}.json"
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved["limit"] == limit:
+        if saved["limit"] == limit and saved.get("selection") == SELECTION_VERSION:
             return SentenceSelection([CorpusSentence(**s) for s in saved["sentences"]], saved["dropped"])
     from known_speech.source import load_known
     from known_speech.tracing.loading import load_causal_lm
 
     model, tokenizer = load_causal_lm("smollm2")
     selection = fact_prefixes(source, load_known(), model, tokenizer, limit)
-    atomic_write_text(path, json.dumps({"limit": limit, "sentences": [asdict(s) for s in selection.sentences],
+    atomic_write_text(path, json.dumps({"limit": limit, "selection": SELECTION_VERSION,
+                                        "sentences": [asdict(s) for s in selection.sentences],
                                         "dropped": selection.dropped}, indent=0))
     return selection
 
@@ -217,12 +243,10 @@ def build_corpus(options: CorpusOptions) -> dict:
     # names in shards of their own ("shard-names-*"), so that adding them to a corpus leaves its shards as built
     series = [("shard-", sentences)] + ([("shard-names-", names.sentences)] if names else [])
     series += [(f"shard-facts-{source}-", selection.sentences) for source, selection in facts.items()]
-    tasks = []
-    for prefix, part in series:
-        for index in range(0, len(part), SHARD_SENTENCES):
-            target = shard_dir / f"{prefix}{index // SHARD_SENTENCES:05d}.parquet"
-            if not target.with_suffix(".json").exists():
-                tasks.append((target, part[index:index + SHARD_SENTENCES]))
+    planned = {shard_dir / f"{prefix}{index // SHARD_SENTENCES:05d}.parquet": part[index:index + SHARD_SENTENCES]
+               for prefix, part in series for index in range(0, len(part), SHARD_SENTENCES)}
+    _remove_stale_shards(shard_dir, planned)
+    tasks = [(target, part) for target, part in planned.items() if not target.with_suffix(".json").exists()]
     logger.info("%d sentences%s, %d shards to speak", len(sentences),
                 f" and {len(names.sentences)} of names" if names else "", len(tasks))
     shard_dir.mkdir(parents=True, exist_ok=True)

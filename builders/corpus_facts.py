@@ -13,6 +13,13 @@ name, on entities that Known does not ask about:
 
 An entity that is a Known subject is dropped, as is a prefix that is a Known prompt and any prefix whose
 continuation names a Known subject beside its attribute (the corpus's own check, `corpus_text._KnownFacts`).
+
+A prefix is kept only where the backbone's answer depends on the entity: the same template around a partner
+entity of the same type must be answered otherwise ("Niger ... religion of" → "Islam" as for Libya is dropped;
+"Saudi Arabia" → "Islam" against "France" → "the Roman Catholic Church" is kept). Run 6 learnt from all of
+them, and 15 of the 17 Known facts it recalled from speech were the template's prior ("... religion of" →
+"Islam" whoever is named), kept when the subject's units were swapped for another's. As a random partner
+shares a common answer by chance only, no answer may also fill more than a tenth of a template's prefixes.
 The templates are Known's, by relation: the model is tested on other subjects in the same phrasings, an
 entity-disjoint split, which the README states.
 """
@@ -29,7 +36,8 @@ from known_speech.source import KnownRecord
 
 from .corpus_text import FORTUNES_DIR, CorpusSentence, SentenceSelection, _KnownFacts, _normalised, _sentence_id
 
-__all__ = ["FACT_SOURCES", "RELATIONS_BY_TYPE", "Entity", "fact_entities", "fact_prefixes", "continue_as_text"]
+__all__ = ["FACT_SOURCES", "RELATIONS_BY_TYPE", "Entity", "fact_entities", "fact_prefixes", "continue_as_text",
+           "answer_key", "cap_common_answers", "SELECTION_VERSION", "SAME_ANSWER", "COMMON_ANSWER"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +56,12 @@ TEMPLATES_PER_ENTITY = {"city": 1, "country": 3, "state": 2, "person": 2}
 MIN_CITY_POPULATION = 100_000
 _ATTRIBUTION_NAME = re.compile(r"^\s*(?:--|―|—)\s*((?:[A-Z][a-z]+\.? ){1,3}[A-Z][a-z]+)\s*(?:[,(\[:;\"]|$)")
 _PLAIN_NAME = re.compile(r"^[A-Z][A-Za-z .'-]*[a-z]$")
+_LEADING_WORDS = {"of", "the", "a", "an", "in", "is", "at", "to"}
+SAME_ANSWER = "answer does not depend on the entity"
+COMMON_ANSWER = "answer too common in its template"
+MAX_ANSWER_SHARE = 0.1
+MIN_ANSWER_CAP = 3
+SELECTION_VERSION = 2  # 1: run 6's prefixes, before the partner check and the answer cap
 
 
 @dataclass(frozen=True)
@@ -116,10 +130,27 @@ def continue_as_text(prompts: list[str], model, tokenizer, max_new_tokens: int =
     return continuations
 
 
+def answer_key(continuation: str) -> str:
+    """What a continuation answers, to compare two: its first two words before any punctuation or "and",
+    lower-cased, leading articles and prepositions left out ("of the Roman Catholic Church." → "roman catholic")."""
+    clause = re.split(r"[,.;:!?()]| and ", continuation, maxsplit=1)[0].lower()
+    words = re.findall(r"[\w'-]+", clause)
+    while words and words[0] in _LEADING_WORDS:
+        words.pop(0)
+    return " ".join(words[:2])
+
+
+def _partner(entity: Entity, same_type: list[Entity]) -> Entity:
+    """Another entity of the same type, drawn by the entity's name (the same on every run)."""
+    others = [e for e in same_type if e != entity]
+    return random.Random(_sentence_id("partner " + entity.name)).choice(others)
+
+
 def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit: int | None = None,
                   fortunes_dir: str | Path = FORTUNES_DIR) -> SentenceSelection:
     """The source's entities in Known's templates (`TEMPLATES_PER_ENTITY` of their type's relations, drawn by
-    the entity's name), each a sentence whose `continuation` is the backbone's; dropped ones are counted."""
+    the entity's name), each a sentence whose `continuation` is the backbone's and answers otherwise than for a
+    partner entity in the same template; dropped ones are counted."""
     from known_speech.spoken import verbalise
 
     templates = _templates(known)
@@ -129,27 +160,35 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
     def drop(reason: str) -> None:
         dropped[reason] = dropped.get(reason, 0) + 1
 
-    prompts: list[tuple[Entity, str]] = []
-    for entity in fact_entities(source, fortunes_dir):
-        if _normalised(entity.name) in facts.attributes:  # keyed by Known's subjects
-            drop("is a Known subject")
-            continue
+    found = fact_entities(source, fortunes_dir)
+    entities = [e for e in found if _normalised(e.name) not in facts.attributes]  # keyed by Known's subjects
+    if len(found) > len(entities):
+        dropped["is a Known subject"] = len(found) - len(entities)
+    by_type: dict[str, list[Entity]] = {}
+    for entity in entities:
+        by_type.setdefault(entity.type, []).append(entity)
+    prompts: list[tuple[Entity, str, str, str]] = []  # (entity, template, prompt, the partner's prompt)
+    for entity in entities:
         rng = random.Random(_sentence_id(entity.name))
         choices = [t for relation in RELATIONS_BY_TYPE[entity.type] for t in templates.get(relation, [])]
+        partner = _partner(entity, by_type[entity.type])
         for template in rng.sample(choices, min(TEMPLATES_PER_ENTITY[entity.type], len(choices))):
-            prompts.append((entity, template.format(entity.name)))
+            prompts.append((entity, template, template.format(entity.name), template.format(partner.name)))
         if limit and len(prompts) >= limit:
             break
     prompts = prompts[:limit] if limit else prompts
-    logger.info("continuing %d %s prefixes with the backbone", len(prompts), source)
-    continuations = continue_as_text([prompt for _, prompt in prompts], model, tokenizer)
-    kept: list[CorpusSentence] = []
+    logger.info("continuing %d %s prefixes and their partners' with the backbone", len(prompts), source)
+    both = continue_as_text([p[2] for p in prompts] + [p[3] for p in prompts], model, tokenizer)
+    continuations, partners = both[:len(prompts)], both[len(prompts):]
+    kept: list[tuple[str, CorpusSentence]] = []
     seen: set[str] = set()
-    for (entity, prompt), continuation in zip(prompts, continuations):
+    for (entity, template, prompt, _), continuation, partner in zip(prompts, continuations, partners):
         if not re.search(r"[A-Za-z]", continuation):
             reason = "no continuation"
         elif _normalised(prompt) in seen:
             reason = "duplicate"
+        elif answer_key(continuation) == answer_key(partner):
+            reason = SAME_ANSWER
         else:
             reason = facts.reason(f"{prompt} {continuation}")
         if reason is None:
@@ -161,6 +200,28 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
             drop(reason)
             continue
         seen.add(_normalised(prompt))
-        kept.append(CorpusSentence(_sentence_id(prompt), prompt, f"facts:{source}:{entity.type}", continuation))
-    kept.sort(key=lambda s: s.sentence_id)
-    return SentenceSelection(kept, dict(sorted(dropped.items())))
+        kept.append((template, CorpusSentence(_sentence_id(prompt), prompt, f"facts:{source}:{entity.type}", continuation)))
+    sentences = cap_common_answers(kept, dropped)
+    return SentenceSelection(sorted(sentences, key=lambda s: s.sentence_id), dict(sorted(dropped.items())))
+
+
+def cap_common_answers(kept: list[tuple[str, CorpusSentence]], dropped: dict[str, int]) -> list[CorpusSentence]:
+    """At most `MAX_ANSWER_SHARE` of a template's prefixes (and at least `MIN_ANSWER_CAP`) with one answer, the
+    first by sentence id: an answer the backbone gives for many entities of a template ("... in the country
+    of" → "Chile" for 90 of 521 cities) is the template's, and a model that learns it need not listen to the
+    name. The rest are counted in `dropped`."""
+    by_template: dict[str, list[CorpusSentence]] = {}
+    for template, sentence in kept:
+        by_template.setdefault(template, []).append(sentence)
+    sentences = []
+    for group in by_template.values():
+        cap = max(MIN_ANSWER_CAP, int(MAX_ANSWER_SHARE * len(group)))
+        counts: dict[str, int] = {}
+        for sentence in sorted(group, key=lambda s: s.sentence_id):
+            key = answer_key(sentence.continuation)
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] <= cap:
+                sentences.append(sentence)
+            else:
+                dropped[COMMON_ANSWER] = dropped.get(COMMON_ANSWER, 0) + 1
+    return sentences

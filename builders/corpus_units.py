@@ -50,6 +50,16 @@ def _units_of_shard(task: tuple[Path, Path]) -> int:
     return len(ids)
 
 
+def _units_current(shard: Path, units: Path) -> bool:
+    """Units exist for the shard as it is now written (a re-spoken shard holds other utterances)."""
+    import pyarrow.parquet as pq
+
+    if not units.exists():
+        return False
+    written = pq.read_table(shard, columns=["utterance_id"]).column("utterance_id").to_pylist()
+    return np.load(units)["utterance_ids"].tolist() == written
+
+
 def corpus_units(corpus: str | Path, tokenizer_dir: str | Path, workers: int = 2) -> Path:
     """Units for every shard of the corpus that has none yet; returns their folder."""
     from tqdm import tqdm
@@ -58,7 +68,9 @@ def corpus_units(corpus: str | Path, tokenizer_dir: str | Path, workers: int = 2
     folder.mkdir(parents=True, exist_ok=True)
     tasks = [(shard, folder / shard.with_suffix(".npz").name)
              for shard in sorted((Path(corpus) / "data").glob("shard-*.parquet"))]
-    tasks = [task for task in tasks if not task[1].exists()]
+    for orphan in set(folder.glob("shard-*.npz")) - {units for _, units in tasks}:
+        orphan.unlink()  # its shard was removed (corpus._remove_stale_shards)
+    tasks = [task for task in tasks if not _units_current(*task)]
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(tokenizer_dir),)) as pool:
         for _ in tqdm(pool.map(_units_of_shard, tasks), total=len(tasks), desc="units", unit="shard",
                       disable=bars_disabled()):

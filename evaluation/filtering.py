@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -39,6 +39,11 @@ class FilterRow:
     answer: str  # the generation up to its first line or sentence end
     match: str
     error: str = ""  # why the item could not be run (then match is "none")
+    # `--subject-swap`, for a fact recalled from speech (evaluation.subject_swap): the generation with the subject's
+    # units swapped for known_id `swapped_with`'s, and its match against this fact's attribute; -1 and "" where not run
+    swapped_with: int = -1
+    swapped_generation: str = ""
+    swapped_match: str = ""
 
 
 def read_filter(path: Path) -> dict[int, FilterRow]:
@@ -122,10 +127,11 @@ def _generate(adapter: Adapter, inputs: list[ModelInput], max_new_tokens: int) -
 
 def run_filter(
     adapter: Adapter, records: list[dict], modality: Modality, path: Path, voice_config: str = "", max_new_tokens: int = 12,
-    batch_size: int | None = None,
+    batch_size: int | None = None, subject_swap: bool = False,
 ) -> dict[int, FilterRow]:
     """Generate for every record not yet in `path` (append-only JSON lines, so a stopped run resumes), many
-    prompts per forward (`batch_size`, or as many as fit the device's memory)."""
+    prompts per forward (`batch_size`, or as many as fit the device's memory); with `subject_swap`, generate again
+    every fact recalled from speech with another prompt's subject units (`_swap_subjects`)."""
     adapter.check_modality(modality)
     path.parent.mkdir(parents=True, exist_ok=True)
     _check_settings(path, filter_settings(adapter, modality, voice_config, max_new_tokens))
@@ -155,4 +161,31 @@ def run_filter(
                     write(model_input.known_id, generation)
             handle.flush()  # a batch's rows reach the file together: a stop loses at most the batch running
             bar.update(len(batch.inputs) + len(batch.failed))
+    if subject_swap and modality == "speech":
+        _swap_subjects(adapter, records, done, path, max_new_tokens)
     return done
+
+
+def _swap_subjects(adapter: Adapter, records: list[dict], done: dict[int, FilterRow], path: Path,
+                   max_new_tokens: int) -> None:
+    """The subject swap for every recalled speech row without one, each appended as the row again with its
+    swapped generation (the later line wins in `read_filter`, so a stopped run resumes)."""
+    from .subject_swap import check_swappable, swap_partner, with_subject_of
+
+    check_swappable(type(adapter), "speech")
+
+    by_id = {int(record["known_id"]): record for record in records}
+    todo = [k for k, row in done.items() if row.modality == "speech" and row.match != "none"
+            and row.swapped_with < 0 and k in by_id]
+    with open(path, "a", encoding="utf-8") as handle:
+        for known_id in tqdm(todo, desc=f"subject swap {adapter.model_name}", unit="item", disable=bars_disabled()):
+            partner = swap_partner(by_id[known_id], records)
+            if partner is None:
+                continue
+            swapped = with_subject_of(adapter.prepare(by_id[known_id], "speech"), adapter.prepare(partner, "speech"))
+            generation = _generate(adapter, [swapped], max_new_tokens)[0]
+            row = replace(done[known_id], swapped_with=int(partner["known_id"]), swapped_generation=generation,
+                          swapped_match=classify_answer(generation, by_id[known_id]["attribute"]))
+            handle.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+            handle.flush()
+            done[known_id] = row

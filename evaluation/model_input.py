@@ -58,6 +58,12 @@ class ModelInput:
         positions = [p for p, k in enumerate(self.text_token_of_position) if k is not None and text_start <= k < text_end]
         return (positions[0], positions[-1] + 1) if positions else None
 
+    def with_ids(self, ids: list[int], subject_range: tuple[int, int] | None = None) -> "ModelInput":
+        """This prompt with other ids for generation (its units shuffled, or another subject's swapped in): the
+        positions stand for no text token of the prompt any more."""
+        return replace(self, input_ids=list(ids), text_token_of_position=[None] * len(ids), labels=[""] * len(ids),
+                       pieces=[], subject_range=subject_range or self.subject_range)
+
     def continued(self, ids: list[int], embeddings: torch.Tensor | None, labels: list[str], pieces: list[str]) -> "ModelInput":
         """This input followed by `ids` (the attribute metric's teacher-forced tokens): they stand for no
         text token of the prompt, so position categories stay those of the prompt."""

@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     filter_.add_argument("--max-new-tokens", type=_positive_int, default=12, help="greedy tokens generated (default: 12)")
     filter_.add_argument("--batch-size", type=_positive_int, default=None,
                          help="prompts per generate call (default: as many as fit the GPU's free memory, 8 on CPU)")
+    filter_.add_argument("--subject-swap", action="store_true",
+                         help="speech: generate every fact recalled from speech again with another prompt's subject "
+                              "units in the subject's place (same relation, other answer), to tell recall that follows "
+                              "the subject from the spoken template's prior (columns swapped_*; unit-based adapters)")
     filter_.set_defaults(handler=commands.filter_)
 
     trace = command("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")

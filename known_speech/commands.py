@@ -39,20 +39,29 @@ def filter_(args: argparse.Namespace) -> int:
     from known_speech.layout import DatasetFolder
 
     folder = DatasetFolder(args.dataset)
-    records = load_records(args.modality, args.dataset, args.voice_config)[: args.limit]
     adapter_cls = adapter_class(args.adapter or adapter_for(args.model))
+    if args.subject_swap:
+        from known_speech.evaluation.subject_swap import check_swappable
+
+        check_swappable(adapter_cls, args.modality)
+    records = load_records(args.modality, args.dataset, args.voice_config)[: args.limit]
     adapter_cls.check_modality(args.modality)
     path = folder.filter_file(args.model, args.modality, args.voice_config)
     with folder.writing(f"filter {args.model} {args.modality}"):
         adapter = adapter_cls(args.model, device=args.device, dtype=args.dtype, **args.adapter_options)
         rows = run_filter(adapter, records, args.modality, path, voice_config=args.voice_config,
-                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, subject_swap=args.subject_swap)
         write_filter_views(args.dataset, args.model)
         card = render_card(args.dataset)
     counts = {match: sum(row.match == match for row in rows.values()) for match in ("exact", "partial", "none")}
     errors = sum(bool(row.error) for row in rows.values())
     print(f"{args.model} ({args.modality}): {len(rows)} items, exact {counts['exact']}, partial {counts['partial']}, "
           f"none {counts['none']} ({errors} could not be run)")
+    swapped = [row for row in rows.values() if row.swapped_with >= 0]
+    if swapped:
+        print(f"subject swap: of {len(swapped)} recalled from speech, {sum(r.swapped_match == 'none' for r in swapped)} "
+              f"lose the answer with another subject's units (recall that follows the subject), "
+              f"{sum(r.swapped_match != 'none' for r in swapped)} keep it (the spoken template)")
     listed = {info["config_name"]: info["splits"][0]["num_examples"] for info in card.data.dataset_info}
     configs = [name for name in folder.model_configs(args.model) if name in listed]
     if configs:

@@ -11,7 +11,7 @@ from datasets import Audio, Features, List, Value
 from .audio import TARGET_SAMPLE_RATE
 
 __all__ = ["record_features", "filter_features", "speech_view_features", "both_view_features", "KNOWN_COLUMNS",
-           "FILTER_COLUMNS"]
+           "FILTER_COLUMNS", "SWAP_COLUMNS"]
 
 
 def record_features() -> Features:
@@ -89,18 +89,22 @@ def record_features() -> Features:
 
 
 FILTER_COLUMNS = ("model", "adapter", "modality", "voice_config", "generation", "answer", "match", "error")
+# `filter --subject-swap` (evaluation.subject_swap): for a fact recalled from speech, the generation with another
+# prompt's subject units in the subject's place, and its match against this fact's attribute ("" where not run)
+SWAP_COLUMNS = {"swapped_with": Value("int32"), "swapped_generation": Value("string"), "swapped_match": Value("string")}
 KNOWN_COLUMNS = ("subject", "attribute", "template", "prompt", "relation_id", "prediction")
 
 
 def filter_features() -> Features:
     """A model's recall filter row (evaluation.filtering.FilterRow; match is exact / partial / none), with the
     Known record it was asked about."""
-    return Features({"known_id": Value("int32"), **{name: Value("string") for name in KNOWN_COLUMNS + FILTER_COLUMNS}})
+    return Features({"known_id": Value("int32"), **{name: Value("string") for name in KNOWN_COLUMNS + FILTER_COLUMNS},
+                     **SWAP_COLUMNS})
 
 
 def speech_view_features() -> Features:
     """A speech view row: the voice config's row (audio, words, spans) and the model's answer to it."""
-    return Features({**record_features(), **{name: Value("string") for name in FILTER_COLUMNS}})
+    return Features({**record_features(), **{name: Value("string") for name in FILTER_COLUMNS}, **SWAP_COLUMNS})
 
 
 def both_view_features() -> Features:

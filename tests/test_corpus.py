@@ -128,7 +128,17 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     facts = [row for row in load_corpus(options.out) if row["source"].startswith("facts:geonames")]
     assert len(facts) == 3 and {row["kind"] for row in facts} == {"fact_prefix"}
     assert all(row["continuation"] and row["words"][-1]["end_s"] <= row["duration_s"] + 1e-3 for row in facts)
-    assert (tmp_path / "corpus" / "facts-geonames.json").is_file()
+    cache = tmp_path / "corpus" / "facts-geonames.json"
+    assert cache.is_file()
+    # a fact selection that changes (as run 7's partner check changed run 6's): its shard is spoken anew from the
+    # selection, not kept with the sentences it held before; the fortunes' shard is untouched
+    saved = json.loads(cache.read_text())
+    gone = saved["sentences"].pop(0)
+    cache.write_text(json.dumps(saved))
+    fewer = build_corpus(replace(options, names="known-subjects", facts=("geonames",), limit=3))
+    facts = [row for row in load_corpus(options.out) if row["source"].startswith("facts:geonames")]
+    assert fewer["utterances"] == 11 and len(facts) == 2 and gone["sentence_id"] not in {r["sentence_id"] for r in facts}
+    assert shard.read_bytes() == before
 
 
 def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_backbone(known_records, smollm2, tmp_path):
@@ -158,6 +168,27 @@ def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_ba
     assert [e.name for e in fact_entities("fortune-attributions", folder)] == ["Albert Einstein", "Oscar Wilde"]
     with pytest.raises(ValueError, match="--facts 'wikidata': choose from geonames"):
         fact_entities("wikidata")
+
+
+def test_a_fact_prefix_is_kept_only_where_its_answer_is_the_entitys():
+    """The answer of a continuation is compared by its first words, and no answer may fill more than a tenth of
+    a template's prefixes (run 6 learnt "... religion of" → "Islam" from 78 of 162 and said it for any name)."""
+    from known_speech.builders.corpus_facts import COMMON_ANSWER, answer_key, cap_common_answers
+    from known_speech.builders.corpus_text import CorpusSentence
+
+    assert answer_key("of the Roman Catholic Church.") == answer_key("the Roman Catholic faith") == "roman catholic"
+    assert answer_key("Europe, and it is the largest island") == answer_key("of Europe.") == "europe"
+    assert answer_key("the United Kingdom.") != answer_key("the United States.")
+    template = "The official religion of {} is"
+    answers = ["Islam."] * 30 + ["Christianity."] * 6 + ["Buddhism."] * 4
+    kept = [(template, CorpusSentence(f"{k:04d}", template.format(f"Country {k}"), "facts:geonames:country", answer))
+            for k, answer in enumerate(answers)]
+    dropped: dict[str, int] = {}
+    other = ("{} is in", CorpusSentence("ffff", "Lyon is in", "facts:geonames:city", "France."))
+    sentences = cap_common_answers(kept + [other], dropped)
+    by_answer = {a: sum(s.continuation == a for s in sentences) for a in ("Islam.", "Christianity.", "Buddhism.")}
+    assert by_answer == {"Islam.": 4, "Christianity.": 4, "Buddhism.": 4}  # a tenth of 40, at least 3
+    assert dropped == {COMMON_ANSWER: 28} and len(sentences) == 13  # the other template's one is kept
 
 
 @pytest.mark.slow

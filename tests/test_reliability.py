@@ -248,6 +248,13 @@ def test_errors_name_the_input_and_the_fix_in_one_line(tmp_path, capsys, monkeyp
                          *extra, "--unfiltered", "--out", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err
+    for model, modality, message in (
+            ("smollm2", "text", "--subject-swap: only with --modality speech"),
+            ("Qwen/Qwen2-Audio-7B-Instruct", "speech", "--subject-swap: the qwen2-audio adapter reads speech as audio")):
+        assert cli_main(["filter", "--model", model, "--modality", modality, "--subject-swap",
+                         "--dataset", str(tmp_path / "none")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
     with pytest.raises(SystemExit):
         cli_main(["trace", "--model", "smollm2", "--noise-factor", "-1", "--out", str(tmp_path)])
     assert "expected a positive number" in capsys.readouterr().err and not list(tmp_path.rglob("run.json"))

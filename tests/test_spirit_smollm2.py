@@ -200,41 +200,55 @@ def test_the_answer_is_likelier_from_units_in_order_and_ranked_from_both_modalit
     assert np.median([a.rank_text for a in answers]) < np.median([a.rank_speech for a in answers])
 
 
+# the 12 of Known's first 300 prompts that the shipped delta (run 7) recalls from speech in the reference build
+# (/work/known-speech, benchmarks/data): inputs, chosen by the filter, not results
+RECALLED_FROM_SPEECH = (7, 40, 41, 49, 97, 130, 134, 203, 217, 221, 224, 278)
+
+
 @pytest.fixture(scope="module")
-def religion_rows(tmp_path_factory, known_records):
-    """Known's 15 prompts about religion (P140) among its first 300, where the shipped delta recalls from speech,
-    as a real Piper + Whisper build."""
+def recalled_rows(tmp_path_factory, known_records):
+    """Those prompts as a real Piper + Whisper build of their own (Piper's noise differs from the reference's)."""
     from datasets import load_dataset
 
     from known_speech.builders.build import build_dataset
 
-    folder = tmp_path_factory.mktemp("religion")
+    folder = tmp_path_factory.mktemp("recalled")
     source = folder / "source.json"
-    records = [r for r in known_records[:300] if r.relation_id == "P140"]
+    records = [r for r in known_records[:300] if r.known_id in RECALLED_FROM_SPEECH]
     source.write_text(json.dumps([r.to_dict() for r in records]), encoding="utf-8")
     build_dataset(folder / "ds", source=str(source), workers=2)
     return list(load_dataset(str(folder / "ds"), VOICE, split="train"))
 
 
-def test_facts_are_recalled_from_speech_and_not_from_shuffled_units(organism, religion_rows, tmp_path):
-    """The filter's greedy S→T generation names the attribute for most of the 15 religion prompts (run 6: 12), and
-    for almost none once the units are shuffled (0). `recall_from_speech` generates as the filter does (its rows
-    are the filter's). With the subject's units swapped for another subject's, run 6 still says "Islam" for 10 of
-    the 11 it recalled: this recall rests on the spoken template more than on the subject (README), which the
-    test prints and does not hide."""
+def test_facts_are_recalled_from_the_subjects_units(organism, recalled_rows, tmp_path):
+    """The filter's greedy S→T generation names the attribute for most of them, for almost none once the units
+    are shuffled, and for several it stops naming it once the subject's units are swapped for another prompt's
+    subject's: the recall follows the subject, not the spoken template alone. Run 6 fails this: on its own 15
+    religion prompts it recalled 11 and kept "Islam" for 10 of them with another subject's units; a model that
+    recalls by the template alone loses none. Piper's noise is not seedable, so each build hears these prompts a
+    little otherwise: run 7 on three fresh builds recalled 9, 6 and 9, 0 shuffled, and lost 5, 2 and 3 with the subject
+    swapped (in the reference build 12, 0, 8), hence the loose bounds. `recall_from_speech`
+    generates as the filter does (its rows are the filter's, and `filter --subject-swap`'s swapped rows)."""
     from known_speech.evaluation.filtering import run_filter
     from known_speech.evaluation.organism.listening import recall_from_speech
 
-    results = recall_from_speech(organism, religion_rows)
-    filtered = run_filter(organism, religion_rows, "speech", tmp_path / "filter.jsonl", VOICE)
+    results = recall_from_speech(organism, recalled_rows)
+    filtered = run_filter(organism, recalled_rows, "speech", tmp_path / "filter.jsonl", VOICE, subject_swap=True)
     assert [r.heard for r in results] == [filtered[r.known_id].generation for r in results]
-    heard = sum(r.match("heard") != "none" for r in results)
+    heard = [r for r in results if r.match("heard") != "none"]
+    # `filter --subject-swap` makes the same swap for every recalled row, and only for those
+    assert {k for k, row in filtered.items() if row.swapped_with >= 0} == {r.known_id for r in heard}
+    assert all((filtered[r.known_id].swapped_with, filtered[r.known_id].swapped_generation) == (r.swapped_with, r.swapped)
+               for r in heard)
+    again = run_filter(organism, recalled_rows, "speech", tmp_path / "filter.jsonl", VOICE, subject_swap=True)
+    assert again == filtered  # resumed: nothing generated twice, the swapped rows read back
     shuffled = sum(r.match("shuffled") != "none" for r in results)
-    kept = sum(r.match("heard") != "none" and r.match("swapped") != "none" for r in results)
-    print(f"recalled from speech {heard} of {len(results)}, units shuffled {shuffled}, "
-          f"subject's units swapped and the answer kept {kept}")
-    assert heard >= 6, [r.heard for r in results]
-    assert shuffled <= 2 and shuffled <= heard - 5, [r.shuffled for r in results]
+    follows_subject = sum(r.match("swapped") == "none" for r in heard)
+    print(f"recalled from speech {len(heard)} of {len(results)}, units shuffled {shuffled}, "
+          f"lost with the subject's units swapped {follows_subject}")
+    assert len(heard) >= 4, [r.heard for r in results]
+    assert shuffled <= 1, [r.shuffled for r in results]
+    assert follows_subject >= 1, [(r.heard, r.swapped) for r in heard]
 
 
 def test_results_say_which_backbone_and_which_delta(organism):
