@@ -38,8 +38,7 @@ def main() -> None:
     effects = subject_unit_effects(adapter, rows)
     answers = answer_from_speech(adapter, rows)
     recalled = recalled_records(rows, args.dataset, args.model, "speech", args.config)
-    recalls = [result for record in recalled for result in recall_from_speech(
-        adapter, [record], partners=[r for r in rows if r["relation_id"] == record["relation_id"]])]
+    recalls = recall_from_speech(adapter, recalled, partners=rows)  # partners of the same relation first
     seconds = time.perf_counter() - started
     drops = {name: np.array([e.clean - getattr(e, name) for e in effects]) for name in ("subject", "control", "shifted")}
     quantities = {
