@@ -236,18 +236,18 @@ def organism(args: argparse.Namespace) -> int:
         init_source(args.init_from)
     corpus_stats = read_corpus_stats(args.corpus)
     built_names, built_facts = corpus_stats.get("names", {}).get("source"), tuple(corpus_stats.get("facts", {}))
-    names = args.names or built_names
-    facts = tuple(dict.fromkeys(built_facts + tuple(args.facts)))
-    if not corpus_stats or names != built_names or facts != built_facts:  # none yet, or stages to add
-        corpus_stats = build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes,
-                                                  names=names, facts=facts))
+    # build_corpus skips the shards already spoken, and remakes a fact selection of an older rule with its shards
+    corpus_stats = build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes,
+                                              names=args.names or built_names,
+                                              facts=tuple(dict.fromkeys(built_facts + tuple(args.facts)))))
     tokenizer_dir = out / "unit_tokenizer" / spec.name
     if not (tokenizer_dir / TOKENIZER_FILE).exists():
         fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)
     corpus_units(args.corpus, tokenizer_dir)
     bundle_dir = out / "bundle" / spec.name
-    built = read_bundle(bundle_dir).corpus.get("utterances") if (bundle_dir / "bundle.json.gz").exists() else None
-    if built != corpus_stats.get("utterances"):  # none yet, or the corpus has grown (--names, --facts)
+    built = read_bundle(bundle_dir).corpus if (bundle_dir / "bundle.json.gz").exists() else None
+    what = ("utterances", "names", "facts")
+    if built is None or [built.get(k) for k in what] != [corpus_stats.get(k) for k in what]:  # none yet, or changed
         make_bundle(args.corpus, tokenizer_dir, bundle_dir)
     print(f"bundle: {bundle_dir}")
     if args.stage == "bundle":

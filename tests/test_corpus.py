@@ -242,6 +242,9 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys
     bundle = read_bundle(tmp_path / "organism" / "bundle" / "whisper-tiny.en-own-L4-25hz-k8")
     assert len(bundle.utterances) == 6 and bundle.unit_init.shape == (8, 576)
     assert all(u.units.size > 10 and u.units.max() < 8 for u in bundle.utterances)
+    bundle_file = tmp_path / "organism" / "bundle" / "whisper-tiny.en-own-L4-25hz-k8" / "bundle.npz"
+    made = bundle_file.stat().st_mtime_ns
+    assert cli_main(common + ["--stage", "bundle"]) == 0 and bundle_file.stat().st_mtime_ns == made  # nothing to redo
     assert cli_main(common + ["--device", "cpu", "--minutes", "0.01", "--batch-tokens", "512"]) == 0
     delta = OrganismDelta.resolve(str(tmp_path / "organism" / "spirit-smollm2"))
     assert delta.num_units == 8 and delta.manifest["training"]["steps"] >= 1
