@@ -170,22 +170,22 @@ def _swap_subjects(adapter: Adapter, records: list[dict], done: dict[int, Filter
                    max_new_tokens: int) -> None:
     """The subject swap for every recalled speech row without one, each appended as the row again with its
     swapped generation (the later line wins in `read_filter`, so a stopped run resumes)."""
-    from .subject_swap import check_swappable, swap_partner, with_subject_of
+    from .subject_swap import check_swappable, swapped_inputs
 
     check_swappable(type(adapter), "speech")
-
     by_id = {int(record["known_id"]): record for record in records}
-    todo = [k for k, row in done.items() if row.modality == "speech" and row.match != "none"
+    todo = [by_id[k] for k, row in done.items() if row.modality == "speech" and row.match != "none"
             and row.swapped_with < 0 and k in by_id]
     with open(path, "a", encoding="utf-8") as handle:
-        for known_id in tqdm(todo, desc=f"subject swap {adapter.model_name}", unit="item", disable=bars_disabled()):
-            partner = swap_partner(by_id[known_id], records)
+        for record, _, partner, swapped in tqdm(swapped_inputs(adapter, todo, records), total=len(todo),
+                                                desc=f"subject swap {adapter.model_name}", unit="item",
+                                                disable=bars_disabled()):
             if partner is None:
                 continue
-            swapped = with_subject_of(adapter.prepare(by_id[known_id], "speech"), adapter.prepare(partner, "speech"))
+            known_id = int(record["known_id"])
             generation = _generate(adapter, [swapped], max_new_tokens)[0]
             row = replace(done[known_id], swapped_with=int(partner["known_id"]), swapped_generation=generation,
-                          swapped_match=classify_answer(generation, by_id[known_id]["attribute"]))
+                          swapped_match=classify_answer(generation, record["attribute"]))
             handle.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
             handle.flush()
             done[known_id] = row

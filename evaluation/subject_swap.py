@@ -15,9 +15,11 @@ refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from .model_input import ModelInput
 
-__all__ = ["swap_partner", "with_subject_of", "check_swappable"]
+__all__ = ["swap_partner", "with_subject_of", "swapped_inputs", "check_swappable"]
 
 
 def swap_partner(record: dict, records: list[dict]) -> dict | None:
@@ -26,7 +28,7 @@ def swap_partner(record: dict, records: list[dict]) -> dict | None:
     ordered = sorted(records, key=lambda r: int(r["known_id"]))
     place = next((k for k, r in enumerate(ordered) if int(r["known_id"]) > int(record["known_id"])), 0)
     following = ordered[place:] + ordered[:place]
-    others = [r for r in following if r["attribute"] != record["attribute"] and int(r["known_id"]) != int(record["known_id"])]
+    others = [r for r in following if r["attribute"] != record["attribute"]]
     return next((r for r in others if r["relation_id"] == record["relation_id"]), others[0] if others else None)
 
 
@@ -47,3 +49,20 @@ def with_subject_of(model_input: ModelInput, partner: ModelInput) -> ModelInput:
     (start, end), (their_start, their_end) = model_input.subject_range, partner.subject_range
     ids = model_input.input_ids[:start] + partner.input_ids[their_start:their_end] + model_input.input_ids[end:]
     return model_input.with_ids(ids, (start, start + their_end - their_start))
+
+
+def swapped_inputs(adapter, records: list[dict], partners: list[dict]) -> Iterator[tuple[dict, ModelInput, dict | None,
+                                                                                    ModelInput | None]]:
+    """Per record: its speech input, its `swap_partner` among `partners` and the input with that partner's subject
+    units (None, None without a partner); each record's input is prepared once, however many records it partners."""
+    prepared: dict[int, ModelInput] = {}
+
+    def prepare(record: dict) -> ModelInput:
+        key = int(record["known_id"])
+        if key not in prepared:
+            prepared[key] = adapter.prepare(record, "speech")
+        return prepared[key]
+
+    for record in records:
+        own, partner = prepare(record), swap_partner(record, partners)
+        yield record, own, partner, with_subject_of(own, prepare(partner)) if partner else None

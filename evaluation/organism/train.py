@@ -14,8 +14,8 @@ held-out loss (speech→text and continuation sequences of the corpus's test spl
 `--eval-every` steps and the best weights are kept. The run writes the delta (a peft adapter folder),
 `training.json` (options, loss curves, tokens, steps, seed, versions, times) and the held-out
 transcripts of the best weights. `--init-from` goes on from an earlier run or delta (the shipped delta is run
-4's 16 minutes, then 22 more with Known's subjects spoken, then 24 more with the fact prefixes), recorded
-under `init_from`.
+4's 16 minutes, then 22 more with Known's subjects spoken, then 24 more with the fact prefixes, then 25 more with the
+prefixes of selection rule 2), recorded under `init_from`.
 """
 
 from __future__ import annotations
