@@ -35,8 +35,8 @@ from known_speech.spoken import verbalise
 
 from .align.tts import words_from_synthesis
 from .corpus_facts import FACT_SOURCES, SELECTION_VERSION, fact_prefixes
-from .corpus_text import (FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence, SentenceSelection, held_out,
-                          name_sentences, read_fortunes, select_sentences)
+from .corpus_text import (DEFAULT_NAME_CARRIERS, FORTUNES_DIR, FORTUNES_LICENCE, NAME_CARRIERS, NAME_SOURCES,
+                          CorpusSentence, SentenceSelection, held_out, name_sentences, read_fortunes, select_sentences)
 
 __all__ = ["CorpusOptions", "build_corpus", "corpus_features", "read_corpus_stats", "load_corpus", "SHARD_SENTENCES",
            "MIN_PREFIX_WORDS"]
@@ -82,6 +82,7 @@ class CorpusOptions:
     min_words: int = 5
     max_words: int = 25
     names: str | None = None  # a NAME_SOURCES key: names spoken alone and in carriers, shards "shard-names-*"
+    name_carriers: int = DEFAULT_NAME_CARRIERS  # carrier sentences per name, besides the name alone
     facts: tuple[str, ...] = ()  # FACT_SOURCES keys: fact-shaped prefixes continued by the backbone, "shard-facts-*"
 
     def __post_init__(self) -> None:
@@ -92,6 +93,8 @@ class CorpusOptions:
             raise ValueError(f"--facts {unknown[0]!r}: choose from {', '.join(FACT_SOURCES)}")
         if self.workers < 1:
             raise ValueError(f"--workers {self.workers}: give at least 1")
+        if not 0 <= self.name_carriers <= len(NAME_CARRIERS):
+            raise ValueError(f"--name-carriers {self.name_carriers}: choose from 0 to {len(NAME_CARRIERS)}")
         if not 0 <= self.held_out_fraction < 1:
             raise ValueError(f"held_out_fraction={self.held_out_fraction}: choose in [0, 1)")
 
@@ -231,7 +234,7 @@ def build_corpus(options: CorpusOptions) -> dict:
     selection = select_sentences(read_fortunes(options.fortunes_dir), load_known(), options.min_words,
                                  options.max_words)
     sentences = selection.sentences[:options.limit] if options.limit else selection.sentences
-    names = name_sentences(options.names, load_known()) if options.names else None
+    names = name_sentences(options.names, load_known(), options.name_carriers) if options.names else None
     if names and options.limit:
         names.sentences = names.sentences[:options.limit]
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ from pathlib import Path
 from known_speech.source import KnownRecord
 
 __all__ = ["CorpusSentence", "SentenceSelection", "FORTUNES_DIR", "FORTUNES_LICENCE", "read_fortunes",
-           "select_sentences", "held_out", "NAME_SOURCES", "NAME_CARRIERS", "name_sentences"]
+           "select_sentences", "held_out", "NAME_SOURCES", "NAME_CARRIERS", "DEFAULT_NAME_CARRIERS",
+           "name_sentences"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,24 +152,31 @@ def select_sentences(fortunes: list[tuple[str, str]], known: list[KnownRecord], 
 
 
 NAME_SOURCES = {"known-subjects": "the subjects of Known's 1,209 prompts (MIT, rome's known_1000.json)"}
-# carriers that state nothing about the name: the name spoken alone, and in one of these by the name's hash
-NAME_CARRIERS = ("I heard the name {name}.", "We talked about {name} today.", "Have you heard of {name}?",
-                 "Say it once more: {name}.", "The next one on the list is {name}.")
+# carriers that state nothing about the name; a Known prompt puts its subject first as often as last, so half
+# the carriers do too (alternating, so that consecutive carriers put the name in both places)
+NAME_CARRIERS = ("I heard the name {name}.", "{name} is the next name on the list.", "We talked about {name} today.",
+                 "{name}, that is the name I heard.", "Have you heard of {name}?", "{name} came up again today.",
+                 "Say it once more: {name}.", "{name} was the name they wrote down.")
+DEFAULT_NAME_CARRIERS = 4
 
 
-def name_sentences(source: str, known: list[KnownRecord]) -> SentenceSelection:
-    """Names spoken alone and in a carrier that states no fact ("Names alone are fine, and needed": a model
-    that has heard fortunes only hears no names). Each name gives two sentences: "<name>." and one carrier,
-    chosen by the name's hash; a sentence that the Known fact check flags or verbalise cannot read is
+def name_sentences(source: str, known: list[KnownRecord], carriers: int = DEFAULT_NAME_CARRIERS) -> SentenceSelection:
+    """Names spoken alone and in carriers that state no fact ("Names alone are fine, and needed": a model
+    that has heard fortunes only hears no names). Each name gives "<name>." and `carriers` carrier sentences,
+    consecutive in NAME_CARRIERS from a start chosen by the name's hash (run 7 had one: 8 of Known's first
+    100 subjects transcribed whole); a sentence that the Known fact check flags or verbalise cannot read is
     dropped and counted, as fortunes are."""
     from known_speech.spoken import verbalise
 
     if source not in NAME_SOURCES:
         raise ValueError(f"--names {source!r}: choose from {', '.join(NAME_SOURCES)}")
+    if not 0 <= carriers <= len(NAME_CARRIERS):
+        raise ValueError(f"--name-carriers {carriers}: choose from 0 to {len(NAME_CARRIERS)}")
     facts, kept, seen, dropped = _KnownFacts(known), [], set(), {}
     for name in dict.fromkeys(r.subject.strip() for r in known):
-        carrier = NAME_CARRIERS[int(_sentence_id(name), 16) % len(NAME_CARRIERS)]
-        for text in (name.rstrip(".") + ".", carrier.format(name=name)):
+        start = int(_sentence_id(name), 16) % len(NAME_CARRIERS)
+        chosen = [NAME_CARRIERS[(start + i) % len(NAME_CARRIERS)] for i in range(carriers)]
+        for text in [name.rstrip(".") + "."] + [carrier.format(name=name) for carrier in chosen]:
             reason = None if _normalised(text) not in seen else "duplicate"
             seen.add(_normalised(text))
             reason = reason or facts.reason(text)

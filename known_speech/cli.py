@@ -129,7 +129,7 @@ def _output_options(default) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     from known_speech.builders.corpus_facts import FACT_SOURCES
-    from known_speech.builders.corpus_text import FORTUNES_DIR, NAME_SOURCES
+    from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS, FORTUNES_DIR, NAME_CARRIERS, NAME_SOURCES
     from known_speech.builders.options import BuildOptions
 
     build_defaults = _defaults(BuildOptions)
@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
                         help="add names spoken alone and in carriers that state no fact (shards shard-names-*; "
                              "known-subjects: the subjects of Known's prompts)")
+    corpus.add_argument("--name-carriers", type=int, default=DEFAULT_NAME_CARRIERS,
+                        help=f"carrier sentences per name besides the name alone, 0 to {len(NAME_CARRIERS)} "
+                             f"(default: {DEFAULT_NAME_CARRIERS})")
     corpus.add_argument("--facts", nargs="+", choices=sorted(FACT_SOURCES), default=[],
                         help="add fact-shaped prefixes of other entities than Known's, in Known's templates, continued "
                              "by SmolLM2 (shards shard-facts-*): " + "; ".join(f"{k}: {v}" for k, v in FACT_SOURCES.items()))
@@ -260,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--fortunes", default=str(FORTUNES_DIR), help="its sentences' fortune files")
     organism.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
                           help="names in the corpus still to build (see corpus --names)")
+    organism.add_argument("--name-carriers", type=int, default=DEFAULT_NAME_CARRIERS,
+                          help=f"carriers per name (see corpus --name-carriers; default: {DEFAULT_NAME_CARRIERS})")
     organism.add_argument("--facts", nargs="+", choices=sorted(FACT_SOURCES), default=[],
                           help="fact prefixes in the corpus still to build (see corpus --facts)")
     organism.add_argument("--out", default="organism", help="folder for the tokenizer, bundle, run and delta "

@@ -207,7 +207,8 @@ def corpus(args: argparse.Namespace) -> int:
     from known_speech.builders.corpus import CorpusOptions, build_corpus
 
     stats = build_corpus(CorpusOptions(out=args.out, voice=args.voice, limit=args.limit, workers=args.workers,
-                                       fortunes_dir=args.fortunes, names=args.names, facts=tuple(args.facts)))
+                                       fortunes_dir=args.fortunes, names=args.names, name_carriers=args.name_carriers,
+                                       facts=tuple(args.facts)))
     print(f"{stats['utterances']} utterances ({stats['audio_hours']:.1f} h) of {stats['sentences']} sentences, "
           f"{len(stats['failed'])} failed; {args.out}/corpus_stats.json")
     print(f"load it with: known_speech.builders.corpus.load_corpus({args.out!r})")
@@ -238,7 +239,7 @@ def organism(args: argparse.Namespace) -> int:
     built_names, built_facts = corpus_stats.get("names", {}).get("source"), tuple(corpus_stats.get("facts", {}))
     # build_corpus skips the shards already spoken, and remakes a fact selection of an older rule with its shards
     corpus_stats = build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes,
-                                              names=args.names or built_names,
+                                              names=args.names or built_names, name_carriers=args.name_carriers,
                                               facts=tuple(dict.fromkeys(built_facts + tuple(args.facts)))))
     tokenizer_dir = out / "unit_tokenizer" / spec.name
     if not (tokenizer_dir / TOKENIZER_FILE).exists():

@@ -63,22 +63,33 @@ def test_unit_quality_measures():
 
 
 def test_names_are_spoken_alone_and_in_carriers_that_state_no_fact(known_records):
-    """Each Known subject gives "<name>." and one carrier sentence; none holds a Known attribute or prompt, and
-    an unknown source is refused by name."""
-    from known_speech.builders.corpus_text import NAME_CARRIERS, _KnownFacts, name_sentences
+    """Each Known subject gives "<name>." and DEFAULT_NAME_CARRIERS carrier sentences, with the name first in
+    some and last in others (as Known's prompts have it); none holds a Known attribute or prompt, and an
+    unknown source or carrier count is refused by name."""
+    from known_speech.builders.corpus_text import (DEFAULT_NAME_CARRIERS, NAME_CARRIERS, _KnownFacts,
+                                                   name_sentences)
 
     selection = name_sentences("known-subjects", known_records)
     subjects = list(dict.fromkeys(r.subject.strip() for r in known_records))
     texts = {s.text for s in selection.sentences}
-    assert len(texts) == len(selection.sentences) == 2 * len(subjects) - sum(selection.dropped.values())
+    per_name = 1 + DEFAULT_NAME_CARRIERS
+    assert len(texts) == len(selection.sentences) == per_name * len(subjects) - sum(selection.dropped.values())
     alone = [f"{name.rstrip('.')}." for name in subjects]
     assert sum(t in texts for t in alone) >= 0.95 * len(subjects)
     facts = _KnownFacts(known_records)
     assert not [t for t in texts if facts.reason(t)]
     carried = [t for t in texts if t not in alone]
-    assert carried and all(any(t.startswith(c.split("{name}")[0]) for c in NAME_CARRIERS) for t in carried)
+    possible = {carrier.format(name=name): carrier for carrier in NAME_CARRIERS for name in subjects}
+    assert len(carried) >= 0.95 * DEFAULT_NAME_CARRIERS * len(subjects) and all(t in possible for t in carried)
+    name_first = [t for t in carried if possible[t].startswith("{name}")]
+    assert 0.4 < len(name_first) / len(carried) < 0.6  # the name first in half of them
+    first = subjects[0]
+    assert sum(t in texts for t in [carrier.format(name=first) for carrier in NAME_CARRIERS]) == DEFAULT_NAME_CARRIERS
+    assert len(name_sentences("known-subjects", known_records, carriers=1).sentences) < len(texts) / 2
     with pytest.raises(ValueError, match="--names 'wikipedia': choose from known-subjects"):
         name_sentences("wikipedia", known_records)
+    with pytest.raises(ValueError, match="--name-carriers 9: choose from 0 to 8"):
+        name_sentences("known-subjects", known_records, carriers=9)
 
 
 @pytest.mark.slow
