@@ -3,7 +3,8 @@
 corrupting the subject's units against a control span of as many units and against the subject's span moved
 to the next word, and P(answer) from the units in order against shuffled; and, for the facts the model's filter
 recalls from speech, the generation again with the units shuffled and with the subject's units swapped for those
-of another prompt of the same relation whose answer differs (what a recall rests on).
+of another prompt of the same relation whose answer differs (what a recall rests on); and how far the model's
+state at the subject's last unit is from the backbone's at the subject's last written token (`subject_state_gaps`).
 
     python benchmarks/listening.py --dataset known-speech --config piper-en_US-joe-medium --limit 300 --out listening.json
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 
 import numpy as np
 
@@ -22,7 +24,9 @@ def main() -> None:
 
     from known_speech.evaluation.adapter import adapter_class, adapter_for
     from known_speech.evaluation.aggregate import estimate_mean
-    from known_speech.evaluation.organism.listening import answer_from_speech, recall_from_speech, subject_unit_effects
+    from known_speech.evaluation.organism.listening import (answer_from_speech, recall_from_speech,
+                                                            subject_state_gaps, subject_unit_effects)
+    from known_speech.tracing.loading import load_causal_lm
     from known_speech.evaluation.records import recalled_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -39,6 +43,7 @@ def main() -> None:
     answers = answer_from_speech(adapter, rows)
     recalled = recalled_records(rows, args.dataset, args.model, "speech", args.config)
     recalls = recall_from_speech(adapter, recalled, partners=rows)  # partners of the same relation first
+    gaps = subject_state_gaps(adapter, rows, load_causal_lm("smollm2")[0])
     seconds = time.perf_counter() - started
     drops = {name: np.array([e.clean - getattr(e, name) for e in effects]) for name in ("subject", "control", "shifted")}
     quantities = {
@@ -48,6 +53,10 @@ def main() -> None:
         "subject − control": drops["subject"] - drops["control"],
         "subject − moved span": drops["subject"] - drops["shifted"],
         "log P(answer), units in order − shuffled": np.array([a.in_order - a.shuffled for a in answers]),
+        "subject's state from speech, distance to the backbone's from text (mean over layers)":
+            np.array([np.mean(g.speech) for g in gaps]),
+        "... units shuffled − in order": np.array([np.mean(g.shuffled) - np.mean(g.speech) for g in gaps]),
+        "... the model's own text path": np.array([np.mean(g.text) for g in gaps]),
     }
     print(f"{args.model} on {args.dataset} ({args.config}), first {len(rows)} prompts; "
           f"{len(effects)} usable for the span measures, {len(answers)} for the answer; {seconds:.0f} s")
@@ -73,7 +82,8 @@ def main() -> None:
             json.dump({"model": adapter.describe(), "dataset": args.dataset, "config": args.config, "prompts": len(rows),
                        "estimates": estimates, "effects": [e.to_dict() for e in effects],
                        "answer_ranks": ranks, "answers": [a.to_dict() for a in answers],
-                       "recall_controls": kept, "recalls": [r.to_dict() for r in recalls]}, out, indent=1)
+                       "recall_controls": kept, "recalls": [r.to_dict() for r in recalls],
+                       "subject_state_gaps": [asdict(g) for g in gaps]}, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from known_speech.source import KnownRecord
 
 __all__ = ["CorpusSentence", "SentenceSelection", "FORTUNES_DIR", "FORTUNES_LICENCE", "read_fortunes",
            "select_sentences", "held_out", "NAME_SOURCES", "NAME_CARRIERS", "DEFAULT_NAME_CARRIERS",
-           "name_sentences"]
+           "name_sentences", "name_span"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +191,16 @@ def name_sentences(source: str, known: list[KnownRecord], carriers: int = DEFAUL
             kept.append(CorpusSentence(_sentence_id(text), text, f"names:{source}"))
     kept.sort(key=lambda s: s.sentence_id)
     return SentenceSelection(kept, dict(sorted(dropped.items())))
+
+
+def name_span(text: str) -> tuple[int, int]:
+    """The characters of the name in a sentence of `name_sentences` (its carrier or the trailing full stop
+    around it): what the organism's entity-state loss aligns."""
+    for carrier in NAME_CARRIERS:
+        before, after = carrier.split("{name}")
+        if text.startswith(before) and text.endswith(after) and len(text) > len(before) + len(after):
+            return len(before), len(text) - len(after)
+    return 0, len(text) - 1 if text.endswith(".") else len(text)
 
 
 def held_out(sentence_id: str, fraction: float = 0.02) -> bool:

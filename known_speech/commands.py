@@ -220,7 +220,7 @@ def organism(args: argparse.Namespace) -> int:
     from known_speech.builders.corpus import CorpusOptions, build_corpus
     from known_speech.builders.corpus_units import corpus_units, fit_corpus_tokenizer
     from known_speech.builders.corpus import read_corpus_stats
-    from known_speech.evaluation.organism.bundle import make_bundle, read_bundle
+    from known_speech.evaluation.organism.bundle import BUNDLE_VERSION, make_bundle, read_bundle
     from known_speech.evaluation.organism.delta import package_organism
     from known_speech.evaluation.organism.train import TrainOptions, init_source, train
     from known_speech.whisper_units import TOKENIZER_FILE, UnitTokenizerSpec
@@ -246,9 +246,10 @@ def organism(args: argparse.Namespace) -> int:
         fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)
     corpus_units(args.corpus, tokenizer_dir)
     bundle_dir = out / "bundle" / spec.name
-    built = read_bundle(bundle_dir).corpus if (bundle_dir / "bundle.json.gz").exists() else None
+    built = read_bundle(bundle_dir) if (bundle_dir / "bundle.json.gz").exists() else None
     what = ("utterances", "names", "facts")
-    if built is None or [built.get(k) for k in what] != [corpus_stats.get(k) for k in what]:  # none yet, or changed
+    if built is None or built.version < BUNDLE_VERSION or \
+            [built.corpus.get(k) for k in what] != [corpus_stats.get(k) for k in what]:  # none, older, or changed
         make_bundle(args.corpus, tokenizer_dir, bundle_dir)
     print(f"bundle: {bundle_dir}")
     if args.stage == "bundle":

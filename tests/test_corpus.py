@@ -67,7 +67,7 @@ def test_names_are_spoken_alone_and_in_carriers_that_state_no_fact(known_records
     some and last in others (as Known's prompts have it); none holds a Known attribute or prompt, and an
     unknown source or carrier count is refused by name."""
     from known_speech.builders.corpus_text import (DEFAULT_NAME_CARRIERS, NAME_CARRIERS, _KnownFacts,
-                                                   name_sentences)
+                                                   name_sentences, name_span)
 
     selection = name_sentences("known-subjects", known_records)
     subjects = list(dict.fromkeys(r.subject.strip() for r in known_records))
@@ -86,6 +86,9 @@ def test_names_are_spoken_alone_and_in_carriers_that_state_no_fact(known_records
     first = subjects[0]
     assert sum(t in texts for t in [carrier.format(name=first) for carrier in NAME_CARRIERS]) == DEFAULT_NAME_CARRIERS
     assert len(name_sentences("known-subjects", known_records, carriers=1).sentences) < len(texts) / 2
+    # the name in each sentence, for the organism's entity-state loss: always the Known subject spoken there
+    stripped = {name.rstrip(".") for name in subjects}
+    assert all(t[slice(*name_span(t))] in stripped | set(subjects) for t in texts)
     with pytest.raises(ValueError, match="--names 'wikipedia': choose from known-subjects"):
         name_sentences("wikipedia", known_records)
     with pytest.raises(ValueError, match="--name-carriers 9: choose from 0 to 8"):

@@ -94,6 +94,62 @@ def test_fact_prefixes_are_their_own_kind_and_drawn_only_where_the_bundle_has_th
         _Batches(builder, [sentence], 25.0, TrainOptions("", "", mix={"fact_continuation": 1.0}), random.Random(0))
 
 
+def test_a_names_state_is_paired_at_its_last_unit_and_its_last_token(tokenizer):
+    """entity_state: "[Speech]<units>" of a name sentence, its pair the position of the name's last unit (the
+    last run overlapping the name's frames) and the backbone's position of the name's last token; drawn from
+    name sentences only, and left out of a bundle that has none."""
+    from known_speech.evaluation.organism.train import TrainOptions, _Batches
+
+    builder = SequenceBuilder(tokenizer)
+    plain = _utterance(text="I heard the name Grand Duchy of Finland.")
+    name = Utterance(**{**plain.__dict__, "entity": (17, 39)})  # "Grand Duchy of Finland"
+    sequence = builder.entity_state(name, 25.0)
+    assert sequence.kind == "entity_state" and sequence.ids[0] == builder.speech_id
+    assert sequence.ids[1:] == builder.utterance_unit_ids(name) and not sequence.distill_last
+    (own, theirs), = sequence.state_pairs
+    # golden: words are 0.4 s apart, units = word index + 1 inside words and 0 between; de-duplicated, the
+    # stream is 0 1 0 2 0 3 ... so word k (from 0) is position 2k + 1, and "Finland." is word 7
+    assert tokenizer.convert_ids_to_tokens(sequence.ids[own]) == "[Hu8]" and own == 1 + 2 * 7 + 1
+    assert tokenizer.decode(sequence.teacher_ids[:theirs + 1]) == "I heard the name Grand Duchy of Finland"
+    assert tokenizer.decode(sequence.teacher_ids) == name.text
+    first = Utterance(**{**_utterance(text="Grand Duchy of Finland came up again today.").__dict__, "entity": (0, 22)})
+    (own, theirs), = builder.entity_state(first, 25.0).state_pairs
+    assert own == 1 + 2 * 3 + 1 and tokenizer.decode(builder.entity_state(first, 25.0).teacher_ids[:theirs + 1]) \
+        == "Grand Duchy of Finland"
+    with pytest.raises(ValueError, match="not a name sentence"):
+        builder.entity_state(plain, 25.0)
+    options = TrainOptions("", "", batch_tokens=4096, pool_size=64, mix={"entity_state": 0.5, "speech_to_text": 0.5})
+    with_names = _Batches(builder, [plain, name], 25.0, options, random.Random(0), num_units=10)
+    drawn = [s for _ in range(len(with_names.queue) or 1) for s in with_names.draw()]
+    assert {s.kind for s in drawn} == {"entity_state", "speech_to_text"}
+    assert all(s.state_pairs == sequence.state_pairs for s in drawn if s.kind == "entity_state")
+    without = _Batches(builder, [plain], 25.0, options, random.Random(0), num_units=10)
+    assert without.mix == {"speech_to_text": 1.0}
+
+
+def test_a_bundle_keeps_the_name_spans_and_says_its_version(tmp_path):
+    """Name spans travel in the bundle; a bundle written before them reads as version 1 (the organism command
+    makes it again) with no spans."""
+    import gzip
+    import json
+
+    from known_speech.evaluation.organism.bundle import BUNDLE_VERSION, read_bundle, write_bundle
+
+    plain = _utterance()
+    name = Utterance(**{**_utterance(text="I heard the name Rhine.").__dict__, "entity": (17, 22)})
+    write_bundle(tmp_path, [plain, name], ["train", "test"], {"k": 10, "rate_hz": 25.0}, np.zeros((10, 4)), {})
+    bundle = read_bundle(tmp_path)
+    assert bundle.version == BUNDLE_VERSION == 2 and [u.entity for u in bundle.utterances] == [None, (17, 22)]
+    assert (bundle.utterances[1].units == name.units).all() and bundle.splits == ["train", "test"]
+    meta = json.loads(gzip.decompress((tmp_path / "bundle.json.gz").read_bytes()))
+    del meta["version"]
+    for utterance in meta["utterances"]:
+        utterance.pop("entity", None)
+    (tmp_path / "bundle.json.gz").write_bytes(gzip.compress(json.dumps(meta).encode()))
+    older = read_bundle(tmp_path)
+    assert older.version == 1 and all(u.entity is None for u in older.utterances)
+
+
 def test_interleaving_switches_at_word_boundaries(tokenizer):
     builder = SequenceBuilder(tokenizer, max_segment_words=2)
     utterance = _utterance()

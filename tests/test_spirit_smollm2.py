@@ -134,6 +134,28 @@ def test_inputs_are_spirit_lm_formats_with_the_subject_on_its_units(organism, li
                                                         organism.tokenizer.convert_tokens_to_ids("[Text]")}
 
 
+def test_the_entity_state_pair_is_the_tracers_last_subject_token(organism, listening_rows):
+    """Training's entity_state pair, built from a spoken Known prompt as the corpus's name sentences are,
+    points at the position the adapter (and so the tracer) takes as the subject's last unit, and at the last
+    subject token of the text the backbone reads: the state the loss aligns is the one tracing corrupts."""
+    from known_speech.audio import waveform_of
+    from known_speech.evaluation.organism.sequences import SequenceBuilder, Utterance
+
+    builder = SequenceBuilder(organism.tokenizer)
+    for row in [r for r in listening_rows if r["known_id"] in (0, 7, 21, 33)]:
+        units = np.asarray(organism.speech_tokenizer.encode(waveform_of(row["audio"])))
+        utterance = Utterance("u", "s", "sentence", row["prompt"], "", units,
+                              [(w["char_start"], w["char_end"]) for w in row["words"]],
+                              [(w["start_s"], w["end_s"]) for w in row["words"]], tuple(row["subject_char_span"]))
+        sequence = builder.entity_state(utterance, 25.0)
+        speech = organism.prepare(row, "speech")
+        assert sequence.ids == speech.input_ids[:-1]  # the S→T prompt without its closing [Text]
+        (own, theirs), = sequence.state_pairs
+        assert own == speech.subject_range[1] - 1
+        text = organism.prepare(row, "text")  # "[Text]" + prompt: one token before the backbone's
+        assert sequence.teacher_ids == text.input_ids[1:] and theirs == text.subject_range[1] - 2
+
+
 def test_units_of_another_tokenizer_are_refused(organism, listening_rows):
     row = dict(listening_rows[0])
     row["speech_token_spans"] = [{**span, "units": [1, 2, 3], "units_tokenizer": "mhubert", "units_quantizer": "linear",

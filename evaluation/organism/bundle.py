@@ -17,13 +17,17 @@ import numpy as np
 
 from known_speech.atomic import atomic_path, atomic_write_bytes
 
+from known_speech.builders.corpus_text import name_span
+
 from .sequences import Utterance
 
-__all__ = ["Bundle", "write_bundle", "read_bundle", "make_bundle", "corpus_utterances", "unit_embedding_init"]
+__all__ = ["BUNDLE_VERSION", "Bundle", "write_bundle", "read_bundle", "make_bundle", "corpus_utterances", "unit_embedding_init"]
 
 logger = logging.getLogger(__name__)
 
-_COLUMNS = ["utterance_id", "sentence_id", "kind", "split", "text", "continuation", "words"]
+# 2: name sentences carry their name's characters (the entity-state kind); a bundle of 1 is made again
+BUNDLE_VERSION = 2
+_COLUMNS = ["utterance_id", "sentence_id", "kind", "split", "text", "continuation", "words", "source"]
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Bundle:
     unit_tokenizer: dict  # the tokenizer's unit_tokenizer.json (provenance, rate, k)
     unit_init: np.ndarray  # (k, hidden) initial embeddings of the unit tokens
     corpus: dict  # the corpus's statistics
+    version: int = 1  # BUNDLE_VERSION it was written at (1: before name spans)
 
     @property
     def rate_hz(self) -> float:
@@ -69,7 +74,8 @@ def corpus_utterances(corpus: str | Path, tokenizer_dir: str | Path) -> tuple[li
                 row["utterance_id"], row["sentence_id"], row["kind"], row["text"], row["continuation"],
                 stored["units"][start:end].astype(np.int64),
                 [(w["char_start"], w["char_end"]) for w in row["words"]],
-                [(w["start_s"], w["end_s"]) for w in row["words"]]))
+                [(w["start_s"], w["end_s"]) for w in row["words"]],
+                name_span(row["text"]) if row["source"].startswith("names:") else None))
             splits.append(row["split"])
     if missing:
         logger.warning("%d utterances have no units and are left out", missing)
@@ -107,9 +113,10 @@ def write_bundle(out: str | Path, utterances: list[Utterance], splits: list[str]
         with open(temporary, "wb") as handle:
             np.savez_compressed(handle, units=np.concatenate([u.units for u in utterances]).astype(np.uint16),
                                 offsets=offsets, unit_init=unit_init)
-    meta = {"unit_tokenizer": unit_tokenizer, "corpus": corpus, "utterances": [
+    meta = {"version": BUNDLE_VERSION, "unit_tokenizer": unit_tokenizer, "corpus": corpus, "utterances": [
         {"id": u.utterance_id, "sentence": u.sentence_id, "kind": u.kind, "split": s, "text": u.text,
-         "continuation": u.continuation, "spans": u.word_spans, "times": [[round(a, 4), round(b, 4)] for a, b in u.word_times]}
+         "continuation": u.continuation, "spans": u.word_spans, "times": [[round(a, 4), round(b, 4)] for a, b in u.word_times],
+         **({"entity": list(u.entity)} if u.entity else {})}
         for u, s in zip(utterances, splits)]}
     atomic_write_bytes(out / "bundle.json.gz", gzip.compress(json.dumps(meta).encode("utf-8"), mtime=0))
     return out
@@ -122,9 +129,10 @@ def read_bundle(folder: str | Path) -> Bundle:
     units, offsets = arrays["units"].astype(np.int64), arrays["offsets"]
     utterances = [Utterance(m["id"], m["sentence"], m["kind"], m["text"], m["continuation"],
                             units[offsets[i]:offsets[i + 1]], [tuple(s) for s in m["spans"]],
-                            [tuple(t) for t in m["times"]]) for i, m in enumerate(meta["utterances"])]
+                            [tuple(t) for t in m["times"]], tuple(m["entity"]) if "entity" in m else None)
+                  for i, m in enumerate(meta["utterances"])]
     return Bundle(utterances, [m["split"] for m in meta["utterances"]], meta["unit_tokenizer"],
-                  arrays["unit_init"], meta["corpus"])
+                  arrays["unit_init"], meta["corpus"], meta.get("version", 1))
 
 
 def make_bundle(corpus: str | Path, tokenizer_dir: str | Path, out: str | Path) -> Bundle:

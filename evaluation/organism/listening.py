@@ -10,6 +10,9 @@ fail when speech→text is wrong: they break with shuffled units or a subject sp
 - `answer_from_speech`: log P(the answer's first token) after "[Speech]<units>[Text]", with the units in
   order and shuffled, and its rank among the tokens the filter may generate, from speech and from the
   written prompt (how far S→T recall is from the model's top choice, where T→T has it);
+- `subject_state_gaps`: how far the model's states at the subject's last unit are from the frozen backbone's
+  at the subject's last token of the written prompt (relative squared distance, layer by layer; what the
+  `entity_state` training kind reduces), beside the same for the model's own text path and for shuffled units;
 - `recall_from_speech`: the filter's own greedy generation from speech, as spoken, with the units shuffled, and
   with the subject's units (the adapter's span map) replaced by another prompt's subject's: a recall that rests on
   the subject's units follows the swapped-in subject, one that rests on the template does not.
@@ -27,7 +30,7 @@ from known_speech.tracing.noise import corrupt
 from .sequences import ASR_CUE, SequenceBuilder, Utterance
 
 __all__ = ["transcribe_waveforms", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
-           "RecallFromSpeech", "recall_from_speech", "NOISE_SAMPLES"]
+           "RecallFromSpeech", "recall_from_speech", "SubjectStateGap", "subject_state_gaps", "NOISE_SAMPLES"]
 
 NOISE_SAMPLES = 10
 
@@ -226,3 +229,41 @@ def recall_from_speech(adapter, records: list[dict], partners: list[dict] | None
             int(record["known_id"]), record["attribute"], generate(model_input), generate(model_input.with_ids(shuffled)),
             generate(swapped), int(partner["known_id"]), partner["attribute"]))
     return results
+
+
+@dataclass(frozen=True)
+class SubjectStateGap:
+    """Per layer, ||h - b||² / ||b||², with b the backbone's state at the subject's last token of the prompt read
+    as plain text and h the model's at the subject's last position: from speech (the adapter's span map), from
+    the same units shuffled (the distance of states that do not hear the subject), and from "[Text]" + prompt."""
+
+    known_id: int
+    speech: list[float]
+    shuffled: list[float]
+    text: list[float]
+
+
+def _relative_gaps(states, position: int, reference: list[torch.Tensor]) -> list[float]:
+    return [float(((h[0, position].float() - b) ** 2).sum() / (b ** 2).sum().clamp_min(1e-6))
+            for h, b in zip(states, reference)]
+
+
+@torch.no_grad()
+def subject_state_gaps(adapter, records: list[dict], backbone, shuffle_seed: int = 0) -> list[SubjectStateGap]:
+    """The gaps of `SubjectStateGap` for each record; `backbone` is the model without the delta (SmolLM2), read
+    on the prompt's text as the training's teacher reads it (no "[Text]", no BOS)."""
+    def states(model, ids: list[int]):
+        return model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[1:]
+
+    gaps = []
+    for record in records:
+        speech, text = adapter.prepare(record, "speech"), adapter.prepare(record, "text")
+        plain, last_token = text.input_ids[1:], text.subject_range[1] - 2  # without the leading "[Text]"
+        reference = [h[0, last_token].float() for h in states(backbone, plain)]
+        last_unit = speech.subject_range[1] - 1
+        shuffled = _units_shuffled(speech.input_ids, shuffle_seed + int(record["known_id"]))
+        gaps.append(SubjectStateGap(
+            int(record["known_id"]), _relative_gaps(states(adapter.model, speech.input_ids), last_unit, reference),
+            _relative_gaps(states(adapter.model, shuffled), last_unit, reference),
+            _relative_gaps(states(adapter.model, text.input_ids), last_token + 1, reference)))
+    return gaps

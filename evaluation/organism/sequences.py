@@ -11,7 +11,12 @@ de-duplicated units.
 - `interleaved`: a sentence switching modality at Piper's word boundaries (text→speech and speech→text
   switches alike), each speech span the units of its words' frames in the whole utterance;
 - `speech_only`: "[Speech]<units>";
-- `text`: text replay, the sentence with "[Text]" before it or plain, as the backbone reads it.
+- `text`: text replay, the sentence with "[Text]" before it or plain, as the backbone reads it;
+- `entity_state`: a name sentence spoken, "[Speech]<units>", as a Known S→T prompt opens; its states at the
+  name's last unit are pulled, layer by layer, to the backbone's at the name's last token read as text.
+  Run 8 heard 20 of Known's first 100 subjects whole (run 7: 8) and recalled no more facts from speech: hearing
+  a name is not yet reaching the entity, whose facts the backbone reads from the subject's last token
+  (ROME's finding, the tracer's subject).
 
 Every sequence says, per position, how much its next-token loss counts (text 1, speech `speech_weight`:
 the model is for listening, not for speaking), and a continuation also carries the backbone's view of
@@ -27,16 +32,17 @@ from typing import Literal
 
 import numpy as np
 
-from known_speech.units import deduplicate
-
-from known_speech.units import SPEECH_MARKER, TEXT_MARKER
+from known_speech.spans import frame_span
+from known_speech.units import SPEECH_MARKER, TEXT_MARKER, dedup_span, deduplicate
 
 from .vocabulary import end_of_text_id, unit_token
 
-__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "Kind", "KINDS", "CONTINUATIONS", "ASR_CUE"]
+__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "last_unit_of", "Kind", "KINDS", "CONTINUATIONS", "ASR_CUE"]
 
-Kind = Literal["speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text"]
-KINDS: tuple[Kind, ...] = ("speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text")
+Kind = Literal["speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text",
+               "entity_state"]
+KINDS: tuple[Kind, ...] = ("speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text",
+                           "entity_state")
 CONTINUATIONS = ("continuation", "fact_continuation")
 ASR_CUE = "Transcribe the speech:"
 
@@ -53,6 +59,7 @@ class Utterance:
     units: np.ndarray  # (frames,) int
     word_spans: list[tuple[int, int]]  # characters of each written word in `text`
     word_times: list[tuple[float, float]]  # seconds of each written word
+    entity: tuple[int, int] | None = None  # characters of the name a name sentence speaks, else None
 
 
 @dataclass
@@ -62,10 +69,19 @@ class TrainingSequence:
     weights: list[float]  # weights[i]: how much predicting ids[i] (from ids[:i]) counts; weights[0] = 0
     teacher_ids: list[int] = field(default_factory=list)  # the backbone's text input for distillation
     distill_last: int = 0  # the last `distill_last` predictions of both are of the same text tokens
+    state_pairs: list[tuple[int, int]] = field(default_factory=list)  # (own, teacher's) positions whose states
+    # are pulled together, layer by layer
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.weights):
             raise ValueError(f"{len(self.ids)} ids but {len(self.weights)} loss weights")
+
+
+def last_unit_of(utterance: Utterance, first_word: int, last_word: int, rate_hz: float) -> int:
+    """Index, among the utterance's de-duplicated units, of the last unit of words first..last: the frames
+    and runs that the tracer takes as a spoken subject (`spans.frame_span`, `units.dedup_span`)."""
+    frame_start, frame_end = frame_span(utterance.word_times[first_word][0], utterance.word_times[last_word][1], rate_hz)
+    return dedup_span(deduplicate(utterance.units)[1], frame_start, frame_end, utterance.units.size)[1] - 1
 
 
 class SequenceBuilder:
@@ -138,6 +154,21 @@ class SequenceBuilder:
         ])
         sequence.teacher_ids = self.text_ids(utterance.text) + rest
         sequence.distill_last = len(rest)
+        sequence.state_pairs = [(len(sequence.ids) - len(rest) - 1, len(sequence.teacher_ids) - len(rest) - 1)]
+        return sequence
+
+    def entity_state(self, utterance: Utterance, rate_hz: float) -> TrainingSequence:
+        """A name sentence spoken, its state at the name's last unit paired with the backbone's at the name's
+        last token. The teacher's text is tokenized in two pieces cut at the name's end, so that the name's
+        last token is a token of its own (BPE pieces start at a space or a punctuation mark there anyway)."""
+        if utterance.entity is None:
+            raise ValueError(f"{utterance.utterance_id}: not a name sentence (no entity span)")
+        start, end = utterance.entity
+        words = [i for i, (a, b) in enumerate(utterance.word_spans) if a < end and b > start]
+        sequence = self._join("entity_state", [("speech", [self.speech_id] + self.utterance_unit_ids(utterance))])
+        name = self.text_ids(utterance.text[:end])
+        sequence.teacher_ids = name + self.text_ids(utterance.text[end:])
+        sequence.state_pairs = [(1 + last_unit_of(utterance, words[0], words[-1], rate_hz), len(name) - 1)]
         return sequence
 
     def _frames(self, utterance: Utterance, rate_hz: float, first_word: int, end_word: int) -> np.ndarray:

@@ -107,10 +107,12 @@ class _Batches:
                  rng: random.Random, num_units: int = 0):
         self.builder, self.rate_hz, self.num_units = builder, rate_hz, num_units
         self.sentences = [u for u in utterances if u.kind == "sentence"]
+        self.names = [u for u in self.sentences if u.entity]
         self.prefixes = {"continuation": [u for u in utterances if u.kind == "prefix"],
                          "fact_continuation": [u for u in utterances if u.kind == "fact_prefix"]}
         self.options, self.rng = options, rng
         empty = [k for k in CONTINUATIONS if options.mix.get(k, 0) > 0 and not self.prefixes[k]]
+        empty += ["entity_state"] if options.mix.get("entity_state", 0) > 0 and not self.names else []
         if empty:
             logger.warning("no utterances for %s: left out of the mix", ", ".join(empty))
         self.kinds = [k for k in KINDS if options.mix.get(k, 0) > 0 and k not in empty]
@@ -127,6 +129,8 @@ class _Batches:
     def sequence(self, kind: str) -> TrainingSequence:
         if kind in CONTINUATIONS:
             return self.builder.continuation(self.rng.choice(self.prefixes[kind]))
+        if kind == "entity_state":
+            return self.builder.entity_state(self.rng.choice(self.names), self.rate_hz)
         utterance = self.rng.choice(self.sentences)
         if kind == "speech_to_text":
             return self.builder.speech_to_text(utterance)
@@ -224,10 +228,10 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
         w = s.weights[:length]
         weights[i, :len(w)] = torch.tensor(w)
     weights = weights.to(device)
-    taught = [i for i, s in enumerate(sequences) if s.teacher_ids and s.distill_last > 0 and len(s.ids) <= length] \
-        if distill and options.distill_weight > 0 else []
-    aligned = [(row, i) for row, i in enumerate(taught) if sequences[i].kind in CONTINUATIONS] \
-        if options.state_weight > 0 else []
+    taught = [i for i, s in enumerate(sequences) if s.teacher_ids and len(s.ids) <= length
+              and (s.distill_last > 0 and options.distill_weight > 0 or s.state_pairs and options.state_weight > 0)] \
+        if distill else []
+    aligned = [(row, i) for row, i in enumerate(taught) if sequences[i].state_pairs] if options.state_weight > 0 else []
     base = model.get_base_model()
     with _autocast(device):
         output = base.model(input_ids=ids, attention_mask=mask, output_hidden_states=bool(aligned))
@@ -240,31 +244,34 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
     if taught:
         teacher_length = max(len(sequences[i].teacher_ids) for i in taught)
         teacher_ids, teacher_mask = _pad([sequences[i].teacher_ids for i in taught], pad, teacher_length, device)
-        student_rows, student_positions, teacher_rows, teacher_positions, first = [], [], [], [], []
-        for row, i in enumerate(taught):
-            s = sequences[i]
-            n, student_end, teacher_end = s.distill_last, len(s.ids) - 1, len(s.teacher_ids) - 1
-            student_rows += [i] * n
-            student_positions += list(range(student_end - n, student_end))
-            teacher_rows += [row] * n
-            teacher_positions += list(range(teacher_end - n, teacher_end))
-            first += [True] + [False] * (n - 1)
         with torch.no_grad(), model.disable_adapter(), _autocast(device):
             teacher = base.model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=bool(aligned))
-            teacher_log = F.log_softmax(base.lm_head(_gather(teacher.last_hidden_state, teacher_rows,
-                                                             teacher_positions)).float()[:, :base_vocab], dim=-1)
-        with _autocast(device):
-            student_logits = base.lm_head(_gather(hidden, student_rows, student_positions)).float()
-        student_log = F.log_softmax(student_logits[:, :base_vocab], dim=-1)
-        per_position = F.kl_div(student_log, teacher_log, log_target=True, reduction="none").sum(-1)
-        kl, kl_first = per_position.mean(), per_position[torch.tensor(first, device=device)].mean()
-        loss = loss + options.distill_weight * (kl + kl_first)
-        stats.update(kl=float(kl.detach()), kl_first=float(kl_first.detach()))
+        distilled = [(row, i) for row, i in enumerate(taught) if sequences[i].distill_last > 0] \
+            if options.distill_weight > 0 else []
+        if distilled:
+            student_rows, student_positions, teacher_rows, teacher_positions, first = [], [], [], [], []
+            for row, i in distilled:
+                s = sequences[i]
+                n, student_end, teacher_end = s.distill_last, len(s.ids) - 1, len(s.teacher_ids) - 1
+                student_rows += [i] * n
+                student_positions += list(range(student_end - n, student_end))
+                teacher_rows += [row] * n
+                teacher_positions += list(range(teacher_end - n, teacher_end))
+                first += [True] + [False] * (n - 1)
+            with torch.no_grad(), model.disable_adapter(), _autocast(device):  # the backbone's own head
+                teacher_log = F.log_softmax(base.lm_head(_gather(teacher.last_hidden_state, teacher_rows,
+                                                                 teacher_positions)).float()[:, :base_vocab], dim=-1)
+            with _autocast(device):
+                student_logits = base.lm_head(_gather(hidden, student_rows, student_positions)).float()
+            student_log = F.log_softmax(student_logits[:, :base_vocab], dim=-1)
+            per_position = F.kl_div(student_log, teacher_log, log_target=True, reduction="none").sum(-1)
+            kl, kl_first = per_position.mean(), per_position[torch.tensor(first, device=device)].mean()
+            loss = loss + options.distill_weight * (kl + kl_first)
+            stats.update(kl=float(kl.detach()), kl_first=float(kl_first.detach()))
         if aligned:
-            rows = [row for row, _ in aligned]
-            students = [i for _, i in aligned]
-            at_student = [len(sequences[i].ids) - sequences[i].distill_last - 1 for i in students]
-            at_teacher = [len(sequences[i].teacher_ids) - sequences[i].distill_last - 1 for i in students]
+            pairs = [(i, row, own, theirs) for row, i in aligned for own, theirs in sequences[i].state_pairs]
+            students, rows = [p[0] for p in pairs], [p[1] for p in pairs]
+            at_student, at_teacher = [p[2] for p in pairs], [p[3] for p in pairs]
             terms = []
             for student_states, teacher_states in zip(output.hidden_states[1:], teacher.hidden_states[1:]):
                 a = _gather(student_states, students, at_student).float()
@@ -315,15 +322,19 @@ def _evaluate(model, held_out, options, base_vocab, pad, step, started, history,
     model.eval()
     by_kind = {}
     with torch.no_grad():
-        for kind in sorted({s.kind for s in held_out}):
+        for kind in sorted({s.kind for s in held_out} - {"entity_state"}):
             sequences = [s for s in held_out if s.kind == kind]
             by_kind[kind] = float(np.mean([_losses(model, sequences[i:i + 64], options, base_vocab, pad, distill=False)[1]["ce"]
                                            for i in range(0, len(sequences), 64)]))
+        names = [s for s in held_out if s.kind == "entity_state"]
+        entity_state = float(np.mean([_losses(model, names[i:i + 64], replace(options, state_weight=1.0), base_vocab,
+                                              pad)[1]["state"] for i in range(0, len(names), 64)])) if names else None
     held = float(np.mean(list(by_kind.values())))
     evaluations.append({"step": step, "seconds": round(time.time() - started, 1), "held_out_ce": held,
-                        "held_out_ce_by_kind": by_kind, "train_ce": history[-1]["ce"] if history else None})
-    logger.info("step %d: held-out %.4f %s (%.0f s)", step, held, {k: round(v, 4) for k, v in by_kind.items()},
-                time.time() - started)
+                        "held_out_ce_by_kind": by_kind, "train_ce": history[-1]["ce"] if history else None,
+                        **({"held_out_entity_state": entity_state} if names else {})})
+    logger.info("step %d: held-out %.4f %s%s (%.0f s)", step, held, {k: round(v, 4) for k, v in by_kind.items()},
+                f", names' states {entity_state:.4f}" if names else "", time.time() - started)
     if held < best:
         best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
         best = held
@@ -406,6 +417,8 @@ def train(options: TrainOptions) -> dict:
     held_out = [builder.speech_to_text(u) for u in test_set if u.kind == "sentence"][:options.eval_sequences // 2]
     held_out += [builder.continuation(u) for u in test_set if u.kind == "prefix"][:options.eval_sequences // 2]
     held_out += [builder.continuation(u) for u in test_set if u.kind == "fact_prefix"][:options.eval_sequences // 2]
+    # the relative state distance at held-out names' last units: logged beside the loss, not part of it
+    held_out += [builder.entity_state(u, bundle.rate_hz) for u in test_set if u.entity][:options.eval_sequences // 2]
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     tokens = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
     optimizer = torch.optim.AdamW([{"params": lora, "lr": options.lr_lora},
