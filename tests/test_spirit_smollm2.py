@@ -156,6 +156,20 @@ def test_the_entity_state_pair_is_the_tracers_last_subject_token(organism, liste
         assert sequence.teacher_ids == text.input_ids[1:] and theirs == text.subject_range[1] - 2
 
 
+def test_the_subjects_state_is_measured_against_the_backbones(organism, listening_rows):
+    """subject_state_gaps: the organism's text path stays near the backbone's subject state (LoRA moved it a
+    little; 0.23 over Known's first 100), and its state from speech is far (1.04 for run 7), at every layer's
+    mean; the pair it reads is the one the entity_state test pins."""
+    from known_speech.evaluation.organism.listening import subject_state_gaps
+    from known_speech.tracing.loading import load_causal_lm
+
+    rows = [r for r in listening_rows if r["known_id"] in (0, 7, 21, 33)]
+    gaps = subject_state_gaps(organism, rows, load_causal_lm("smollm2")[0])
+    assert [g.known_id for g in gaps] == [0, 7, 21, 33] and all(len(g.speech) == 30 for g in gaps)
+    text, speech = np.mean([g.text for g in gaps]), np.mean([g.speech for g in gaps])
+    assert 0.05 < text < 0.4 < speech, (text, speech)
+
+
 def test_units_of_another_tokenizer_are_refused(organism, listening_rows):
     row = dict(listening_rows[0])
     row["speech_token_spans"] = [{**span, "units": [1, 2, 3], "units_tokenizer": "mhubert", "units_quantizer": "linear",
