@@ -33,6 +33,12 @@ def test_unknown_engine_is_refused(tmp_path, capsys):
     assert "engine='festival' is not known; choose one of ['espeak-ng', 'external', 'kokoro', 'melotts', 'piper'" in capsys.readouterr().err
 
 
+def test_a_carrier_count_out_of_range_is_refused_before_anything_is_spoken(tmp_path, capsys):
+    assert main(["corpus", "--out", str(tmp_path / "corpus"), "--names", "known-subjects", "--name-carriers", "9"]) == 2
+    assert "--name-carriers 9: choose from 0 to 8" in capsys.readouterr().err
+    assert not (tmp_path / "corpus").exists()
+
+
 @pytest.mark.slow
 def test_tracing_module_is_the_trace_prompt_command(tmp_path):
     """`python -m known_speech.tracing` takes trace's options (--kinds, --metric), errs in one line, and draws
