@@ -35,8 +35,9 @@ from known_speech.spoken import verbalise
 
 from .align.tts import words_from_synthesis
 from .corpus_facts import FACT_SOURCES, SELECTION_VERSION, fact_prefixes
-from .corpus_text import (DEFAULT_NAME_CARRIERS, FORTUNES_DIR, FORTUNES_LICENCE, NAME_CARRIERS, NAME_SOURCES,
-                          CorpusSentence, SentenceSelection, held_out, name_sentences, read_fortunes, select_sentences)
+from .corpus_text import (DEFAULT_NAME_CARRIERS, FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence,
+                          SentenceSelection, check_name_carriers, held_out, name_sentences, read_fortunes,
+                          select_sentences)
 
 __all__ = ["CorpusOptions", "build_corpus", "corpus_features", "read_corpus_stats", "load_corpus", "SHARD_SENTENCES",
            "MIN_PREFIX_WORDS"]
@@ -93,8 +94,7 @@ class CorpusOptions:
             raise ValueError(f"--facts {unknown[0]!r}: choose from {', '.join(FACT_SOURCES)}")
         if self.workers < 1:
             raise ValueError(f"--workers {self.workers}: give at least 1")
-        if not 0 <= self.name_carriers <= len(NAME_CARRIERS):
-            raise ValueError(f"--name-carriers {self.name_carriers}: choose from 0 to {len(NAME_CARRIERS)}")
+        check_name_carriers(self.name_carriers)
         if not 0 <= self.held_out_fraction < 1:
             raise ValueError(f"held_out_fraction={self.held_out_fraction}: choose in [0, 1)")
 

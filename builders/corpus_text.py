@@ -22,7 +22,7 @@ from known_speech.source import KnownRecord
 
 __all__ = ["CorpusSentence", "SentenceSelection", "FORTUNES_DIR", "FORTUNES_LICENCE", "read_fortunes",
            "select_sentences", "held_out", "NAME_SOURCES", "NAME_CARRIERS", "DEFAULT_NAME_CARRIERS",
-           "name_sentences", "name_span"]
+           "check_name_carriers", "name_sentences", "name_span"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,12 @@ NAME_CARRIERS = ("I heard the name {name}.", "{name} is the next name on the lis
 DEFAULT_NAME_CARRIERS = 4
 
 
+def check_name_carriers(carriers: int) -> None:
+    """--name-carriers: how many of NAME_CARRIERS each name is spoken in, besides alone."""
+    if not 0 <= carriers <= len(NAME_CARRIERS):
+        raise ValueError(f"--name-carriers {carriers}: choose from 0 to {len(NAME_CARRIERS)}")
+
+
 def name_sentences(source: str, known: list[KnownRecord], carriers: int = DEFAULT_NAME_CARRIERS) -> SentenceSelection:
     """Names spoken alone and in carriers that state no fact ("Names alone are fine, and needed": a model
     that has heard fortunes only hears no names). Each name gives "<name>." and `carriers` carrier sentences,
@@ -170,8 +176,7 @@ def name_sentences(source: str, known: list[KnownRecord], carriers: int = DEFAUL
 
     if source not in NAME_SOURCES:
         raise ValueError(f"--names {source!r}: choose from {', '.join(NAME_SOURCES)}")
-    if not 0 <= carriers <= len(NAME_CARRIERS):
-        raise ValueError(f"--name-carriers {carriers}: choose from 0 to {len(NAME_CARRIERS)}")
+    check_name_carriers(carriers)
     facts, kept, seen, dropped = _KnownFacts(known), [], set(), {}
     for name in dict.fromkeys(r.subject.strip() for r in known):
         start = int(_sentence_id(name), 16) % len(NAME_CARRIERS)

@@ -28,6 +28,7 @@ import torch
 from known_speech.tracing.noise import corrupt
 
 from .sequences import ASR_CUE, SequenceBuilder, Utterance
+from .train import relative_state_distance
 
 __all__ = ["transcribe_waveforms", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
            "RecallFromSpeech", "recall_from_speech", "SubjectStateGap", "subject_state_gaps", "NOISE_SAMPLES"]
@@ -244,8 +245,7 @@ class SubjectStateGap:
 
 
 def _relative_gaps(states, position: int, reference: list[torch.Tensor]) -> list[float]:
-    return [float(((h[0, position].float() - b) ** 2).sum() / (b ** 2).sum().clamp_min(1e-6))
-            for h, b in zip(states, reference)]
+    return [float(relative_state_distance(h[0, position].float(), b)) for h, b in zip(states, reference)]
 
 
 @torch.no_grad()

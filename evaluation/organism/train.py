@@ -40,7 +40,8 @@ from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
 from .vocabulary import extend_tokenizer
 
-__all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings", "init_source", "warm_start"]
+__all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings", "init_source", "warm_start",
+           "relative_state_distance"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,11 @@ def _autocast(device: str):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda"))
 
 
+def relative_state_distance(states: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """||h - b||² / ||b||² over the last dimension: the state loss, and the listening measure of the same gap."""
+    return ((states - reference) ** 2).sum(-1) / (reference ** 2).sum(-1).clamp_min(1e-6)
+
+
 def _gather(states: torch.Tensor, rows: list[int], positions: list[int]) -> torch.Tensor:
     device = states.device
     return states[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]
@@ -276,7 +282,7 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
             for student_states, teacher_states in zip(output.hidden_states[1:], teacher.hidden_states[1:]):
                 a = _gather(student_states, students, at_student).float()
                 b = _gather(teacher_states, rows, at_teacher).float()
-                terms.append(((a - b) ** 2).sum(-1) / (b ** 2).sum(-1).clamp_min(1e-6))
+                terms.append(relative_state_distance(a, b))
             state = torch.stack(terms).mean()
             loss = loss + options.state_weight * state
             stats["state"] = float(state.detach())
