@@ -95,6 +95,12 @@ _non_negative_int = _number(int, 0, "an integer >= 0")
 _positive_float = _number(float, 0, "a positive number")
 
 
+def _mix(text: str) -> dict[str, float]:
+    from known_speech.evaluation.organism.sequences import parse_mix
+
+    return parse_mix(text)
+
+
 def _kinds(text: str) -> tuple[str, ...]:
     from known_speech.tracing.result import KINDS
 
@@ -284,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     organism.add_argument("--batch-tokens", type=_positive_int, default=40960,
                           help="padded positions per training step (default: 40960; a CPU needs far fewer)")
+    organism.add_argument("--mix", type=_mix, default=None, metavar="KIND=WEIGHT,...",
+                          help="training kinds' shares, e.g. speech_to_text=0.28,...,entity_state=0.2 (default: run 7's; "
+                               "the shipped delta's are in the README)")
+    organism.add_argument("--lr-lora", type=_positive_float, default=1e-3, help="LoRA learning rate (default: 1e-3)")
+    organism.add_argument("--lr-embeddings", type=_positive_float, default=2e-3,
+                          help="new token rows' learning rate (default: 2e-3)")
+    organism.add_argument("--keep", choices=("best", "last"), default="best",
+                          help="weights packaged: the best held-out loss (default) or the last step's")
     organism.add_argument("--init-from", default="", metavar="RUN_OR_DELTA",
                           help="go on training from a run folder or a delta folder of the same unit tokenizer "
                                "(the shipped delta is run 4's 16 minutes, then 22 more with --names, then 24 more with --facts, "

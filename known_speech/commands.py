@@ -257,11 +257,13 @@ def organism(args: argparse.Namespace) -> int:
     run_dir = out / "runs" / (f"{spec.name}-seed{args.seed}" + (f"-from-{Path(args.init_from).name}" if args.init_from else ""))
     record = train(TrainOptions(bundle=str(bundle_dir), out=str(run_dir), minutes=args.minutes, seed=args.seed,
                                 device=args.device, batch_tokens=args.batch_tokens, init_from=args.init_from,
-                                pool_size=max(64, min(4096, args.batch_tokens // 4))))
+                                pool_size=max(64, min(4096, args.batch_tokens // 4)), lr_lora=args.lr_lora,
+                                lr_embeddings=args.lr_embeddings, keep_last=args.keep == "last",
+                                **({"mix": args.mix} if args.mix else {})))
     print(f"trained: {record['steps']} steps, best held-out loss {record['best_held_out_ce']:.3f}; {run_dir}")
     if args.stage == "train":
         return 0
     delta = out / "spirit-smollm2"
-    package_organism(run_dir, tokenizer_dir, delta)
+    package_organism(run_dir, tokenizer_dir, delta, weights="delta-last" if args.keep == "last" else "delta")
     print(f"delta: {delta} (use it with --model {delta})")
     return 0

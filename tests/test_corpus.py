@@ -265,10 +265,22 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys
     # going on from that run: a run folder of its own, the manifest names the adapter it started from
     first = tmp_path / "organism" / "runs" / "whisper-tiny.en-own-L4-25hz-k8-seed0"
     started_from = file_sha256(delta.folder / "adapter_model.safetensors")
-    assert cli_main(common + ["--device", "cpu", "--minutes", "0.01", "--batch-tokens", "512",
-                              "--init-from", str(first)]) == 0
-    assert (first.parent / (first.name + "-from-" + first.name) / "training.json").is_file()
-    went_on = OrganismDelta.resolve(str(tmp_path / "organism" / "spirit-smollm2")).manifest["training"]["init_from"]
-    assert went_on["adapter_sha256"] == started_from and went_on["path"] == str(first)
+    # ... with its own mix and learning rates, the last step's weights packaged (as the shipped run 9 was)
+    assert cli_main(common + ["--device", "cpu", "--minutes", "0.01", "--batch-tokens", "512", "--init-from", str(first),
+                              "--mix", "speech_to_text=0.5,text=0.5", "--lr-lora", "5e-4", "--keep", "last"]) == 0
+    second = first.parent / (first.name + "-from-" + first.name)
+    record = json.loads((second / "training.json").read_text())
+    assert (second / "delta-last" / "adapter_model.safetensors").is_file()
+    assert record["options"]["mix"] == {"speech_to_text": 0.5, "text": 0.5} and record["options"]["lr_lora"] == 5e-4
+    went_on = OrganismDelta.resolve(str(tmp_path / "organism" / "spirit-smollm2"))
+    assert went_on.manifest["training"]["kept_step"] == record["last_step"] == record["steps"]
+    assert file_sha256(went_on.folder / "adapter_model.safetensors") == \
+        file_sha256(second / "delta-last" / "adapter_model.safetensors")
+    assert went_on.manifest["training"]["init_from"]["adapter_sha256"] == started_from
+    assert went_on.manifest["training"]["init_from"]["path"] == str(first)
+    with pytest.raises(SystemExit) as refused:
+        cli_main(common + ["--mix", "speech_to_text=0.5,fluency=0.5"])
+    assert refused.value.code == 2
+    assert "--mix: unknown kinds ['fluency']" in capsys.readouterr().err
     assert cli_main(common + ["--device", "cpu", "--init-from", str(tmp_path)]) == 2
     assert "--init-from" in capsys.readouterr().err

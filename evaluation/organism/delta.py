@@ -114,9 +114,10 @@ def load_organism(name_or_path: str, dtype: torch.dtype = torch.float32, device:
 
 
 def package_organism(run: str | Path, unit_tokenizer_dir: str | Path, out: str | Path,
-                     name: str = "spirit-smollm2") -> dict:
+                     name: str = "spirit-smollm2", weights: str = "delta") -> dict:
     """A delta folder from a training run (its `delta/` and `training.json`) and the unit tokenizer it was
-    trained on: the files copied, the manifest written last (a folder without one is not a delta)."""
+    trained on: the files copied, the manifest written last (a folder without one is not a delta).
+    `weights="delta-last"` packages the last step's weights of a run trained with --keep-last instead of the best."""
     import shutil
 
     from known_speech.settings import bundled_smollm2_gguf
@@ -131,13 +132,14 @@ def package_organism(run: str | Path, unit_tokenizer_dir: str | Path, out: str |
     (out / MANIFEST).unlink(missing_ok=True)
     (out / "unit_tokenizer").mkdir(parents=True, exist_ok=True)
     for file in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copyfile(run / "delta" / file, out / file)
+        shutil.copyfile(run / weights / file, out / file)
     shutil.copyfile(run / "training.json", out / "training.json")
     tokenizer.save(out / "unit_tokenizer")
     summary = {key: training[key] for key in ("steps", "tokens_seen", "init_from", "best_step", "best_held_out_ce", "train_utterances",
                                               "test_utterances", "versions", "device") if key in training}
     summary.update(seed=training["options"]["seed"], lora_rank=training["options"]["lora_rank"],
-                   mix=training["options"]["mix"], minutes=training["options"]["minutes"])
+                   mix=training["options"]["mix"], minutes=training["options"]["minutes"],
+                   kept_step=training["last_step"] if weights == "delta-last" else training.get("best_step"))
     return write_organism_manifest(out, name, bundled_smollm2_gguf(), int(training["vocab"] - training["base_vocab"] - 2),
                                    tokenizer.checkpoint_sha256, summary)
 

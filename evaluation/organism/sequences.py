@@ -37,7 +37,7 @@ from known_speech.units import SPEECH_MARKER, TEXT_MARKER, dedup_span, deduplica
 
 from .vocabulary import end_of_text_id, unit_token
 
-__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "last_unit_of", "Kind", "KINDS", "CONTINUATIONS", "ASR_CUE"]
+__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "last_unit_of", "Kind", "KINDS", "CONTINUATIONS", "ASR_CUE", "parse_mix"]
 
 Kind = Literal["speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text",
                "entity_state"]
@@ -45,6 +45,23 @@ KINDS: tuple[Kind, ...] = ("speech_to_text", "continuation", "fact_continuation"
                            "entity_state")
 CONTINUATIONS = ("continuation", "fact_continuation")
 ASR_CUE = "Transcribe the speech:"
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """`--mix kind=weight,...` as a dict, every kind one of KINDS (an argparse type: a bad mix is one clear line)."""
+    import argparse
+
+    mix = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: write kind=weight,... (e.g. speech_to_text=0.3)") from None
+    unknown = set(mix) - set(KINDS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    return mix
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .bundle import Bundle, read_bundle
 from .delta import store_half_precision
-from .sequences import ASR_CUE, CONTINUATIONS, KINDS, SequenceBuilder, TrainingSequence, Utterance
+from .sequences import ASR_CUE, CONTINUATIONS, KINDS, SequenceBuilder, TrainingSequence, Utterance, parse_mix
 from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
 from .vocabulary import extend_tokenizer
@@ -80,6 +80,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "cuda"
     init_from: str = ""  # a run folder or a packaged delta to go on from (its LoRA and token rows); "" starts fresh
+    keep_last: bool = False  # also write the last step's weights (delta-last/): the held-out loss is not recall
 
     def __post_init__(self) -> None:
         unknown = set(self.mix) - set(KINDS)
@@ -467,12 +468,15 @@ def train(options: TrainOptions) -> dict:
     if held_out and (not evaluations or evaluations[-1]["step"] != step):  # the last steps count too
         best, best_state = _evaluate(model, held_out, options, base_vocab, pad, step, loop_started, history,
                                      evaluations, best, best_state)
+    out = Path(options.out)
+    if options.keep_last:
+        model.save_pretrained(out / "delta-last")
+        store_half_precision(out / "delta-last" / "adapter_model.safetensors")
     if best_state is not None:
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if name in best_state:
                     parameter.copy_(best_state[name])
-    out = Path(options.out)
     model.save_pretrained(out / "delta")
     store_half_precision(out / "delta" / "adapter_model.safetensors")
     model.eval()
@@ -485,6 +489,7 @@ def train(options: TrainOptions) -> dict:
         "options": asdict(options), "asr_cue": ASR_CUE, "base_vocab": base_vocab, "vocab": len(tokenizer),
         "mix_drawn": batches.mix, "steps": step, "tokens_seen": tokens_seen, "init_from": init_from, "best_held_out_ce": best,
         "best_step": min(evaluations, key=lambda e: e["held_out_ce"])["step"] if evaluations else None,
+        "last_step": step, "last_held_out_ce": evaluations[-1]["held_out_ce"] if evaluations else None,
         "train_utterances": len(train_set), "test_utterances": len(test_set), "history": history,
         "evaluations": evaluations, "unit_tokenizer": bundle.unit_tokenizer, "corpus": bundle.corpus,
         "transcripts": [{"utterance_id": u.utterance_id, "reference": u.text, "hypothesis": t}
@@ -503,17 +508,6 @@ def train(options: TrainOptions) -> dict:
     return record
 
 
-def _parse_mix(text: str) -> dict:
-    mix = {}
-    for part in text.split(","):
-        name, _, weight = part.partition("=")
-        try:
-            mix[name.strip()] = float(weight)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--mix {text!r}: write kind=weight,... (e.g. speech_to_text=0.3)") from None
-    return mix
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m known_speech.evaluation.organism.train",
                                      description="Train spirit-smollm2 (LoRA + new token embeddings) on a bundle.")
@@ -525,7 +519,9 @@ def main(argv: list[str] | None = None) -> None:
                  "transcribe", "seed", "device", "init_from"):
         value = getattr(defaults, name)
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    parser.add_argument("--mix", type=_parse_mix, default=dict(DEFAULT_MIX),
+    parser.add_argument("--keep-last", action="store_true",
+                        help="also write the last step's weights to delta-last/ (delta/ holds the best held-out loss)")
+    parser.add_argument("--mix", type=parse_mix, default=dict(DEFAULT_MIX),
                         help="kind=weight,... over " + ", ".join(KINDS))
     args = vars(parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
