@@ -24,7 +24,7 @@ def main() -> None:
 
     from known_speech.evaluation.adapter import adapter_class, adapter_for
     from known_speech.evaluation.aggregate import estimate_mean
-    from known_speech.evaluation.organism.listening import (answer_from_speech, recall_from_speech,
+    from known_speech.evaluation.organism.listening import (PreparedOnce, answer_from_speech, recall_from_speech,
                                                             subject_state_gaps, subject_unit_effects)
     from known_speech.tracing.loading import load_causal_lm
     from known_speech.evaluation.records import recalled_records
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--out", help="JSON file for the per-prompt values and the estimates")
     args = parser.parse_args()
     rows = list(load_dataset(args.dataset, args.config, split="train"))[:args.limit]
-    adapter = adapter_class(adapter_for(args.model))(args.model)
+    adapter = PreparedOnce(adapter_class(adapter_for(args.model))(args.model))  # the four measures share inputs
     started = time.perf_counter()
     effects = subject_unit_effects(adapter, rows)
     answers = answer_from_speech(adapter, rows)

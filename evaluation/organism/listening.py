@@ -30,10 +30,29 @@ from known_speech.tracing.noise import corrupt
 from .sequences import ASR_CUE, SequenceBuilder, Utterance
 from .train import relative_state_distance
 
-__all__ = ["transcribe_waveforms", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
+__all__ = ["PreparedOnce", "transcribe_waveforms", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
            "RecallFromSpeech", "recall_from_speech", "SubjectStateGap", "subject_state_gaps", "NOISE_SAMPLES"]
 
 NOISE_SAMPLES = 10
+
+
+class PreparedOnce:
+    """The adapter, with `prepare` run once per prompt and modality: the measures below each read every prompt's
+    inputs, and the speech path runs Whisper's encoder and the k-means each time. One instance serves the records
+    of one voice config (the key is the prompt's known_id); everything else is the adapter's."""
+
+    def __init__(self, adapter):
+        self._adapter = adapter
+        self._inputs: dict[tuple[int, str], object] = {}
+
+    def prepare(self, record: dict, modality: str):
+        key = (int(record["known_id"]), modality)
+        if key not in self._inputs:
+            self._inputs[key] = self._adapter.prepare(record, modality)
+        return self._inputs[key]
+
+    def __getattr__(self, name: str):
+        return getattr(self._adapter, name)
 
 
 def _utterance(units: np.ndarray, text: str = "") -> Utterance:
