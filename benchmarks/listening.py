@@ -56,6 +56,8 @@ def main() -> None:
         "subject's state from speech, distance to the backbone's from text (mean over layers)":
             np.array([np.mean(g.speech) for g in gaps]),
         "... units shuffled − in order": np.array([np.mean(g.shuffled) - np.mean(g.speech) for g in gaps]),
+        "... at the next word's last unit (the span moved by a word) − at the subject's":
+            np.array([np.mean(g.moved) - np.mean(g.speech) for g in gaps if g.moved]),
         "... the model's own text path": np.array([np.mean(g.text) for g in gaps]),
     }
     print(f"{args.model} on {args.dataset} ({args.config}), first {len(rows)} prompts; "

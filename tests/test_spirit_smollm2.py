@@ -160,8 +160,10 @@ def test_the_subjects_state_is_measured_against_the_backbones(organism, listenin
     """subject_state_gaps: the organism's text path stays near the backbone's subject state (LoRA moved it a
     little; 0.25 over Known's first 100), its state from speech is farther (run 9: 0.57; run 7: 1.04), and nearer
     than the same units shuffled give (run 9: by 0.27 on these four in the reference build, 0.19 [0.15, 0.23] over
-    the first 100). Run 7, trained without entity_state, fails the last: its speech state is no nearer than
-    shuffled units' (0.01 on these four). The pair it reads is the one the entity_state test pins."""
+    the first 100) or than the state at the last unit of the word after the subject (a span map off by a word;
+    run 9: by 0.19 on these four, 0.18 [0.14, 0.22] over the first 100). Run 7, trained without entity_state, fails
+    both: its speech state is no nearer than shuffled units' (0.01 on these four) nor than the next word's (−0.20).
+    The pair it reads is the one the entity_state test pins."""
     from known_speech.evaluation.organism.listening import subject_state_gaps
     from known_speech.tracing.loading import load_causal_lm
 
@@ -169,10 +171,12 @@ def test_the_subjects_state_is_measured_against_the_backbones(organism, listenin
     gaps = subject_state_gaps(organism, rows, load_causal_lm("smollm2")[0])
     assert [g.known_id for g in gaps] == [0, 7, 21, 33] and all(len(g.speech) == 30 for g in gaps)
     text, speech = np.mean([g.text for g in gaps]), np.mean([g.speech for g in gaps])
-    shuffled = np.mean([g.shuffled for g in gaps])
-    print(f"subject's state: text {text:.3f}, speech {speech:.3f}, units shuffled {shuffled:.3f}")
+    shuffled, moved = np.mean([g.shuffled for g in gaps]), np.mean([g.moved for g in gaps])
+    print(f"subject's state: text {text:.3f}, speech {speech:.3f}, units shuffled {shuffled:.3f}, "
+          f"at the next word's last unit {moved:.3f}")
     assert 0.05 < text < 0.4 < speech, (text, speech)
     assert shuffled > speech + 0.1, (speech, shuffled)
+    assert moved > speech + 0.05, (speech, moved)  # a span map off by a word reads a farther state
 
 
 def test_units_of_another_tokenizer_are_refused(organism, listening_rows):

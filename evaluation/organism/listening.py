@@ -20,7 +20,7 @@ fail when speech→text is wrong: they break with shuffled units or a subject sp
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -149,9 +149,10 @@ def subject_unit_effects(adapter, records: list[dict]) -> list[SubjectUnitEffect
     for record in records:
         model_input = adapter.prepare(record, "speech")
         control = model_input.control_span()
-        next_word = _next_word_start(model_input, record)
-        if control is None or next_word is None:
+        next_span = _next_word_span(model_input, record)
+        if control is None or next_span is None:
             continue
+        next_word = next_span[0]
         start_char, end_char = record["subject_char_span"]
         before = record["prompt"][:start_char].rstrip()
         written = builder.text_ids(before) if before else []
@@ -172,15 +173,15 @@ def subject_unit_effects(adapter, records: list[dict]) -> list[SubjectUnitEffect
     return effects
 
 
-def _next_word_start(model_input, record: dict) -> int | None:
-    """The first input position of the units that voice the word after the subject."""
+def _next_word_span(model_input, record: dict) -> tuple[int, int] | None:
+    """The input positions of the units that voice the word after the subject: the subject's span moved by a word."""
     later = [w for w in record["words"] if w["char_start"] >= record["subject_char_span"][1]]
     if not later:
         return None
     word = later[0]
     tokens = [k for k, (a, b) in enumerate(model_input.text_char_spans) if a < word["char_end"] and b > word["char_start"]]
     span = model_input.positions_of_text_range(tokens[0], tokens[-1] + 1) if tokens else None
-    return span[0] if span else None
+    return tuple(span) if span else None
 
 
 def _units_shuffled(ids: list[int], seed: int) -> list[int]:
@@ -255,12 +256,14 @@ def recall_from_speech(adapter, records: list[dict], partners: list[dict] | None
 class SubjectStateGap:
     """Per layer, ||h - b||² / ||b||², with b the backbone's state at the subject's last token of the prompt read
     as plain text and h the model's at the subject's last position: from speech (the adapter's span map), from
-    the same units shuffled (the distance of states that do not hear the subject), and from "[Text]" + prompt."""
+    the same units shuffled (the distance of states that do not hear the subject), from "[Text]" + prompt, and
+    from speech at the last unit of the word after the subject (a span map off by a word; empty without one)."""
 
     known_id: int
     speech: list[float]
     shuffled: list[float]
     text: list[float]
+    moved: list[float] = field(default_factory=list)
 
 
 def _relative_gaps(states, position: int, reference: list[torch.Tensor]) -> list[float]:
@@ -281,8 +284,10 @@ def subject_state_gaps(adapter, records: list[dict], backbone, shuffle_seed: int
         reference = [h[0, last_token].float() for h in states(backbone, plain)]
         last_unit = speech.subject_range[1] - 1
         shuffled = _units_shuffled(speech.input_ids, shuffle_seed + int(record["known_id"]))
+        heard, next_word = states(adapter.model, speech.input_ids), _next_word_span(speech, record)
         gaps.append(SubjectStateGap(
-            int(record["known_id"]), _relative_gaps(states(adapter.model, speech.input_ids), last_unit, reference),
+            int(record["known_id"]), _relative_gaps(heard, last_unit, reference),
             _relative_gaps(states(adapter.model, shuffled), last_unit, reference),
-            _relative_gaps(states(adapter.model, text.input_ids), last_token + 1, reference)))
+            _relative_gaps(states(adapter.model, text.input_ids), last_token + 1, reference),
+            _relative_gaps(heard, next_word[1] - 1, reference) if next_word else []))
     return gaps
