@@ -301,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--init-from", default="", metavar="RUN_OR_DELTA",
                           help="go on training from a run folder or a delta folder of the same unit tokenizer "
                                "(the shipped delta is run 4's 16 minutes, then 22 more with --names, then 24 more with --facts, "
-                               "then 25 more with the facts of selection rule 2)")
+                               "then 25 more with the facts of selection rule 2, then 24 more with entity_state in --mix, "
+                               "--keep last)")
     organism.set_defaults(handler=commands.organism)
 
     report = command("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")

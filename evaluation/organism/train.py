@@ -11,11 +11,13 @@ cross-modal distillation, arXiv 2510.13632), and continuations the distance of t
 layer, where it predicts the first written word after the speech, to the backbone's after the same words
 read as text (`--state-weight`): the place where recall from speech has to look like recall from text. The
 held-out loss (speech→text and continuation sequences of the corpus's test split) is measured every
-`--eval-every` steps and the best weights are kept. The run writes the delta (a peft adapter folder),
-`training.json` (options, loss curves, tokens, steps, seed, versions, times) and the held-out
+`--eval-every` steps and the best weights are kept (`--keep-last` writes the last step's too, to delta-last/:
+the held-out loss does not measure what `entity_state` trains). The run writes the delta (a peft adapter
+folder), `training.json` (options, loss curves, tokens, steps, seed, versions, times) and the held-out
 transcripts of the best weights. `--init-from` goes on from an earlier run or delta (the shipped delta is run
 4's 16 minutes, then 22 more with Known's subjects spoken, then 24 more with the fact prefixes, then 25 more with the
-prefixes of selection rule 2), recorded under `init_from`.
+prefixes of selection rule 2, then 24 more with a fifth of the batches `entity_state`, its last step), recorded
+under `init_from`.
 """
 
 from __future__ import annotations
