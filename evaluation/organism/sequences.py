@@ -37,7 +37,7 @@ from known_speech.units import SPEECH_MARKER, TEXT_MARKER, dedup_span, deduplica
 
 from .vocabulary import end_of_text_id, unit_token
 
-__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "last_unit_of", "Kind", "KINDS", "CONTINUATIONS", "ASR_CUE", "parse_mix"]
+__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "last_unit_of", "Kind", "KINDS", "CONTINUATIONS", "ASR_CUE", "check_mix", "parse_mix"]
 
 Kind = Literal["speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text",
                "entity_state"]
@@ -47,8 +47,18 @@ CONTINUATIONS = ("continuation", "fact_continuation")
 ASR_CUE = "Transcribe the speech:"
 
 
+def check_mix(mix: dict[str, float]) -> None:
+    """A training mix names kinds of KINDS only and gives one of them a weight (ValueError otherwise)."""
+    unknown = set(mix) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    if not any(mix.values()):
+        raise ValueError("every weight is 0")
+
+
 def parse_mix(text: str) -> dict[str, float]:
-    """`--mix kind=weight,...` as a dict, every kind one of KINDS (an argparse type: a bad mix is one clear line)."""
+    """`--mix kind=weight,...` as a dict that `check_mix` accepts (an argparse type: a bad mix is one clear line
+    before anything loads)."""
     import argparse
 
     mix = {}
@@ -58,9 +68,10 @@ def parse_mix(text: str) -> dict[str, float]:
             mix[name.strip()] = float(weight)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r}: write kind=weight,... (e.g. speech_to_text=0.3)") from None
-    unknown = set(mix) - set(KINDS)
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    try:
+        check_mix(mix)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return mix
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .bundle import Bundle, read_bundle
 from .delta import store_half_precision
-from .sequences import ASR_CUE, CONTINUATIONS, KINDS, SequenceBuilder, TrainingSequence, Utterance, parse_mix
+from .sequences import ASR_CUE, CONTINUATIONS, KINDS, SequenceBuilder, TrainingSequence, Utterance, check_mix, parse_mix
 from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
 from .vocabulary import extend_tokenizer
@@ -85,11 +85,10 @@ class TrainOptions:
     keep_last: bool = False  # also write the last step's weights (delta-last/): the held-out loss is not recall
 
     def __post_init__(self) -> None:
-        unknown = set(self.mix) - set(KINDS)
-        if unknown:
-            raise ValueError(f"--mix: unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
-        if not any(self.mix.values()):
-            raise ValueError("--mix: every weight is 0")
+        try:
+            check_mix(self.mix)
+        except ValueError as err:
+            raise ValueError(f"--mix: {err}") from None
 
 
 def new_token_embeddings(embeddings: torch.Tensor, unit_init: np.ndarray) -> torch.Tensor:
