@@ -108,7 +108,7 @@ def header_table(runs: list[ReportRun], common: str) -> Table:
         put("input", "written prompt (T→T)" if config.modality == "text" else f"speech, voice {config.voice_config} (S→T)")
         selecting = getattr(config, "recalled_in", None) or config.modality
         put("prompts", "every record (--unfiltered)" if config.unfiltered else
-            f"those the model recalls (Known-{'t2t' if selecting == 'text' else 's2t'} filter)")
+            f"those the model recalls (Known-{ {'text': 't2t', 'speech': 's2t'}.get(selecting, selecting)} filter)")
         put("metric", f"{trace.metric}: {run.value}")
         put("kinds · samples · window", f"{', '.join(trace.kinds)} · {trace.samples} · {trace.window}")
         put("noise σ", f"{settings.noise_std:.4g} = {trace.noise_factor:g} × std of the subjects' input embeddings "

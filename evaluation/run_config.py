@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 from known_speech.layout import model_slug, selection_name
 from known_speech.tracing import TraceOptions
@@ -27,7 +28,8 @@ class TraceRunConfig:
     control: bool = True
     limit: int | None = None
     unfiltered: bool = False  # trace every record, not only those the model recalls
-    recalled_in: Modality | None = None  # the filter that selects: this modality's (default: the run's own)
+    recalled_in: Modality | Literal["both"] | None = None  # the filter that selects (default: the run's own);
+    # both: the facts recalled from text and from speech, the prompts a paired S→T − T→T comparison shares
     dtype: str = "auto"  # bfloat16 on CUDA, float32 on CPU
     adapter_options: dict = field(default_factory=dict)  # e.g. qwen2-audio's text_suffix
 
@@ -42,10 +44,11 @@ class TraceRunConfig:
             raise ValueError("modality=speech needs the voice config (--config), e.g. piper-en_US-joe-medium")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit={self.limit}: need a positive number of items, or none for all")
-        if self.recalled_in not in (None, "text", "speech"):
-            raise ValueError(f"recalled_in={self.recalled_in!r}: choose text or speech")
-        if self.recalled_in == "speech" and not self.voice_config:
-            raise ValueError("recalled_in=speech needs the voice config (--config) whose recall filter selects")
+        if self.recalled_in not in (None, "text", "speech", "both"):
+            raise ValueError(f"recalled_in={self.recalled_in!r}: choose text, speech or both")
+        if self.recalled_in in ("speech", "both") and not self.voice_config:
+            raise ValueError(f"recalled_in={self.recalled_in} needs the voice config (--config) whose recall filter "
+                             "selects, e.g. piper-en_US-joe-medium")
         if self.unfiltered and self.recalled_in:
             raise ValueError("--unfiltered traces every record; --recalled-in selects by a filter: give one of them")
         if self.trace.noise_factor <= 0:
@@ -53,10 +56,13 @@ class TraceRunConfig:
 
     @property
     def run_name(self) -> str:
-        """text or speech-<voice config>, and the metric where it is not ROME's P(answer)."""
+        """text or speech-<voice config>; the filter that selects, where it is another modality's or both (with
+        the voice, for text); the metric where it is not ROME's P(answer)."""
         name = selection_name(self.modality, self.voice_config)
         if self.recalled_in and self.recalled_in != self.modality:
             name += f"-recalled-in-{self.recalled_in}"
+            if self.modality == "text" and self.recalled_in in ("speech", "both"):
+                name += f"-{self.voice_config}"  # the voice whose filter selects
         return name if self.trace.metric == "prob" else f"{name}-{self.trace.metric}"
 
     def run_dir(self, out: str | Path) -> Path:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,15 +34,25 @@ logger = logging.getLogger(__name__)
 
 
 def select_records(config: TraceRunConfig) -> list[dict]:
-    """The records of the run's modality the model recalls (in `recalled_in` where given, e.g. speech inputs
-    of the facts recalled from text; all with `unfiltered`); `limit` is not applied:
+    """The records of the run's modality the model recalls (in `recalled_in` where given: speech inputs of the
+    facts recalled from text, or of those recalled from both; all with `unfiltered`); `limit` is not applied:
     the noise level is calibrated on all of them, so that a run extended by a larger limit keeps it."""
     records = load_records(config.modality, config.dataset, config.voice_config)
-    if not config.unfiltered:
-        selecting = config.recalled_in or config.modality
-        records = recalled_records(records, config.dataset, config.model, selecting,
-                                   config.voice_config if selecting == "speech" else "")
+    if config.unfiltered:
+        return records
+    selecting = config.recalled_in or config.modality
+    for modality in ("text", "speech") if selecting == "both" else (selecting,):
+        records = recalled_records(records, config.dataset, config.model, modality,
+                                   config.voice_config if modality == "speech" else "")
     return records
+
+
+def calibration_records(config: TraceRunConfig, selection: list[dict]) -> list[dict]:
+    """The records sigma is calibrated on: the selection, except for `recalled_in=both`, whose runs keep the
+    sigma of the traced modality's own filter, so that their traces equal the plain run's on the same prompt."""
+    if config.recalled_in != "both":
+        return selection
+    return select_records(replace(config, recalled_in=None))
 
 
 def calibration_digest(records: list[dict]) -> str:
@@ -151,9 +162,10 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     folder = RunFolder.of(config, out)
     saved = folder.resume(config)
     selection = records if records is not None else select_records(config)
-    if saved and saved.calibration_digest not in ("", calibration_digest(selection)):
+    calibration = records if records is not None else calibration_records(config, selection)
+    if saved and saved.calibration_digest not in ("", calibration_digest(calibration)):
         raise ValueError(f"{folder.path}: sigma was calibrated on {saved.calibrated_on} items, and the selection has "
-                         f"changed since (now {len(selection)}, e.g. after a new filter); use another --out")
+                         f"changed since (now {len(calibration)}, e.g. after a new filter); use another --out")
     by_id = {int(record["known_id"]): record for record in selection[: config.limit]}
     shares = None
     if dist.rank == 0:
@@ -169,7 +181,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
         folder.check_model(saved, adapter.describe())
         noise_std = saved.noise_std
     else:
-        inputs = _prepare_all(adapter, _calibration_items(selection, shares, dist.rank), config.modality, failed)
+        inputs = _prepare_all(adapter, _calibration_items(calibration, shares, dist.rank), config.modality, failed)
         moments = {}
         for part in dist.gather(_subject_moments(adapter, inputs)):
             moments.update(part)
@@ -182,7 +194,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
         if dist.rank == 0:
             folder.write_settings(RunSettings(config, noise_std, type(adapter).__qualname__,
                                               str(adapter.dtype).removeprefix("torch."), len(moments),
-                                              calibration_digest(selection), adapter.describe(),
+                                              calibration_digest(calibration), adapter.describe(),
                                               datetime.now(timezone.utc).isoformat(timespec="seconds")))
     dist.barrier()
     options = config.options(noise_std)

@@ -210,9 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trace_options(trace)
     trace.add_argument("--no-control", action="store_true", help="skip the control-span traces")
     trace.add_argument("--unfiltered", action="store_true", help="trace every record, not only the recalled ones")
-    trace.add_argument("--recalled-in", choices=("text", "speech"), default=None,
+    trace.add_argument("--recalled-in", choices=("text", "speech", "both"), default=None,
                        help="select the records by the model's recall filter of this modality (e.g. trace speech "
-                            "inputs of the facts recalled from text); default: the traced modality's")
+                            "inputs of the facts recalled from text), or by both (Known-both: the prompts that a "
+                            "paired S→T − T→T comparison shares; sigma stays the traced modality's own); default: "
+                            "the traced modality's")
     trace.add_argument("--retry-failed", action="store_true", help="trace items that failed before again")
     trace.add_argument("--out", default="results", help="results folder (default: results)")
     trace.set_defaults(handler=commands.trace)

@@ -4,7 +4,7 @@ the filter itself runs on the real SmolLM2 in test_evaluation.py)."""
 
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 from datasets import load_dataset
@@ -13,6 +13,8 @@ from huggingface_hub import DatasetCard
 from known_speech.builders.writer import render_card
 from known_speech.cli import main as cli_main
 from known_speech.evaluation.filtering import FilterRow
+from known_speech.evaluation.run_config import TraceRunConfig
+from known_speech.evaluation.trace_run import calibration_records, select_records
 from known_speech.evaluation.views import write_filter_views
 from known_speech.layout import DatasetFolder
 
@@ -29,7 +31,7 @@ def _rows(folder: DatasetFolder, modality: str, matches: dict[int, str], voice_c
     path.write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
 
 
-def test_views_are_parquet_configs_with_the_known_record_and_the_audio(spoken_dataset, tmp_path):
+def test_views_are_parquet_configs_with_the_known_record_and_the_audio(spoken_dataset, tmp_path, capsys):
     out = tmp_path / "known-speech"
     shutil.copytree(spoken_dataset, out)
     folder = DatasetFolder(out)
@@ -57,6 +59,16 @@ def test_views_are_parquet_configs_with_the_known_record_and_the_audio(spoken_da
     configs = {c["config_name"]: c["data_files"][0]["path"] for c in card.data.configs}
     assert configs["known_s2t-m"] == "views/known_s2t-m.parquet" and configs["filter-m"] == "filters/m/*.parquet"
     assert "| `known_both-m` | 1 |" in card.text
+    # `trace --recalled-in both` selects the view's facts in either modality; sigma stays the modality's own
+    speech = TraceRunConfig(model="m", adapter="hf-text", modality="speech", dataset=str(out), voice_config=VOICE,
+                            recalled_in="both")
+    for config, own in ((speech, [0, 21, 182]), (replace(speech, modality="text"), [3, 21, 65])):
+        selection = select_records(config)
+        assert [int(r["known_id"]) for r in selection] == both["known_id"]
+        assert sorted(int(r["known_id"]) for r in calibration_records(config, selection)) == own
+    assert replace(speech, modality="text").run_name == f"text-recalled-in-both-{VOICE}"
+    assert cli_main(["trace", "--model", "m", "--adapter", "hf-text", "--recalled-in", "both", "--dataset", str(out)]) == 2
+    assert "a voice config (--config) is needed" in capsys.readouterr().err
 
 
 def test_every_listed_view_loads_and_a_view_with_no_row_is_not_listed(tmp_path, capsys):
