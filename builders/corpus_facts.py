@@ -113,17 +113,16 @@ def _templates(known: list[KnownRecord]) -> dict[str, list[str]]:
 def continue_as_text(prompts: list[str], model, tokenizer, max_new_tokens: int = 12, batch_size: int = 64) -> list[str]:
     """The backbone's greedy continuation of each prompt as plain text (as the Known filter reads it), cut at
     the first line break or sentence end."""
-    import torch
+    from known_speech.evaluation.generation import greedy_new_tokens
 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     continuations = []
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left")
-        with torch.no_grad():
-            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-        for row in output[:, batch.input_ids.shape[1]:]:
+        rows = greedy_new_tokens(model, batch.attention_mask, max_new_tokens, tokenizer.pad_token_id,
+                                 input_ids=batch.input_ids)
+        for row in rows:
             text = tokenizer.decode(row, skip_special_tokens=True).split("\n")[0]
             end = re.search(r"[.!?](\s|$)", text)
             continuations.append((text[:end.start() + 1] if end else text).strip())

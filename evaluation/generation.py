@@ -11,7 +11,7 @@ import torch
 
 from .model_input import ModelInput
 
-__all__ = ["generate_batch", "generation_batch_size", "MAX_BATCH"]
+__all__ = ["generate_batch", "generation_batch_size", "greedy_new_tokens", "left_padded", "MAX_BATCH"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,33 @@ def generation_batch_size(model: torch.nn.Module, device: str | torch.device, lo
     return max(1, min(MAX_BATCH, int(0.6 * free / (cache + activations + logits))))
 
 
+def left_padded(rows: list[list[int]], pad: int | None, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' ids right-aligned behind `pad` (0 where the tokenizer has none), and the attention mask that
+    hides the padding."""
+    longest = max(len(row) for row in rows)
+    ids = torch.full((len(rows), longest), pad if pad is not None else 0, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for index, row in enumerate(rows):
+        ids[index, longest - len(row):] = torch.tensor(row, device=device)
+        mask[index, longest - len(row):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def greedy_new_tokens(model, attention_mask: torch.Tensor, max_new_tokens: int, pad: int | None, *,
+                      input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                      banned: list[int] | None = None, end_id: int | None = None) -> list[list[int]]:
+    """Each left-padded row's greedy continuation, the new tokens only; with `end_id`, generation stops once every
+    row has written it and each row is cut before it (else the model's own end of sequence ends a row)."""
+    given = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
+    stop = {"eos_token_id": end_id} if end_id is not None else {}
+    output = model.generate(**given, attention_mask=attention_mask, max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=pad, bad_words_ids=[[i] for i in banned] if banned else None, **stop)
+    prompt_length = input_ids.shape[1] if input_ids is not None else 0  # with embeddings only new tokens return
+    rows = output[:, prompt_length:].tolist()
+    return [row[:row.index(end_id)] if end_id is not None and end_id in row else row for row in rows]
+
+
 @torch.no_grad()
 def generate_batch(model, tokenizer, inputs: list[ModelInput], max_new_tokens: int, banned: list[int],
                    device: str | torch.device) -> list[str]:
@@ -50,22 +77,17 @@ def generate_batch(model, tokenizer, inputs: list[ModelInput], max_new_tokens: i
     embedded = inputs[0].inputs_embeds is not None
     if any((item.inputs_embeds is not None) != embedded for item in inputs):
         raise ValueError("a batch mixes id inputs and embedding inputs")
-    longest = max(item.length for item in inputs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    mask = torch.zeros((len(inputs), longest), dtype=torch.long, device=device)
-    for row, item in enumerate(inputs):
-        mask[row, longest - item.length:] = 1
     if embedded:
+        longest = max(item.length for item in inputs)
+        mask = torch.zeros((len(inputs), longest), dtype=torch.long, device=device)
         first = inputs[0].inputs_embeds
         embeds = torch.zeros((len(inputs), longest, first.shape[-1]), dtype=first.dtype, device=device)
         for row, item in enumerate(inputs):
+            mask[row, longest - item.length:] = 1
             embeds[row, longest - item.length:] = item.inputs_embeds.to(device)
-        model_inputs, prompt_length = {"inputs_embeds": embeds}, 0  # generate returns only new tokens then
+        rows = greedy_new_tokens(model, mask, max_new_tokens, pad, inputs_embeds=embeds, banned=banned)
     else:
-        ids = torch.full((len(inputs), longest), pad if pad is not None else 0, dtype=torch.long, device=device)
-        for row, item in enumerate(inputs):
-            ids[row, longest - item.length:] = torch.tensor(item.input_ids, device=device)
-        model_inputs, prompt_length = {"input_ids": ids}, longest
-    output = model.generate(**model_inputs, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                            bad_words_ids=[[i] for i in banned] or None, pad_token_id=pad)
-    return [tokenizer.decode(row[prompt_length:], skip_special_tokens=True) for row in output]
+        ids, mask = left_padded([list(item.input_ids) for item in inputs], pad, device)
+        rows = greedy_new_tokens(model, mask, max_new_tokens, pad, input_ids=ids, banned=banned)
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in rows]

@@ -296,25 +296,14 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
 def transcribe(model, tokenizer, builder: SequenceBuilder, utterances: list[Utterance], device, max_new_tokens: int = 48,
                batch_size: int = 32, banned: list[int] | None = None) -> list[str]:
     """Greedy transcripts: "[Text]Transcribe the speech:[Speech]<units>[Text]" continued, left-padded batches."""
-    from transformers import LogitsProcessorList, SuppressTokensLogitsProcessor
+    from known_speech.evaluation.generation import greedy_new_tokens, left_padded
 
     texts = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    processors = LogitsProcessorList([SuppressTokensLogitsProcessor(banned, device=device)]) if banned else None
     for start in range(0, len(utterances), batch_size):
-        prompts = [builder.asr_prompt(u) for u in utterances[start:start + batch_size]]
-        longest = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(prompts):
-            ids[row, longest - len(prompt):] = torch.tensor(prompt)
-            mask[row, longest - len(prompt):] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad, eos_token_id=builder.end_id,
-                             logits_processor=processors)
-        for row in out[:, longest:].tolist():
-            row = row[:row.index(builder.end_id)] if builder.end_id in row else row
-            texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+        ids, mask = left_padded([builder.asr_prompt(u) for u in utterances[start:start + batch_size]], pad, device)
+        rows = greedy_new_tokens(model, mask, max_new_tokens, pad, input_ids=ids, banned=banned, end_id=builder.end_id)
+        texts += [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
     return texts
 
 
