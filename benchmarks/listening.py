@@ -4,9 +4,12 @@ corrupting the subject's units against a control span of as many units and again
 to the next word, and P(answer) from the units in order against shuffled; and, for the facts the model's filter
 recalls from speech, the generation again with the units shuffled and with the subject's units swapped for those
 of another prompt of the same relation whose answer differs (what a recall rests on); and how far the model's
-state at the subject's last unit is from the backbone's at the subject's last written token (`subject_state_gaps`).
+state at the subject's last unit is from the backbone's at the subject's last written token (`subject_state_gaps`);
+and whether the model's transcript of each prompt holds its subject (`subject_heard`), against the recall filters:
+how much of the gap between recall from text and from speech is hearing the subject.
 
     python benchmarks/listening.py --dataset known-speech --config piper-en_US-joe-medium --limit 300 --out listening.json
+    python benchmarks/listening.py --dataset known-speech --measures hearing --out hearing.json
 """
 
 from __future__ import annotations
@@ -19,13 +22,31 @@ from dataclasses import asdict
 import numpy as np
 
 
+MEASURES = ("spans", "answer", "recall", "state", "hearing")
+
+
+def _hearing_table(hearing, rows, dataset: str, model: str, config: str) -> dict:
+    """Known-s2t among the facts recalled from text, split by whether the subject was heard whole."""
+    from known_speech.evaluation.records import recalled_records
+
+    from_text = {int(r["known_id"]) for r in recalled_records(rows, dataset, model, "text")}
+    from_speech = {int(r["known_id"]) for r in recalled_records(rows, dataset, model, "speech", config)}
+    table = {}
+    for heard in (True, False):
+        ids = {h.known_id for h in hearing if h.heard == heard}
+        table["heard" if heard else "not heard"] = {
+            "prompts": len(ids), "recalled from text": len(ids & from_text),
+            "recalled from speech": len(ids & from_speech), "recalled from both": len(ids & from_text & from_speech)}
+    return table
+
+
 def main() -> None:
     from datasets import load_dataset
 
     from known_speech.evaluation.adapter import adapter_class, adapter_for
     from known_speech.evaluation.aggregate import estimate_mean
     from known_speech.evaluation.organism.listening import (PreparedOnce, answer_from_speech, recall_from_speech,
-                                                            subject_state_gaps, subject_unit_effects)
+                                                            subject_heard, subject_state_gaps, subject_unit_effects)
     from known_speech.tracing.loading import load_causal_lm
     from known_speech.evaluation.records import recalled_records
 
@@ -34,16 +55,24 @@ def main() -> None:
     parser.add_argument("--config", default="piper-en_US-joe-medium", help="its voice config")
     parser.add_argument("--model", default="spirit-smollm2", help="spirit-smollm2 or a delta folder")
     parser.add_argument("--limit", type=int, default=300, help="the first N prompts")
+    parser.add_argument("--measures", default=",".join(MEASURES),
+                        type=lambda text: [m for m in text.split(",") if m],
+                        help=f"comma-separated, of {','.join(MEASURES)} (default: all)")
     parser.add_argument("--out", help="JSON file for the per-prompt values and the estimates")
     args = parser.parse_args()
+    unknown = sorted(set(args.measures) - set(MEASURES))
+    if unknown:
+        parser.error(f"--measures: unknown {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
     rows = list(load_dataset(args.dataset, args.config, split="train"))[:args.limit]
-    adapter = PreparedOnce(adapter_class(adapter_for(args.model))(args.model))  # the four measures share inputs
+    adapter = PreparedOnce(adapter_class(adapter_for(args.model))(args.model))  # the measures share inputs
     started = time.perf_counter()
-    effects = subject_unit_effects(adapter, rows)
-    answers = answer_from_speech(adapter, rows)
-    recalled = recalled_records(rows, args.dataset, args.model, "speech", args.config)
-    recalls = recall_from_speech(adapter, recalled, partners=rows)  # partners of the same relation first
-    gaps = subject_state_gaps(adapter, rows, load_causal_lm("smollm2")[0])
+    measured = set(args.measures)
+    effects = subject_unit_effects(adapter, rows) if "spans" in measured else []
+    answers = answer_from_speech(adapter, rows) if "answer" in measured else []
+    recalled = recalled_records(rows, args.dataset, args.model, "speech", args.config) if "recall" in measured else []
+    recalls = recall_from_speech(adapter, recalled, partners=rows) if recalled else []  # partners of the same relation
+    gaps = subject_state_gaps(adapter, rows, load_causal_lm("smollm2")[0]) if "state" in measured else []
+    hearing = subject_heard(adapter, rows) if "hearing" in measured else []
     seconds = time.perf_counter() - started
     drops = {name: np.array([e.clean - getattr(e, name) for e in effects]) for name in ("subject", "control", "shifted")}
     quantities = {
@@ -60,16 +89,18 @@ def main() -> None:
             np.array([np.mean(g.moved) - np.mean(g.speech) for g in gaps if g.moved]),
         "... the model's own text path": np.array([np.mean(g.text) for g in gaps]),
     }
-    print(f"{args.model} on {args.dataset} ({args.config}), first {len(rows)} prompts; "
+    print(f"{args.model} on {args.dataset} ({args.config}), first {len(rows)} prompts ({', '.join(args.measures)}); "
           f"{len(effects)} usable for the span measures, {len(answers)} for the answer; {seconds:.0f} s")
     estimates = {}
     for name, values in quantities.items():
+        if not values.size:
+            continue
         estimate = estimate_mean(values[:, None])
         estimates[name] = {"n": int(estimate.n[0]), "mean": float(estimate.mean[0]),
                            "ci95": [float(estimate.low[0]), float(estimate.high[0])]}
         print(f"  {name}: {estimate.mean[0]:+.3f} [{estimate.low[0]:+.3f}, {estimate.high[0]:+.3f}] (n={estimate.n[0]})")
     ranks = {}
-    for modality in ("speech", "text"):
+    for modality in ("speech", "text") if answers else ():
         values = np.array([getattr(a, "rank_" + modality) for a in answers])
         ranks[modality] = {"top1": int((values == 0).sum()), "top10": int((values < 10).sum()),
                            "median": float(np.median(values)) if values.size else None}
@@ -77,15 +108,21 @@ def main() -> None:
               f"{ranks[modality]['top10']}, median {ranks[modality]['median']} (of {values.size})")
     kept = {condition: sum(r.match(condition) != "none" for r in recalls) for condition in ("heard", "shuffled", "swapped")}
     kept["swapped, the swapped-in subject's answer"] = sum(r.match("swapped", r.swapped_attribute) != "none" for r in recalls)
-    print(f"  recalled from speech by the filter: {len(recalled)}; generated again, recalled: " +
-          ", ".join(f"{k} {v}" for k, v in kept.items()))
+    if "recall" in measured:
+        print(f"  recalled from speech by the filter: {len(recalled)}; generated again, recalled: " +
+              ", ".join(f"{k} {v}" for k, v in kept.items()))
+    hearing_table = _hearing_table(hearing, rows, args.dataset, args.model, args.config) if hearing else {}
+    for name, counts in hearing_table.items():
+        print(f"  subject {name} under the transcription cue: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             json.dump({"model": adapter.describe(), "dataset": args.dataset, "config": args.config, "prompts": len(rows),
+                       "measures": args.measures, "seconds": round(seconds, 1),
                        "estimates": estimates, "effects": [e.to_dict() for e in effects],
                        "answer_ranks": ranks, "answers": [a.to_dict() for a in answers],
                        "recall_controls": kept, "recalls": [r.to_dict() for r in recalls],
-                       "subject_state_gaps": [asdict(g) for g in gaps]}, out, indent=1)
+                       "subject_state_gaps": [asdict(g) for g in gaps],
+                       "hearing": hearing_table, "subjects_heard": [h.to_dict() for h in hearing]}, out, indent=1)
 
 
 if __name__ == "__main__":

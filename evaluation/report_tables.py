@@ -25,6 +25,13 @@ __all__ = ["MIN_PROMPTS_FOR_INTERVAL", "ReportRun", "bands_table", "control_tabl
 
 MIN_PROMPTS_FOR_INTERVAL = 5  # below this a bootstrap interval is the spread of a handful of values: not shown
 
+
+def selection_label(config) -> str:
+    """The recall filter that selected a run's prompts: Known-t2t, Known-s2t or Known-both."""
+    selecting = getattr(config, "recalled_in", None) or config.modality
+    return "Known-" + {"text": "t2t", "speech": "s2t"}.get(selecting, selecting)
+
+
 @dataclass
 class ReportRun:
     """One run folder as the report reads it."""
@@ -42,7 +49,9 @@ class ReportRun:
     def label(self) -> str:
         direction = "T→T" if self.config.modality == "text" else f"S→T {self.config.voice_config}"
         metric = self.config.trace.metric
-        return f"{self.config.model} {direction}" + (f", {metric}" if metric != "prob" else "")
+        selected = getattr(self.config, "recalled_in", None) not in (None, self.config.modality)
+        return (f"{self.config.model} {direction}" + (f" ({selection_label(self.config)})" if selected else "")
+                + (f", {metric}" if metric != "prob" else ""))
 
     @property
     def value(self) -> str:
@@ -106,9 +115,8 @@ def header_table(runs: list[ReportRun], common: str) -> Table:
         put("dtype", settings.torch_dtype or config.dtype)
         put("adapter", f"{config.adapter} {json.dumps(config.adapter_options) if config.adapter_options else ''}".strip())
         put("input", "written prompt (T→T)" if config.modality == "text" else f"speech, voice {config.voice_config} (S→T)")
-        selecting = getattr(config, "recalled_in", None) or config.modality
         put("prompts", "every record (--unfiltered)" if config.unfiltered else
-            f"those the model recalls (Known-{ {'text': 't2t', 'speech': 's2t'}.get(selecting, selecting)} filter)")
+            f"those the model recalls ({selection_label(config)} filter)")
         put("metric", f"{trace.metric}: {run.value}")
         put("kinds · samples · window", f"{', '.join(trace.kinds)} · {trace.samples} · {trace.window}")
         put("noise σ", f"{settings.noise_std:.4g} = {trace.noise_factor:g} × std of the subjects' input embeddings "

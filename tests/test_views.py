@@ -13,6 +13,7 @@ from huggingface_hub import DatasetCard
 from known_speech.builders.writer import render_card
 from known_speech.cli import main as cli_main
 from known_speech.evaluation.filtering import FilterRow
+from known_speech.evaluation.report_tables import selection_label
 from known_speech.evaluation.run_config import TraceRunConfig
 from known_speech.evaluation.trace_run import calibration_records, select_records
 from known_speech.evaluation.views import write_filter_views
@@ -67,6 +68,8 @@ def test_views_are_parquet_configs_with_the_known_record_and_the_audio(spoken_da
         assert [int(r["known_id"]) for r in selection] == both["known_id"]
         assert sorted(int(r["known_id"]) for r in calibration_records(config, selection)) == own
     assert replace(speech, modality="text").run_name == f"text-recalled-in-both-{VOICE}"
+    assert [selection_label(c) for c in (speech, replace(speech, recalled_in="text"), replace(speech, recalled_in=None))] \
+        == ["Known-both", "Known-t2t", "Known-s2t"]
     assert cli_main(["trace", "--model", "m", "--adapter", "hf-text", "--recalled-in", "both", "--dataset", str(out)]) == 2
     assert "a voice config (--config) is needed" in capsys.readouterr().err
 

@@ -2,7 +2,8 @@
 fail when speech→text is wrong: they break with shuffled units or a subject span moved by a word.
 
 - `transcribe_waveforms`: held-out speech transcribed ("[Text]Transcribe the speech:[Speech]<units>[Text]",
-  greedy), scored by word error rate (known_speech.wer);
+  greedy), scored by word error rate (known_speech.wer); `subject_heard`: the same for Known's spoken prompts,
+  and whether the transcript holds the subject whole (a fact can be recalled from speech only where it is);
 - `subject_unit_effects`: with the transcription cue and the prompt's words before the subject written
   after it, log P(the subject's first token); Gaussian noise (σ = 3 × the std of the unit embeddings, as
   the tracer corrupts) on the subject's unit positions (the adapter's span map), on a control span of as
@@ -30,7 +31,7 @@ from known_speech.tracing.noise import corrupt
 from .sequences import ASR_CUE, SequenceBuilder, Utterance
 from .train import relative_state_distance
 
-__all__ = ["PreparedOnce", "transcribe_waveforms", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
+__all__ = ["PreparedOnce", "transcribe_waveforms", "SubjectHeard", "subject_heard", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
            "RecallFromSpeech", "recall_from_speech", "SubjectStateGap", "subject_state_gaps", "NOISE_SAMPLES"]
 
 NOISE_SAMPLES = 10
@@ -73,6 +74,28 @@ def transcribe_waveforms(adapter, waveforms: list[np.ndarray], shuffle_seed: int
         utterances.append(_utterance(units))
     return transcribe(adapter.model, adapter.tokenizer, builder, utterances, adapter.device, max_new_tokens,
                       batch_size=16, banned=adapter.banned_token_ids("speech"))
+
+
+@dataclass(frozen=True)
+class SubjectHeard:
+    known_id: int
+    transcript: str  # the greedy transcript under the transcription cue
+    heard: bool  # the subject's words, through Whisper's normaliser, stand whole in the transcript's
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def subject_heard(adapter, records: list[dict], shuffle_seed: int | None = None) -> list[SubjectHeard]:
+    """Each spoken prompt transcribed (with `shuffle_seed`, from its units in a random order), and whether its
+    subject is heard whole: the hearing that recall from speech needs, apart from what the model knows."""
+    from known_speech.audio import waveform_of
+    from known_speech.wer import normalise_text
+
+    transcripts = transcribe_waveforms(adapter, [waveform_of(record["audio"]) for record in records], shuffle_seed)
+    return [SubjectHeard(int(record["known_id"]), transcript,
+                         f" {normalise_text(record['subject'])} " in f" {normalise_text(transcript)} ")
+            for record, transcript in zip(records, transcripts)]
 
 
 @dataclass(frozen=True)
