@@ -212,6 +212,20 @@ def test_held_out_speech_is_transcribed_and_shuffled_units_are_not(organism, kno
     print(f"held-out WER {heard:.3f}, shuffled units {shuffled:.3f}")
 
 
+def test_the_subject_is_heard_from_units_in_order_only(organism, listening_rows):
+    """Known's spoken prompts transcribed under the transcription cue: the shipped delta writes the subject whole
+    for 10 of the first 40 in the reference build (60 of 300: `benchmarks/listening.py --measures hearing`), for
+    none from the same units shuffled."""
+    from known_speech.evaluation.organism.listening import subject_heard
+
+    heard = subject_heard(organism, listening_rows)
+    shuffled = subject_heard(organism, listening_rows, shuffle_seed=0)
+    assert [h.known_id for h in heard] == [int(r["known_id"]) for r in listening_rows]
+    assert sum(h.heard for h in heard) >= 4 and sum(h.heard for h in shuffled) <= 1, \
+        ([h.transcript for h in heard if h.heard], [h.transcript for h in shuffled if h.heard])
+    print(f"subjects heard {sum(h.heard for h in heard)} of {len(heard)}, from shuffled units {sum(h.heard for h in shuffled)}")
+
+
 def test_corrupting_the_subjects_units_hides_the_subject(organism, listening_rows):
     """With the transcription cue and the words before the subject written, P(the subject's first token)
     falls when the subject's units are corrupted, not when as many units of another word are, nor when
