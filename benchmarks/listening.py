@@ -26,7 +26,8 @@ MEASURES = ("spans", "answer", "recall", "state", "hearing")
 
 
 def _hearing_table(hearing, rows, dataset: str, model: str, config: str) -> dict:
-    """Known-s2t among the facts recalled from text, split by whether the subject was heard whole."""
+    """The prompts whose subject was heard whole, and the others: how many of each the text and the speech recall
+    filters recall."""
     from known_speech.evaluation.records import recalled_records
 
     from_text = {int(r["known_id"]) for r in recalled_records(rows, dataset, model, "text")}

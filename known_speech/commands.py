@@ -76,7 +76,7 @@ def trace(args: argparse.Namespace) -> int:
     from known_speech.layout import DatasetFolder
     from known_speech.tracing import TraceOptions
 
-    if "speech" in (args.modality, args.recalled_in) or args.recalled_in == "both":  # before the run's settings ask for one
+    if args.modality == "speech" or args.recalled_in in ("speech", "both"):  # before the run's settings ask for one
         DatasetFolder(args.dataset).check_voice_config(args.voice_config)
 
     config = TraceRunConfig(
