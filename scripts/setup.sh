@@ -31,6 +31,14 @@ pip_quiet() {
     rm -f "$log"
 }
 PYTHON=${PYTHON:-python3}
+# a new .venv and .venv-reference take ~7.5 GB (torch's CUDA build, which torchcodec's wheels need): say so at once
+# rather than let pip stop halfway with "No space left on device"
+FREE_KB=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [ ! -x .venv/bin/python ] && [ "$FREE_KB" -lt $((9 * 1024 * 1024)) ]; then
+    echo "scripts/setup.sh: $((FREE_KB / 1024 / 1024)) GB free on the disk of $(pwd); the virtual environments need" \
+         "about 9 GB: free some (an old clone's .venv, pip's cache) and run it again" >&2
+    exit 1
+fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip_quiet .venv/bin/python -m pip install -q --upgrade pip
 pip_quiet .venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,asr,gguf,ctc,organism,omni,dev]"
