@@ -157,26 +157,27 @@ def test_the_entity_state_pair_is_the_tracers_last_subject_token(organism, liste
 
 
 def test_the_subjects_state_is_measured_against_the_backbones(organism, listening_rows):
-    """subject_state_gaps: the organism's text path stays near the backbone's subject state (LoRA moved it a
-    little; 0.25 over Known's first 100), its state from speech is farther (run 9: 0.57; run 7: 1.04), and nearer
-    than the same units shuffled give (run 9: by 0.27 on these four in the reference build, 0.19 [0.15, 0.23] over
-    the first 100) or than the state at the last unit of the word after the subject (a span map off by a word;
-    run 9: by 0.19 on these four, 0.18 [0.14, 0.22] over the first 100). Run 7, trained without entity_state, fails
-    both: its speech state is no nearer than shuffled units' (0.01 on these four) nor than the next word's (−0.20).
-    The pair it reads is the one the entity_state test pins."""
+    """subject_state_gaps on Known's first 40 spoken prompts: the organism's text path stays near the backbone's
+    subject state (LoRA moved it a little; 0.25 over the first 100), its state from speech is farther (run 9: 0.54
+    here in the reference build; run 7: 1.04), and nearer than the same units shuffled give (run 9: by 0.20 here,
+    per-prompt sd 0.18; 0.19 [0.15, 0.23] over the first 100) or than the state at the last unit of the word after
+    the subject (a span map off by a word; run 9: by 0.20 here, sd 0.19). Run 7, trained without entity_state,
+    fails both: by 0.00 and −0.02 on these 40. Four prompts were too few: one fresh build gave 0.04 for the moved
+    span on them. The pair it reads is the one the entity_state test pins."""
     from known_speech.evaluation.organism.listening import subject_state_gaps
     from known_speech.tracing.loading import load_causal_lm
 
-    rows = [r for r in listening_rows if r["known_id"] in (0, 7, 21, 33)]
-    gaps = subject_state_gaps(organism, rows, load_causal_lm("smollm2")[0])
-    assert [g.known_id for g in gaps] == [0, 7, 21, 33] and all(len(g.speech) == 30 for g in gaps)
+    gaps = subject_state_gaps(organism, listening_rows, load_causal_lm("smollm2")[0])
+    assert [g.known_id for g in gaps] == [int(r["known_id"]) for r in listening_rows]
+    assert all(len(g.speech) == 30 for g in gaps)
     text, speech = np.mean([g.text for g in gaps]), np.mean([g.speech for g in gaps])
-    shuffled, moved = np.mean([g.shuffled for g in gaps]), np.mean([g.moved for g in gaps])
-    print(f"subject's state: text {text:.3f}, speech {speech:.3f}, units shuffled {shuffled:.3f}, "
-          f"at the next word's last unit {moved:.3f}")
+    shuffled = np.mean([np.mean(g.shuffled) - np.mean(g.speech) for g in gaps])
+    moved = np.mean([np.mean(g.moved) - np.mean(g.speech) for g in gaps if g.moved])
+    print(f"subject's state: text {text:.3f}, speech {speech:.3f}, units shuffled +{shuffled:.3f}, "
+          f"at the next word's last unit +{moved:.3f} ({sum(bool(g.moved) for g in gaps)} prompts)")
     assert 0.05 < text < 0.4 < speech, (text, speech)
-    assert shuffled > speech + 0.1, (speech, shuffled)
-    assert moved > speech + 0.05, (speech, moved)  # a span map off by a word reads a farther state
+    assert shuffled > 0.1, (speech, shuffled)
+    assert moved > 0.1, (speech, moved)  # a span map off by a word reads a farther state
 
 
 def test_units_of_another_tokenizer_are_refused(organism, listening_rows):
