@@ -162,7 +162,7 @@ def test_the_subjects_state_is_measured_against_the_backbones(organism, listenin
     here in the reference build; run 7: 1.04), and nearer than the same units shuffled give (run 9: by 0.20 here,
     per-prompt sd 0.18; 0.19 [0.15, 0.23] over the first 100) or than the state at the last unit of the word after
     the subject (a span map off by a word; run 9: by 0.20 here, sd 0.19). Run 7, trained without entity_state,
-    fails both: by 0.00 and −0.02 on these 40. Four prompts were too few: one fresh build gave 0.04 for the moved
+    fails both: by −0.02 and 0.00 on these 40. Four prompts were too few: one fresh build gave 0.04 for the moved
     span on them. The pair it reads is the one the entity_state test pins."""
     from known_speech.evaluation.organism.listening import subject_state_gaps
     from known_speech.tracing.loading import load_causal_lm
