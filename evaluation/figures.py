@@ -4,6 +4,7 @@ log scale of the paper's Figure 2, or signed on a diverging scale."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ KIND_TITLES = {"hidden": "hidden state", "mlp": "MLP", "attn": "attention"}
 LOG_FLOOR = 1e-4  # AIE at or below this (negative included) is drawn at the floor on the log scale
 VECTOR_FORMATS = (".pdf", ".svg")
 ABSENT_COLOR = "#d9d9d9"
+TITLE_WIDTH = 48  # characters a panel title line holds at its font size before it reaches the next panel
 Scale = Literal["log", "signed"]
 
 
@@ -104,7 +106,8 @@ def panel_figure(panels: list[Panel], kinds: list[str], scale: Scale, value_labe
                                  fontsize=7)
             _row_counts(axis, estimate)
             _layer_ticks(axis, table.shape[1])
-            axis.set_title(f"{KIND_TITLES[kind]}: {panel.title} ({panel.n} prompts)", fontsize=8)
+            title = f"{KIND_TITLES[kind]}: {panel.title} ({panel.n} prompts)"
+            axis.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=8)  # long run labels would run into the next panel
             colorbar = figure.colorbar(image, ax=axis, pad=0.12)
             colorbar.set_label(label, fontsize=7)
             colorbar.ax.tick_params(labelsize=6)
