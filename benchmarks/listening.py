@@ -6,10 +6,11 @@ recalls from speech, the generation again with the units shuffled and with the s
 of another prompt of the same relation whose answer differs (what a recall rests on); and how far the model's
 state at the subject's last unit is from the backbone's at the subject's last written token (`subject_state_gaps`);
 and whether the model's transcript of each prompt holds its subject (`subject_heard`), against the recall filters:
-how much of the gap between recall from text and from speech is hearing the subject.
+how much of the gap between recall from text and from speech is hearing the subject; and recall with the subject
+spoken and the template written, and the reverse (`recall_by_part`): which part, heard, loses the fact.
 
     python benchmarks/listening.py --dataset known-speech --config piper-en_US-joe-medium --limit 300 --out listening.json
-    python benchmarks/listening.py --dataset known-speech --measures hearing --out hearing.json
+    python benchmarks/listening.py --dataset known-speech --measures hearing,parts --out hearing.json
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import asdict
 import numpy as np
 
 
-MEASURES = ("spans", "answer", "recall", "state", "hearing")
+MEASURES = ("spans", "answer", "recall", "state", "hearing", "parts")
 
 
 def _hearing_table(hearing, rows, dataset: str, model: str, config: str) -> dict:
@@ -41,13 +42,30 @@ def _hearing_table(hearing, rows, dataset: str, model: str, config: str) -> dict
     return table
 
 
+def _parts_table(parts, rows, dataset: str, model: str, config: str) -> dict:
+    """Recall with the whole prompt written, spoken, and with one part spoken: over every prompt, and over those
+    recalled from text (what speech loses of what the model knows)."""
+    from known_speech.evaluation.records import recalled_records
+
+    from_text = {int(r["known_id"]) for r in recalled_records(rows, dataset, model, "text")}
+    from_speech = {int(r["known_id"]) for r in recalled_records(rows, dataset, model, "speech", config)}
+    table = {}
+    for name, ids in (("every prompt", {p.known_id for p in parts}), ("recalled from text", from_text)):
+        chosen = [p for p in parts if p.known_id in ids]
+        table[name] = {"prompts": len(chosen), "written": len(ids & from_text), "spoken": len(ids & from_speech),
+                       "subject spoken, template written": sum(p.match("subject_spoken") != "none" for p in chosen),
+                       "subject written, template spoken": sum(p.match("template_spoken") != "none" for p in chosen)}
+    return table
+
+
 def main() -> None:
     from datasets import load_dataset
 
     from known_speech.evaluation.adapter import adapter_class, adapter_for
     from known_speech.evaluation.aggregate import estimate_mean
-    from known_speech.evaluation.organism.listening import (PreparedOnce, answer_from_speech, recall_from_speech,
-                                                            subject_heard, subject_state_gaps, subject_unit_effects)
+    from known_speech.evaluation.organism.listening import (PreparedOnce, answer_from_speech, recall_by_part,
+                                                            recall_from_speech, subject_heard, subject_state_gaps,
+                                                            subject_unit_effects)
     from known_speech.tracing.loading import load_causal_lm
     from known_speech.evaluation.records import recalled_records
 
@@ -74,6 +92,7 @@ def main() -> None:
     recalls = recall_from_speech(adapter, recalled, partners=rows) if recalled else []  # partners of the same relation
     gaps = subject_state_gaps(adapter, rows, load_causal_lm("smollm2")[0]) if "state" in measured else []
     hearing = subject_heard(adapter, rows) if "hearing" in measured else []
+    parts = recall_by_part(adapter, rows) if "parts" in measured else []
     seconds = time.perf_counter() - started
     drops = {name: np.array([e.clean - getattr(e, name) for e in effects]) for name in ("subject", "control", "shifted")}
     quantities = {
@@ -115,6 +134,9 @@ def main() -> None:
     hearing_table = _hearing_table(hearing, rows, args.dataset, args.model, args.config) if hearing else {}
     for name, counts in hearing_table.items():
         print(f"  subject {name} under the transcription cue: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    parts_table = _parts_table(parts, rows, args.dataset, args.model, args.config) if parts else {}
+    for name, counts in parts_table.items():
+        print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             json.dump({"model": adapter.describe(), "dataset": args.dataset, "config": args.config, "prompts": len(rows),
@@ -123,7 +145,8 @@ def main() -> None:
                        "answer_ranks": ranks, "answers": [a.to_dict() for a in answers],
                        "recall_controls": kept, "recalls": [r.to_dict() for r in recalls],
                        "subject_state_gaps": [asdict(g) for g in gaps],
-                       "hearing": hearing_table, "subjects_heard": [h.to_dict() for h in hearing]}, out, indent=1)
+                       "hearing": hearing_table, "subjects_heard": [h.to_dict() for h in hearing],
+                       "parts": parts_table, "recalls_by_part": [p.to_dict() for p in parts]}, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ fail when speech→text is wrong: they break with shuffled units or a subject sp
   `entity_state` training kind reduces), beside the same for the model's own text path and for shuffled units;
 - `recall_from_speech`: the filter's own greedy generation from speech, as spoken, with the units shuffled, and
   with the subject's units (the adapter's span map) replaced by another prompt's subject's: a recall that rests on
-  the subject's units follows the swapped-in subject, one that rests on the template does not.
+  the subject's units follows the swapped-in subject, one that rests on the template does not;
+- `recall_by_part`: the same generation from Spirit LM's word-level interleaving of the prompt, the subject spoken
+  and the rest written, and the reverse: which part, heard, loses the fact.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .sequences import ASR_CUE, SequenceBuilder, Utterance
 from .train import relative_state_distance
 
 __all__ = ["PreparedOnce", "transcribe_waveforms", "SubjectHeard", "subject_heard", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
-           "RecallFromSpeech", "recall_from_speech", "SubjectStateGap", "subject_state_gaps", "NOISE_SAMPLES"]
+           "RecallFromSpeech", "recall_from_speech", "RecallByPart", "recall_by_part", "SubjectStateGap", "subject_state_gaps", "NOISE_SAMPLES"]
 
 NOISE_SAMPLES = 10
 
@@ -272,6 +274,75 @@ def recall_from_speech(adapter, records: list[dict], partners: list[dict] | None
         results.append(RecallFromSpeech(
             int(record["known_id"]), record["attribute"], generate(model_input), generate(model_input.with_ids(shuffled)),
             generate(swapped), int(partner["known_id"]), partner["attribute"]))
+    return results
+
+
+@dataclass(frozen=True)
+class RecallByPart:
+    """Greedy generations after one Known prompt with one part spoken and the other written, in the organism's
+    interleaved format ("[Text]In[Speech]<the subject's units>[Text], the language spoken is")."""
+
+    known_id: int
+    attribute: str
+    subject_spoken: str  # the subject's units (the adapter's span map), the template written
+    template_spoken: str  # the subject written, the template's units around it
+
+    def match(self, condition: str) -> str:
+        from known_speech.evaluation.matching import classify_answer
+
+        return classify_answer(getattr(self, condition), self.attribute)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _interleaved(builder: SequenceBuilder, parts: list[tuple[str, object]]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Spirit LM's word-level interleaving: each part after its marker, a text piece's words as the interleaved
+    training kind writes them (a space before all but the first); a prompt that ends in speech ends with "[Text]",
+    as the S→T prompt does. Also each part's positions (after its marker; empty where the part is)."""
+    ids: list[int] = []
+    spans = []
+    for modality, part in parts:
+        piece: list[int] = []
+        if modality == "speech":
+            piece = list(part)
+        elif part.strip(" ,;:"):
+            words = part.strip().lstrip(",;:").strip()  # a comma after the subject is not a word of its own
+            piece = builder.text_ids(" " + words if ids else words)
+        if piece:
+            ids += [builder.speech_id if modality == "speech" else builder.text_id] + piece
+        spans.append((len(ids) - len(piece), len(ids)))
+    return ids + ([builder.text_id] if parts[-1][0] == "speech" and len(parts[-1][1]) else []), spans
+
+
+def recall_by_part(adapter, records: list[dict], max_new_tokens: int = 12,
+                   shuffle_seed: int | None = None) -> list[RecallByPart]:
+    """For each record, the filter's greedy generation with the subject spoken and the template written, and with
+    the subject written and the template spoken: the subject's units are the adapter's span map of the spoken
+    prompt; the written parts are the prompt's characters around the subject. With `shuffle_seed`, each spoken
+    part's units in a random order."""
+    builder = SequenceBuilder(adapter.tokenizer)
+    results = []
+    for record in records:
+        model_input = adapter.prepare(record, "speech")
+        units, (start, end) = list(model_input.input_ids), model_input.subject_range
+        if units[0] != builder.speech_id or units[-1] != builder.text_id:
+            raise ValueError(f"known_id={record['known_id']}: not a \"[Speech]<units>[Text]\" prompt")
+        prompt, subject = record["prompt"], record["subject"]
+        at = prompt.find(subject)
+        if at < 0:
+            raise ValueError(f"known_id={record['known_id']}: field 'subject' is not in the prompt")
+        before, after = prompt[:at], prompt[at + len(subject):]
+        if shuffle_seed is not None:  # within each part, so that the span map still says which part is which
+            rng = np.random.default_rng(shuffle_seed + int(record["known_id"]))
+            units = units[:1] + [int(u) for part in (units[1:start], units[start:end], units[end:-1])
+                                 for u in rng.permutation(part)] + units[-1:]
+        generations = []
+        for parts in ([("text", before), ("speech", units[start:end]), ("text", after)],
+                      [("speech", units[1:start]), ("text", subject), ("speech", units[end:-1])]):
+            ids, spans = _interleaved(builder, parts)
+            generations.append(adapter.generate_batch([model_input.with_ids(ids, spans[1])], max_new_tokens)[0])
+        results.append(RecallByPart(int(record["known_id"]), record["attribute"], *generations))
     return results
 
 
