@@ -280,7 +280,7 @@ def recall_from_speech(adapter, records: list[dict], partners: list[dict] | None
 @dataclass(frozen=True)
 class RecallByPart:
     """Greedy generations after one Known prompt with one part spoken and the other written, in the organism's
-    interleaved format ("[Text]In[Speech]<the subject's units>[Text], the language spoken is")."""
+    interleaved format ("[Text]In[Speech]<the subject's units>[Text] the language spoken is")."""
 
     known_id: int
     attribute: str
@@ -299,7 +299,7 @@ class RecallByPart:
 def _interleaved(builder: SequenceBuilder, parts: list[tuple[str, object]]) -> tuple[list[int], list[tuple[int, int]]]:
     """Spirit LM's word-level interleaving: each part after its marker, a text piece's words as the interleaved
     training kind writes them (a space before all but the first); a prompt that ends in speech ends with "[Text]",
-    as the S→T prompt does. Also each part's positions (after its marker; empty where the part is)."""
+    as the S→T prompt does. Also each part's positions (after its marker; an empty range for an empty part)."""
     ids: list[int] = []
     spans = []
     for modality, part in parts:
