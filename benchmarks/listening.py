@@ -26,13 +26,17 @@ import numpy as np
 MEASURES = ("spans", "answer", "recall", "state", "hearing", "parts")
 
 
-def _hearing_table(hearing, rows, dataset: str, model: str, config: str) -> dict:
-    """The prompts whose subject was heard whole, and the others: how many of each the text and the speech recall
-    filters recall."""
+def _recalled_ids(rows, dataset: str, model: str, config: str) -> tuple[set[int], set[int]]:
+    """The prompts the model's text and speech recall filters recall, read once for both tables below."""
     from known_speech.evaluation.records import recalled_records
 
-    from_text = {int(r["known_id"]) for r in recalled_records(rows, dataset, model, "text")}
-    from_speech = {int(r["known_id"]) for r in recalled_records(rows, dataset, model, "speech", config)}
+    return tuple({int(r["known_id"]) for r in recalled_records(rows, dataset, model, modality, voice)}
+                 for modality, voice in (("text", ""), ("speech", config)))
+
+
+def _hearing_table(hearing, from_text: set[int], from_speech: set[int]) -> dict:
+    """The prompts whose subject was heard whole, and the others: how many of each the text and the speech recall
+    filters recall."""
     table = {}
     for heard in (True, False):
         ids = {h.known_id for h in hearing if h.heard == heard}
@@ -42,13 +46,9 @@ def _hearing_table(hearing, rows, dataset: str, model: str, config: str) -> dict
     return table
 
 
-def _parts_table(parts, rows, dataset: str, model: str, config: str) -> dict:
+def _parts_table(parts, from_text: set[int], from_speech: set[int]) -> dict:
     """Recall with the whole prompt written, spoken, and with one part spoken: over every prompt, and over those
     recalled from text (what speech loses of what the model knows)."""
-    from known_speech.evaluation.records import recalled_records
-
-    from_text = {int(r["known_id"]) for r in recalled_records(rows, dataset, model, "text")}
-    from_speech = {int(r["known_id"]) for r in recalled_records(rows, dataset, model, "speech", config)}
     table = {}
     for name, ids in (("every prompt", {p.known_id for p in parts}), ("recalled from text", from_text)):
         chosen = [p for p in parts if p.known_id in ids]
@@ -131,10 +131,11 @@ def main() -> None:
     if "recall" in measured:
         print(f"  recalled from speech by the filter: {len(recalled)}; generated again, recalled: " +
               ", ".join(f"{k} {v}" for k, v in kept.items()))
-    hearing_table = _hearing_table(hearing, rows, args.dataset, args.model, args.config) if hearing else {}
+    recalled_ids = _recalled_ids(rows, args.dataset, args.model, args.config) if hearing or parts else (set(), set())
+    hearing_table = _hearing_table(hearing, *recalled_ids) if hearing else {}
     for name, counts in hearing_table.items():
         print(f"  subject {name} under the transcription cue: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    parts_table = _parts_table(parts, rows, args.dataset, args.model, args.config) if parts else {}
+    parts_table = _parts_table(parts, *recalled_ids) if parts else {}
     for name, counts in parts_table.items():
         print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if args.out:
