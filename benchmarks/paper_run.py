@@ -13,6 +13,8 @@ recall nothing), on one GPU and under torchrun.
     python3 benchmarks/paper_run.py filter --root /tmp/paper --modality text
     python3 benchmarks/paper_run.py trace --root /tmp/paper --modality speech --limit 8
     torchrun --nproc-per-node 2 benchmarks/paper_run.py trace --root /tmp/paper --modality speech --limit 8
+    python3 benchmarks/paper_run.py compare --root /tmp/paper   # two-GPU tables against the one-GPU tables
+    bash benchmarks/paper_scaling.sh /tmp/paper 48 96           # issue #25's whole matrix on a two-GPU host
 
 Every stage appends one JSON line to <root>/timings.jsonl: the stage, modality, world size, items, and its
 seconds (model load, preparation, generation or tracing, the whole process from its first line).
@@ -222,12 +224,44 @@ def trace(args) -> None:
                    per_rank_trace_seconds=[round(s, 2) for s in summary.per_rank_trace_seconds])
 
 
+def compare(args) -> None:
+    """The two-GPU runs' merged tables against the one-GPU run's, engine by engine: every result file of one is in
+    the other, and every score table and score is bit-identical (max |difference| 0.0)."""
+    root = Path(args.root)
+    for single in sorted(root.glob("results-1gpu-*")):
+        double = root / single.name.replace("results-1gpu-", "results-2gpu-")
+        if not double.is_dir():
+            continue
+        for run in sorted(path.parent.relative_to(single) for path in single.rglob("run.json")):
+            ones = {path.relative_to(single / run): path for path in (single / run).rglob("*.npz")}
+            twos = {path.relative_to(double / run): path for path in (double / run).rglob("*.npz")}
+            largest, differing = 0.0, []
+            for name in sorted(set(ones) & set(twos)):
+                one, two = np.load(ones[name]), np.load(twos[name])
+                header_one, header_two = json.loads(str(one["header"])), json.loads(str(two["header"]))
+                for key in ("tokens", "input_ids", "answer_id", "high_score", "low_score", "noise_std"):
+                    if header_one[key] != header_two[key]:
+                        differing.append(f"{name}:{key}")
+                for key in one.files:
+                    if key.startswith("scores_"):
+                        if one[key].shape != two[key].shape:
+                            differing.append(f"{name}:{key} shape")
+                        else:
+                            largest = max(largest, float(np.nanmax(np.abs(one[key] - two[key]), initial=0.0)))
+            _record_timing(root, stage="compare", engine=single.name.removeprefix("results-1gpu-"), run=str(run),
+                           files_one_gpu=len(ones), files_two_gpus=len(twos), common=len(set(ones) & set(twos)),
+                           max_abs_difference=largest, differing=differing[:20])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     stages = parser.add_subparsers(dest="stage", required=True)
     export = stages.add_parser("export-rows", help="write benchmarks/data/known_speech_rows.json.gz from a build")
     export.add_argument("--dataset", default="known-speech")
     export.set_defaults(handler=export_rows)
+    merged = stages.add_parser("compare", help="the two-GPU runs' tables against the one-GPU runs'")
+    merged.add_argument("--root", required=True)
+    merged.set_defaults(handler=compare)
     for name, handler in (("setup", setup), ("filter", filter_), ("trace", trace)):
         stage = stages.add_parser(name)
         stage.add_argument("--root", required=True)
