@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,19 @@ def fact_entities(source: str, fortunes_dir: str | Path = FORTUNES_DIR) -> list[
         raise ValueError(f"--facts {source!r}: choose from {', '.join(FACT_SOURCES)}")
     entities = _geonames() if source == "geonames" else _fortune_attributions(fortunes_dir)
     return [e for e in dict.fromkeys(entities) if _PLAIN_NAME.match(e.name)]
+
+
+def fact_entity_span(text: str, templates: Iterable[str]) -> tuple[int, int] | None:
+    """The characters of the entity in a fact prefix, the Known template around it taken off (what the organism's
+    entity-state loss aligns, as a name sentence's name). Where several templates fit, the one with most
+    characters of its own decides ("{} is a part of the continent of" before "{} of"); None where none fits."""
+    best: tuple[int, tuple[int, int]] | None = None
+    for template in templates:
+        before, after = template.split("{}")
+        fixed = len(before) + len(after)
+        if len(text) > fixed and text.startswith(before) and text.endswith(after) and (best is None or fixed > best[0]):
+            best = (fixed, (len(before), len(text) - len(after)))
+    return best[1] if best else None
 
 
 def _templates(known: list[KnownRecord]) -> dict[str, list[str]]:

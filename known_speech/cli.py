@@ -101,6 +101,15 @@ def _mix(text: str) -> dict[str, float]:
     return parse_mix(text)
 
 
+def _entity_sources(text: str) -> str:
+    from known_speech.evaluation.organism.options import TrainOptions
+
+    try:
+        return TrainOptions("", "", entity_sources=text).entity_sources
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--entity-sources {text!r}: ")) from None
+
+
 def _kinds(text: str) -> tuple[str, ...]:
     from known_speech.tracing.result import KINDS
 
@@ -303,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="LoRA learning rate (default: %(default)s)")
     organism.add_argument("--lr-embeddings", type=_positive_float, default=trained.lr_embeddings,
                           help="new token rows' learning rate (default: %(default)s)")
+    organism.add_argument("--entity-sources", type=_entity_sources, default=trained.entity_sources, metavar="names,facts",
+                          help="what the entity_state kind draws from: name sentences, fact prefixes (their entity's "
+                               "span since bundle version 3), or both (default: %(default)s; run 9 had names alone)")
     organism.add_argument("--keep", choices=("best", "last"), default="best",
                           help="weights packaged: the best held-out loss (default) or the last step's")
     organism.add_argument("--init-from", default="", metavar="RUN_OR_DELTA",

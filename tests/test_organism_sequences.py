@@ -2,6 +2,7 @@
 distillation alignment, and the added tokens' ids."""
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def test_fact_prefixes_are_their_own_kind_and_drawn_only_where_the_bundle_has_th
 def test_a_names_state_is_paired_at_its_last_unit_and_its_last_token(tokenizer):
     """entity_state: "[Speech]<units>" of a name sentence, its pair the position of the name's last unit (the
     last run overlapping the name's frames) and the backbone's position of the name's last token; drawn from
-    name sentences only, and left out of a bundle that has none."""
+    name sentences and fact prefixes as --entity-sources says, and left out of a bundle that has neither."""
     from known_speech.evaluation.organism.train import TrainOptions, _Batches
 
     builder = SequenceBuilder(tokenizer)
@@ -116,7 +117,7 @@ def test_a_names_state_is_paired_at_its_last_unit_and_its_last_token(tokenizer):
     (own, theirs), = builder.entity_state(first, 25.0).state_pairs
     assert own == 1 + 2 * 3 + 1 and tokenizer.decode(builder.entity_state(first, 25.0).teacher_ids[:theirs + 1]) \
         == "Grand Duchy of Finland"
-    with pytest.raises(ValueError, match="not a name sentence"):
+    with pytest.raises(ValueError, match="neither a name sentence nor a fact prefix"):
         builder.entity_state(plain, 25.0)
     options = TrainOptions("", "", batch_tokens=4096, pool_size=64, mix={"entity_state": 0.5, "speech_to_text": 0.5})
     with_names = _Batches(builder, [plain, name], 25.0, options, random.Random(0), num_units=10)
@@ -125,6 +126,17 @@ def test_a_names_state_is_paired_at_its_last_unit_and_its_last_token(tokenizer):
     assert all(s.state_pairs == sequence.state_pairs for s in drawn if s.kind == "entity_state")
     without = _Batches(builder, [plain], 25.0, options, random.Random(0), num_units=10)
     assert without.mix == {"speech_to_text": 1.0}
+    # a fact prefix's entity (bundle version 3): paired where a Known S→T prompt's subject ends
+    fact = Utterance(**{**_utterance("fact_prefix", "Lyon is located in the country of", "France").__dict__,
+                        "entity": (0, 4)})
+    (own, theirs), = builder.entity_state(fact, 25.0).state_pairs
+    assert own == 1 + 1 and tokenizer.decode(builder.entity_state(fact, 25.0).teacher_ids[:theirs + 1]) == "Lyon"
+    assert builder.entity_state(fact, 25.0).utterance_kind == "fact_prefix" and sequence.utterance_kind == "sentence"
+    for sources, pool in (("names,facts", [name, fact]), ("names", [name]), ("facts", [fact])):
+        batches = _Batches(builder, [plain, name, fact], 25.0, replace(options, entity_sources=sources), random.Random(0))
+        assert batches.entities == pool
+    with pytest.raises(ValueError, match="--entity-sources 'people'"):
+        TrainOptions("", "", entity_sources="people")
 
 
 def test_a_bundle_keeps_the_name_spans_and_says_its_version(tmp_path):
@@ -139,7 +151,7 @@ def test_a_bundle_keeps_the_name_spans_and_says_its_version(tmp_path):
     name = Utterance(**{**_utterance(text="I heard the name Rhine.").__dict__, "entity": (17, 22)})
     write_bundle(tmp_path, [plain, name], ["train", "test"], {"k": 10, "rate_hz": 25.0}, np.zeros((10, 4)), {})
     bundle = read_bundle(tmp_path)
-    assert bundle.version == BUNDLE_VERSION == 2 and [u.entity for u in bundle.utterances] == [None, (17, 22)]
+    assert bundle.version == BUNDLE_VERSION == 3 and [u.entity for u in bundle.utterances] == [None, (17, 22)]
     assert (bundle.utterances[1].units == name.units).all() and bundle.splits == ["train", "test"]
     meta = json.loads(gzip.decompress((tmp_path / "bundle.json.gz").read_bytes()))
     del meta["version"]
@@ -148,6 +160,40 @@ def test_a_bundle_keeps_the_name_spans_and_says_its_version(tmp_path):
     (tmp_path / "bundle.json.gz").write_bytes(gzip.compress(json.dumps(meta).encode()))
     older = read_bundle(tmp_path)
     assert older.version == 1 and all(u.entity is None for u in older.utterances)
+
+
+def test_a_fact_prefixs_entity_is_its_known_template_taken_off(known_records, tmp_path):
+    """Every Known prompt's subject is recovered from its template's text by the templates alone (98 of the 1,209
+    fit more than one template: the longest fixed part decides); the bundle reads a fact prefix's entity and a name
+    sentence's name from a corpus shard, and marks nothing in a fortune."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from known_speech.builders.corpus_facts import fact_entity_span
+    from known_speech.builders.corpus_text import NAME_CARRIERS
+    from known_speech.evaluation.organism.bundle import corpus_utterances
+
+    templates = sorted({r.template for r in known_records})
+    for record in known_records:
+        text = record.template.format(record.subject)
+        start, end = fact_entity_span(text, templates)
+        assert text[start:end] == record.subject, text
+    assert fact_entity_span("The cat sat on the mat.", templates) is None
+    texts = {"fortune": "The cat sat on the mat.", "names:known-subjects": NAME_CARRIERS[0].format(name="Rhine"),
+             "facts:geonames:city": known_records[0].template.format("Lyon")}  # "Lyon is located in the continent"
+    rows = [{"utterance_id": f"u{i}", "sentence_id": f"s{i}", "kind": "fact_prefix" if source.startswith("facts:") else "sentence",
+             "split": "train", "text": text, "continuation": "", "source": source,
+             "words": [{"char_start": 0, "char_end": len(text), "start_s": 0.0, "end_s": 1.0}]}
+            for i, (source, text) in enumerate(texts.items())]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data" / "shard-00000.parquet")
+    (tmp_path / "units" / "tok").mkdir(parents=True)
+    np.savez(tmp_path / "units" / "tok" / "shard-00000.npz", utterance_ids=np.array(["u0", "u1", "u2"]),
+             starts=np.array([0, 3, 6]), ends=np.array([3, 6, 9]), units=np.arange(9))
+    utterances, splits = corpus_utterances(tmp_path, tmp_path / "tok")
+    spans = [u.text[u.entity[0]:u.entity[1]] if u.entity else None for u in utterances]
+    assert spans == [None, "Rhine", "Lyon"] and splits == ["train"] * 3
+    assert [u.units.tolist() for u in utterances] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
 
 
 def test_interleaving_switches_at_word_boundaries(tokenizer):
@@ -237,3 +283,36 @@ def test_the_output_loss_in_checkpointed_chunks_equals_the_whole():
     torch.testing.assert_close(results[0][0], expected.detach())
     for whole, chunked in zip(results[0], results[1]):
         torch.testing.assert_close(whole, chunked)
+
+
+def test_a_cpu_run_measures_the_names_and_the_fact_prefixes_states_apart(tmp_path):
+    """Two training steps of the real trainer on SmolLM2 (CPU) from a bundle of fortunes, names and fact prefixes:
+    entity_state draws from both, and each evaluation logs the held-out state distance of names (the figure runs 8
+    and 9 report) and of fact prefixes apart; the run records what it drew from."""
+    import json
+
+    from known_speech.evaluation.organism.bundle import write_bundle
+    from known_speech.evaluation.organism.train import TrainOptions, train
+
+    def utterance(kind, text, continuation, entity, uid):
+        return Utterance(**{**_utterance(kind, text, continuation).__dict__, "utterance_id": uid, "sentence_id": uid,
+                            "entity": entity})
+
+    utterances, splits = [], []
+    for split in ("train", "test"):
+        for i in range(3):
+            utterances += [utterance("sentence", "The cat sat on the mat.", "", None, f"s{i}{split}"),
+                           utterance("sentence", "I heard the name Rhine.", "", (17, 22), f"n{i}{split}"),
+                           utterance("fact_prefix", "Lyon is located in the continent", "of Europe", (0, 4), f"f{i}{split}")]
+            splits += [split] * 3
+    unit_tokenizer = {"k": 10, "rate_hz": 25.0, "name": "test", "checkpoint_sha256": "0" * 64}
+    write_bundle(tmp_path / "bundle", utterances, splits, unit_tokenizer,
+                 np.random.default_rng(0).standard_normal((10, 576)).astype(np.float32), {})
+    record = train(TrainOptions(str(tmp_path / "bundle"), str(tmp_path / "run"), device="cpu", max_steps=2,
+                                eval_every=1, eval_sequences=8, transcribe=1, batch_tokens=1024, pool_size=16,
+                                warmup_steps=1, mix={"speech_to_text": 0.5, "entity_state": 0.5}))
+    assert [e["step"] for e in record["evaluations"]] == [1, 2]
+    for evaluation in record["evaluations"]:
+        assert 0 < evaluation["held_out_entity_state"] < 2 and 0 < evaluation["held_out_fact_entity_state"] < 2
+    assert record["options"]["entity_sources"] == "names,facts"
+    assert json.loads((tmp_path / "run" / "training.json").read_text())["evaluations"] == record["evaluations"]

@@ -17,7 +17,9 @@ import numpy as np
 
 from known_speech.atomic import atomic_path, atomic_write_bytes
 
+from known_speech.builders.corpus_facts import fact_entity_span
 from known_speech.builders.corpus_text import name_span
+from known_speech.source import load_known
 
 from .sequences import Utterance
 
@@ -25,8 +27,9 @@ __all__ = ["BUNDLE_VERSION", "Bundle", "write_bundle", "read_bundle", "make_bund
 
 logger = logging.getLogger(__name__)
 
-# 2: name sentences carry their name's characters (the entity-state kind); a bundle of 1 is made again
-BUNDLE_VERSION = 2
+# 2: name sentences carry their name's characters (the entity-state kind); 3: fact prefixes carry their entity's
+# (its Known template taken off); a bundle of an older version is made again
+BUNDLE_VERSION = 3
 _COLUMNS = ["utterance_id", "sentence_id", "kind", "split", "text", "continuation", "words", "source"]
 
 
@@ -37,7 +40,7 @@ class Bundle:
     unit_tokenizer: dict  # the tokenizer's unit_tokenizer.json (provenance, rate, k)
     unit_init: np.ndarray  # (k, hidden) initial embeddings of the unit tokens
     corpus: dict  # the corpus's statistics
-    version: int = 1  # BUNDLE_VERSION it was written at (1: before name spans)
+    version: int = 1  # BUNDLE_VERSION it was written at (1: before name spans, 2: before fact prefixes' entity spans)
 
     @property
     def rate_hz(self) -> float:
@@ -53,8 +56,10 @@ class Bundle:
 
 def corpus_utterances(corpus: str | Path, tokenizer_dir: str | Path) -> tuple[list[Utterance], list[str]]:
     """The corpus's utterances with the units the tokenizer gave them (an utterance without units is
-    left out and counted)."""
+    left out and counted), a name sentence's name and a fact prefix's entity marked as `entity`."""
     import pyarrow.parquet as pq
+
+    templates = sorted({record.template for record in load_known()})
 
     units_dir = Path(corpus) / "units" / Path(tokenizer_dir).name
     utterances, splits, missing = [], [], 0
@@ -75,11 +80,17 @@ def corpus_utterances(corpus: str | Path, tokenizer_dir: str | Path) -> tuple[li
                 stored["units"][start:end].astype(np.int64),
                 [(w["char_start"], w["char_end"]) for w in row["words"]],
                 [(w["start_s"], w["end_s"]) for w in row["words"]],
-                name_span(row["text"]) if row["source"].startswith("names:") else None))
+                _entity_span(row, templates)))
             splits.append(row["split"])
     if missing:
         logger.warning("%d utterances have no units and are left out", missing)
     return utterances, splits
+
+
+def _entity_span(row: dict, templates: list[str]) -> tuple[int, int] | None:
+    if row["source"].startswith("names:"):
+        return name_span(row["text"])
+    return fact_entity_span(row["text"], templates) if row["source"].startswith("facts:") else None
 
 
 def unit_embedding_init(utterances: list[Utterance], num_units: int, rate_hz: float, tokenizer,

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 
 from .sequences import check_mix
 
-__all__ = ["DEFAULT_MIX", "TrainOptions"]
+__all__ = ["DEFAULT_MIX", "ENTITY_SOURCES", "TrainOptions"]
 
 # runs 6 and 7's (run 9, the shipped delta, added entity_state: the README gives its mix): transcription pairs first, since hearing the words is what recall from
 # speech needs, then going on from a spoken fact-shaped prefix as from the text; a kind whose utterances the
 # bundle lacks (no --facts corpus) is left out of the draw (runs 4 and 5: speech_to_text 0.4, continuation 0.35)
 DEFAULT_MIX = {"speech_to_text": 0.35, "continuation": 0.15, "fact_continuation": 0.25, "interleaved": 0.1,
                "speech_only": 0.05, "text": 0.1}
+
+# what `entity_state` may draw from, by the utterance kind each is in the bundle: name sentences (`--names`) and
+# fact prefixes (`--facts`; their entity spans since bundle version 3)
+ENTITY_SOURCES = {"names": "sentence", "facts": "fact_prefix"}
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,19 @@ class TrainOptions:
     device: str = "cuda"
     init_from: str = ""  # a run folder or a packaged delta to go on from (its LoRA and token rows); "" starts fresh
     keep_last: bool = False  # also write the last step's weights (delta-last/): the held-out loss is not recall
+    entity_sources: str = "names,facts"  # what entity_state draws from (ENTITY_SOURCES; run 9: names alone)
 
     def __post_init__(self) -> None:
         try:
             check_mix(self.mix)
         except ValueError as err:
             raise ValueError(f"--mix: {err}") from None
+        unknown = set(self.entity_sources.split(",")) - set(ENTITY_SOURCES)
+        if unknown or not self.entity_sources:
+            raise ValueError(f"--entity-sources {self.entity_sources!r}: give one or both of "
+                             f"{', '.join(ENTITY_SOURCES)}, comma-separated")
+
+    @property
+    def entity_kinds(self) -> set[str]:
+        """The utterance kinds that entity_state draws from."""
+        return {ENTITY_SOURCES[source] for source in self.entity_sources.split(",")}

@@ -12,8 +12,10 @@ de-duplicated units.
   switches alike), each speech span the units of its words' frames in the whole utterance;
 - `speech_only`: "[Speech]<units>";
 - `text`: text replay, the sentence with "[Text]" before it or plain, as the backbone reads it;
-- `entity_state`: a name sentence spoken, "[Speech]<units>", as a Known S→T prompt opens; its states at the
-  name's last unit are pulled, layer by layer, to the backbone's at the name's last token read as text.
+- `entity_state`: a name sentence or a fact prefix spoken, "[Speech]<units>", as a Known S→T prompt opens; its
+  states at the name's (the entity's) last unit are pulled, layer by layer, to the backbone's at its last token
+  read as text. A fact prefix is a Known template around another entity, so there the state is pulled at the very
+  place a Known S→T prompt's subject ends.
   Run 8 heard 20 of Known's first 100 subjects whole (run 7: 8) and recalled no more facts from speech: hearing
   a name is not yet reaching the entity, whose facts the backbone reads from the subject's last token
   (ROME's finding, the tracer's subject).
@@ -87,7 +89,7 @@ class Utterance:
     units: np.ndarray  # (frames,) int
     word_spans: list[tuple[int, int]]  # characters of each written word in `text`
     word_times: list[tuple[float, float]]  # seconds of each written word
-    entity: tuple[int, int] | None = None  # characters of the name a name sentence speaks, else None
+    entity: tuple[int, int] | None = None  # characters of a name sentence's name or a fact prefix's entity, else None
 
 
 @dataclass
@@ -99,6 +101,7 @@ class TrainingSequence:
     distill_last: int = 0  # the last `distill_last` predictions of both are of the same text tokens
     state_pairs: list[tuple[int, int]] = field(default_factory=list)  # (own, teacher's) positions whose states
     # are pulled together, layer by layer
+    utterance_kind: str = ""  # entity_state: the kind of utterance ("sentence": a name sentence; "fact_prefix")
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.weights):
@@ -186,17 +189,18 @@ class SequenceBuilder:
         return sequence
 
     def entity_state(self, utterance: Utterance, rate_hz: float) -> TrainingSequence:
-        """A name sentence spoken, its state at the name's last unit paired with the backbone's at the name's
-        last token. The teacher's text is tokenized in two pieces cut at the name's end, so that the name's
-        last token is a token of its own (BPE pieces start at a space or a punctuation mark there anyway)."""
+        """A name sentence or fact prefix spoken, its state at the entity's last unit paired with the backbone's
+        at the entity's last token. The teacher's text is tokenized in two pieces cut at the entity's end, so
+        that its last token is a token of its own (BPE pieces start at a space or a punctuation mark there anyway)."""
         if utterance.entity is None:
-            raise ValueError(f"{utterance.utterance_id}: not a name sentence (no entity span)")
+            raise ValueError(f"{utterance.utterance_id}: neither a name sentence nor a fact prefix (no entity span)")
         start, end = utterance.entity
         words = [i for i, (a, b) in enumerate(utterance.word_spans) if a < end and b > start]
         sequence = self._join("entity_state", [("speech", [self.speech_id] + self.utterance_unit_ids(utterance))])
         name = self.text_ids(utterance.text[:end])
         sequence.teacher_ids = name + self.text_ids(utterance.text[end:])
         sequence.state_pairs = [(1 + last_unit_of(utterance, words[0], words[-1], rate_hz), len(name) - 1)]
+        sequence.utterance_kind = utterance.kind
         return sequence
 
     def _frames(self, utterance: Utterance, rate_hz: float, first_word: int, end_word: int) -> np.ndarray:

@@ -59,6 +59,11 @@ def new_token_embeddings(embeddings: torch.Tensor, unit_init: np.ndarray) -> tor
     return torch.cat([mean[None], mean[None], units])
 
 
+# the held-out state distances logged at each evaluation, by the utterance kind they are measured on (names: the
+# figure runs 8 and 9 report)
+STATE_MEASURES = {"held_out_entity_state": "sentence", "held_out_fact_entity_state": "fact_prefix"}
+
+
 class _Batches:
     """Sequences drawn by kind from the bundle's utterances, in batches of alike lengths: a pool is drawn,
     sorted by length and cut where the next sequence would take the padded batch past `batch_tokens` (a
@@ -68,12 +73,12 @@ class _Batches:
                  rng: random.Random, num_units: int = 0):
         self.builder, self.rate_hz, self.num_units = builder, rate_hz, num_units
         self.sentences = [u for u in utterances if u.kind == "sentence"]
-        self.names = [u for u in self.sentences if u.entity]
+        self.entities = [u for u in utterances if u.entity and u.kind in options.entity_kinds]
         self.prefixes = {"continuation": [u for u in utterances if u.kind == "prefix"],
                          "fact_continuation": [u for u in utterances if u.kind == "fact_prefix"]}
         self.options, self.rng = options, rng
         empty = [k for k in CONTINUATIONS if options.mix.get(k, 0) > 0 and not self.prefixes[k]]
-        empty += ["entity_state"] if options.mix.get("entity_state", 0) > 0 and not self.names else []
+        empty += ["entity_state"] if options.mix.get("entity_state", 0) > 0 and not self.entities else []
         if empty:
             logger.warning("no utterances for %s: left out of the mix", ", ".join(empty))
         self.kinds = [k for k in KINDS if options.mix.get(k, 0) > 0 and k not in empty]
@@ -91,7 +96,7 @@ class _Batches:
         if kind in CONTINUATIONS:
             return self.builder.continuation(self.rng.choice(self.prefixes[kind]))
         if kind == "entity_state":
-            return self.builder.entity_state(self.rng.choice(self.names), self.rate_hz)
+            return self.builder.entity_state(self.rng.choice(self.entities), self.rate_hz)
         utterance = self.rng.choice(self.sentences)
         if kind == "speech_to_text":
             return self.builder.speech_to_text(utterance)
@@ -281,15 +286,17 @@ def _evaluate(model, held_out, options, base_vocab, pad, step, started, history,
             sequences = [s for s in held_out if s.kind == kind]
             by_kind[kind] = float(np.mean([_losses(model, sequences[i:i + 64], options, base_vocab, pad, distill=False)[1]["ce"]
                                            for i in range(0, len(sequences), 64)]))
-        names = [s for s in held_out if s.kind == "entity_state"]
-        entity_state = float(np.mean([_losses(model, names[i:i + 64], replace(options, state_weight=1.0), base_vocab,
-                                              pad)[1]["state"] for i in range(0, len(names), 64)])) if names else None
+        states = {}  # the relative state distance at held-out names' and fact prefixes' entities, apart
+        for key, kind in STATE_MEASURES.items():
+            chosen = [s for s in held_out if s.kind == "entity_state" and s.utterance_kind == kind]
+            if chosen:
+                states[key] = float(np.mean([_losses(model, chosen[i:i + 64], replace(options, state_weight=1.0), base_vocab,
+                                                     pad)[1]["state"] for i in range(0, len(chosen), 64)]))
     held = float(np.mean(list(by_kind.values())))
     evaluations.append({"step": step, "seconds": round(time.time() - started, 1), "held_out_ce": held,
-                        "held_out_ce_by_kind": by_kind, "train_ce": history[-1]["ce"] if history else None,
-                        **({"held_out_entity_state": entity_state} if names else {})})
+                        "held_out_ce_by_kind": by_kind, "train_ce": history[-1]["ce"] if history else None, **states})
     logger.info("step %d: held-out %.4f %s%s (%.0f s)", step, held, {k: round(v, 4) for k, v in by_kind.items()},
-                f", names' states {entity_state:.4f}" if names else "", time.time() - started)
+                "".join(f", {k.removeprefix('held_out_')} {v:.4f}" for k, v in states.items()), time.time() - started)
     if held < best:
         best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
         best = held
@@ -372,8 +379,10 @@ def train(options: TrainOptions) -> dict:
     held_out = [builder.speech_to_text(u) for u in test_set if u.kind == "sentence"][:options.eval_sequences // 2]
     held_out += [builder.continuation(u) for u in test_set if u.kind == "prefix"][:options.eval_sequences // 2]
     held_out += [builder.continuation(u) for u in test_set if u.kind == "fact_prefix"][:options.eval_sequences // 2]
-    # the relative state distance at held-out names' last units: logged beside the loss, not part of it
-    held_out += [builder.entity_state(u, bundle.rate_hz) for u in test_set if u.entity][:options.eval_sequences // 2]
+    # the relative state distance at held-out names' and fact prefixes' entities: logged beside the loss, not part of it
+    for kind in STATE_MEASURES.values():
+        held_out += [builder.entity_state(u, bundle.rate_hz) for u in test_set
+                     if u.entity and u.kind == kind][:options.eval_sequences // 2]
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     tokens = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
     optimizer = torch.optim.AdamW([{"params": lora, "lr": options.lr_lora},
@@ -469,6 +478,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     parser.add_argument("--keep-last", action="store_true",
                         help="also write the last step's weights to delta-last/ (delta/ holds the best held-out loss)")
+    parser.add_argument("--entity-sources", default=defaults.entity_sources,
+                        help="what entity_state draws from: names, facts (fact prefixes, bundle version 3), or both")
     parser.add_argument("--mix", type=parse_mix, default=dict(DEFAULT_MIX),
                         help="kind=weight,... over " + ", ".join(KINDS))
     args = vars(parser.parse_args(argv))
