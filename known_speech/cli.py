@@ -283,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--fortunes", default=str(FORTUNES_DIR), help="its sentences' fortune files")
     organism.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
                           help="names in the corpus still to build (see corpus --names)")
-    organism.add_argument("--name-carriers", type=int, default=DEFAULT_NAME_CARRIERS,
-                          help=f"carriers per name (see corpus --name-carriers; default: {DEFAULT_NAME_CARRIERS})")
+    organism.add_argument("--name-carriers", type=int, default=None,
+                          help="carriers per name (see corpus --name-carriers; default: the built corpus's, else "
+                               f"{DEFAULT_NAME_CARRIERS})")
     organism.add_argument("--facts", nargs="+", choices=sorted(FACT_SOURCES), default=[],
                           help="fact prefixes in the corpus still to build (see corpus --facts)")
     organism.add_argument("--out", default="organism", help="folder for the tokenizer, bundle, run and delta "

@@ -215,11 +215,24 @@ def corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def corpus_options_to_complete(args: argparse.Namespace, built: dict):
+    """The corpus options that the organism command builds with: the built corpus's own (its --limit, names,
+    carriers and fact sources), with what the command adds. A corpus made by `corpus --limit N` stays one of N
+    sentences a source (without the limit, its fact selections would be made and spoken anew at full size)."""
+    from known_speech.builders.corpus import CorpusOptions
+    from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS
+
+    options = built.get("options", {})
+    carriers = args.name_carriers if args.name_carriers is not None else options.get("name_carriers", DEFAULT_NAME_CARRIERS)
+    return CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, limit=options.get("limit"),
+                         names=args.names or built.get("names", {}).get("source"), name_carriers=carriers,
+                         facts=tuple(dict.fromkeys(tuple(built.get("facts", {})) + tuple(args.facts))))
+
+
 def organism(args: argparse.Namespace) -> int:
     """Every stage that is not done yet: corpus, unit tokenizer, its units, bundle, training, delta folder."""
-    from known_speech.builders.corpus import CorpusOptions, build_corpus
+    from known_speech.builders.corpus import build_corpus, read_corpus_stats
     from known_speech.builders.corpus_units import corpus_units, fit_corpus_tokenizer
-    from known_speech.builders.corpus import read_corpus_stats
     from known_speech.evaluation.organism.bundle import BUNDLE_VERSION, make_bundle, read_bundle
     from known_speech.evaluation.organism.delta import package_organism
     from known_speech.evaluation.organism.train import TrainOptions, init_source, train
@@ -235,12 +248,8 @@ def organism(args: argparse.Namespace) -> int:
                              "--device cpu (slow)")
     if args.init_from:
         init_source(args.init_from)
-    corpus_stats = read_corpus_stats(args.corpus)
-    built_names, built_facts = corpus_stats.get("names", {}).get("source"), tuple(corpus_stats.get("facts", {}))
     # build_corpus skips the shards already spoken, and remakes a fact selection of an older rule with its shards
-    corpus_stats = build_corpus(CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes,
-                                              names=args.names or built_names, name_carriers=args.name_carriers,
-                                              facts=tuple(dict.fromkeys(built_facts + tuple(args.facts)))))
+    corpus_stats = build_corpus(corpus_options_to_complete(args, read_corpus_stats(args.corpus)))
     tokenizer_dir = out / "unit_tokenizer" / spec.name
     if not (tokenizer_dir / TOKENIZER_FILE).exists():
         fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)

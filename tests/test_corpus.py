@@ -153,6 +153,20 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     facts = [row for row in load_corpus(options.out) if row["source"].startswith("facts:geonames")]
     assert fewer["utterances"] == 11 and len(facts) == 2 and gone["sentence_id"] not in {r["sentence_id"] for r in facts}
     assert shard.read_bytes() == before
+    # the organism command completes the corpus as built: its --limit, names and carriers kept, so nothing is made
+    # or spoken anew (without the limit, the fact selections would be remade at full size)
+    from argparse import Namespace
+
+    from known_speech.builders.corpus import read_corpus_stats
+    from known_speech.commands import corpus_options_to_complete
+
+    args = Namespace(corpus=options.out, voice=options.voice, fortunes=options.fortunes_dir, names=None,
+                     name_carriers=None, facts=[])
+    completed = corpus_options_to_complete(args, read_corpus_stats(options.out))
+    assert (completed.limit, completed.names, completed.facts) == (3, "known-subjects", ("geonames",))
+    assert completed.name_carriers == read_corpus_stats(options.out)["options"]["name_carriers"]
+    selection = cache.read_bytes()
+    assert build_corpus(replace(completed, workers=1))["utterances"] == 11 and cache.read_bytes() == selection
 
 
 def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_backbone(known_records, smollm2, tmp_path):
