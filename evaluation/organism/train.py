@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .bundle import Bundle, read_bundle
 from .delta import store_half_precision
-from .options import DEFAULT_MIX, TrainOptions
+from .options import DEFAULT_MIX, ENTITY_SOURCES, TrainOptions
 from .sequences import ASR_CUE, CONTINUATIONS, KINDS, SequenceBuilder, TrainingSequence, Utterance, parse_mix
 from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
@@ -61,7 +61,7 @@ def new_token_embeddings(embeddings: torch.Tensor, unit_init: np.ndarray) -> tor
 
 # the held-out state distances logged at each evaluation, by the utterance kind they are measured on (names: the
 # figure runs 8 and 9 report)
-STATE_MEASURES = {"held_out_entity_state": "sentence", "held_out_fact_entity_state": "fact_prefix"}
+STATE_MEASURES = {"held_out_entity_state": ENTITY_SOURCES["names"], "held_out_fact_entity_state": ENTITY_SOURCES["facts"]}
 
 
 class _Batches:
