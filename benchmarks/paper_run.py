@@ -226,7 +226,8 @@ def trace(args) -> None:
 
 def compare(args) -> None:
     """The two-GPU runs' merged tables against the one-GPU run's, engine by engine: every result file of one is in
-    the other, and every score table and score is bit-identical (max |difference| 0.0)."""
+    the other, and every score table and score is bit-identical (max |difference| 0.0). A file that only one
+    side has is listed among the differences."""
     root = Path(args.root)
     for single in sorted(root.glob("results-1gpu-*")):
         double = root / single.name.replace("results-1gpu-", "results-2gpu-")
@@ -235,7 +236,9 @@ def compare(args) -> None:
         for run in sorted(path.parent.relative_to(single) for path in single.rglob("run.json")):
             ones = {path.relative_to(single / run): path for path in (single / run).rglob("*.npz")}
             twos = {path.relative_to(double / run): path for path in (double / run).rglob("*.npz")}
-            largest, differing = 0.0, []
+            largest = 0.0
+            differing = [f"{name}: only on one GPU" for name in sorted(set(ones) - set(twos))]
+            differing += [f"{name}: only on two GPUs" for name in sorted(set(twos) - set(ones))]
             for name in sorted(set(ones) & set(twos)):
                 one, two = np.load(ones[name]), np.load(twos[name])
                 header_one, header_two = json.loads(str(one["header"])), json.loads(str(two["header"]))

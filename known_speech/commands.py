@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from known_speech.builders.corpus import CorpusOptions
 
 __all__ = ["build", "filter_", "trace", "trace_prompt", "check_model", "report", "show_alignment", "publish", "tts_env",
            "corpus", "organism"]
@@ -215,7 +219,7 @@ def corpus(args: argparse.Namespace) -> int:
     return 0
 
 
-def corpus_options_to_complete(args: argparse.Namespace, built: dict):
+def corpus_options_to_complete(args: argparse.Namespace, built: dict) -> CorpusOptions:
     """The corpus options that the organism command builds with: the built corpus's own (its --limit, names,
     carriers and fact sources), with what the command adds. A corpus made by `corpus --limit N` stays one of N
     sentences a source (without the limit, its fact selections would be made and spoken anew at full size)."""
