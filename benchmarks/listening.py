@@ -7,10 +7,13 @@ of another prompt of the same relation whose answer differs (what a recall rests
 state at the subject's last unit is from the backbone's at the subject's last written token (`subject_state_gaps`);
 and whether the model's transcript of each prompt holds its subject (`subject_heard`), against the recall filters:
 how much of the gap between recall from text and from speech is hearing the subject; and recall with the subject
-spoken and the template written, and the reverse (`recall_by_part`): which part, heard, loses the fact.
+spoken and the template written, and the reverse (`recall_by_part`): which part, heard, loses the fact; and, for
+the facts the model recalls from text, recall from speech with the subject's last unit given its text state
+(`subject_state_patch`): whether the subject's state there is what speech lacks.
 
     python benchmarks/listening.py --dataset known-speech --config piper-en_US-joe-medium --limit 300 --out listening.json
     python benchmarks/listening.py --dataset known-speech --measures hearing,parts --out hearing.json
+    python benchmarks/listening.py --dataset known-speech --measures patch --out patch.json
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import asdict
 import numpy as np
 
 
-MEASURES = ("spans", "answer", "recall", "state", "hearing", "parts")
+MEASURES = ("spans", "answer", "recall", "state", "hearing", "parts", "patch")
 
 
 def _recalled_ids(rows, dataset: str, model: str, config: str) -> tuple[set[int], set[int]]:
@@ -65,7 +68,7 @@ def main() -> None:
     from known_speech.evaluation.aggregate import estimate_mean
     from known_speech.evaluation.organism.listening import (PreparedOnce, answer_from_speech, recall_by_part,
                                                             recall_from_speech, subject_heard, subject_state_gaps,
-                                                            subject_unit_effects)
+                                                            subject_state_patch, subject_unit_effects)
     from known_speech.tracing.loading import load_causal_lm
     from known_speech.evaluation.records import recalled_records
 
@@ -93,6 +96,8 @@ def main() -> None:
     gaps = subject_state_gaps(adapter, rows, load_causal_lm("smollm2")[0]) if "state" in measured else []
     hearing = subject_heard(adapter, rows) if "hearing" in measured else []
     parts = recall_by_part(adapter, rows) if "parts" in measured else []
+    known = recalled_records(rows, args.dataset, args.model, "text", "") if "patch" in measured else []
+    patches = subject_state_patch(adapter, known, partners=rows) if known else []  # what speech loses of what it knows
     seconds = time.perf_counter() - started
     drops = {name: np.array([e.clean - getattr(e, name) for e in effects]) for name in ("subject", "control", "shifted")}
     quantities = {
@@ -108,6 +113,10 @@ def main() -> None:
         "... at the next word's last unit (the span moved by a word) − at the subject's":
             np.array([np.mean(g.moved) - np.mean(g.speech) for g in gaps if g.moved]),
         "... the model's own text path": np.array([np.mean(g.text) for g in gaps]),
+        "log P(answer) from speech, the subject's last unit patched with its text state − as spoken":
+            np.array([p.log_p_patched - p.log_p_heard for p in patches]),
+        "... patched at the next word's last unit instead − as spoken": np.array([p.log_p_moved - p.log_p_heard for p in patches]),
+        "... patched with another subject's text state − as spoken": np.array([p.log_p_swapped - p.log_p_heard for p in patches]),
     }
     print(f"{args.model} on {args.dataset} ({args.config}), first {len(rows)} prompts ({', '.join(args.measures)}); "
           f"{len(effects)} usable for the span measures, {len(answers)} for the answer; {seconds:.0f} s")
@@ -138,6 +147,16 @@ def main() -> None:
     parts_table = _parts_table(parts, *recalled_ids) if parts else {}
     for name, counts in parts_table.items():
         print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    patch_table = {condition: sum(p.match(condition) != "none" for p in patches)
+                   for condition in ("heard", "patched", "moved", "swapped")}
+    followed = "swapped, the swapped-in subject's answer"
+    patch_table[followed] = sum(p.match("swapped", p.swapped_attribute) != "none" for p in patches)
+    if patches:
+        print(f"  of the {len(patches)} facts recalled from text (with a word after the subject), recalled from speech: "
+              f"as spoken {patch_table['heard']}, the subject's last unit patched with its text state "
+              f"{patch_table['patched']}, the next word's last unit patched instead {patch_table['moved']}, the subject's "
+              f"last unit patched with another subject's {patch_table['swapped']} (that subject's answer: "
+              f"{patch_table[followed]})")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             json.dump({"model": adapter.describe(), "dataset": args.dataset, "config": args.config, "prompts": len(rows),
@@ -147,7 +166,8 @@ def main() -> None:
                        "recall_controls": kept, "recalls": [r.to_dict() for r in recalls],
                        "subject_state_gaps": [asdict(g) for g in gaps],
                        "hearing": hearing_table, "subjects_heard": [h.to_dict() for h in hearing],
-                       "parts": parts_table, "recalls_by_part": [p.to_dict() for p in parts]}, out, indent=1)
+                       "parts": parts_table, "recalls_by_part": [p.to_dict() for p in parts],
+                       "patch": patch_table, "subject_state_patches": [p.to_dict() for p in patches]}, out, indent=1)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,36 @@ def test_the_subjects_state_is_measured_against_the_backbones(organism, listenin
     assert moved > 0.1, (speech, moved)  # a span map off by a word reads a farther state
 
 
+def test_a_text_state_patched_at_the_subjects_last_unit_is_read_from_there(organism, listening_rows):
+    """subject_state_patch: the patch writes every layer's output at the subject's last unit and nothing before it
+    (the state read back there is the text path's, the one before it the speech's own), and what comes after
+    reads it: on Known's first 12 spoken prompts, P(the answer) rises with the subject's own text state there and
+    falls with another subject's, its swap partner's (run 9: log P +2.23 and −0.63 against as spoken; over the 84
+    facts it recalls from text, +2.18 and −1.18, BENCHMARKS.md). A patch that missed the layers' outputs (written
+    to a copy, or after the final norm) fails the first assertions; a readout that ignored what lies at that
+    position would leave the own and the other subject's state alike."""
+    import torch
+
+    from known_speech.evaluation.organism.listening import (_layer_outputs, _layer_outputs_replaced,
+                                                            subject_state_patch)
+
+    row = listening_rows[0]
+    speech, text = organism.prepare(row, "speech"), organism.prepare(row, "text")
+    own, last_unit = _layer_outputs(organism.model, text.input_ids, text.subject_range[1] - 1), speech.subject_range[1] - 1
+    with _layer_outputs_replaced(organism.model, last_unit, own):
+        patched = _layer_outputs(organism.model, speech.input_ids, last_unit)
+        before_patched = _layer_outputs(organism.model, speech.input_ids, last_unit - 1)
+    assert all(torch.equal(a, b) for a, b in zip(patched, own))
+    assert all(torch.equal(a, b) for a, b in zip(before_patched, _layer_outputs(organism.model, speech.input_ids, last_unit - 1)))
+
+    patches = subject_state_patch(organism, listening_rows[:12], partners=listening_rows, max_new_tokens=2)
+    assert len(patches) >= 10 and all(p.swapped_with != p.known_id for p in patches)
+    gain = np.mean([p.log_p_patched - p.log_p_heard for p in patches])
+    other = np.mean([p.log_p_swapped - p.log_p_heard for p in patches])
+    print(f"log P(answer) − as spoken: own text state {gain:+.2f}, another subject's {other:+.2f} ({len(patches)} prompts)")
+    assert gain > 0.3 and gain > other + 1.0, (gain, other)
+
+
 def test_units_of_another_tokenizer_are_refused(organism, listening_rows):
     row = dict(listening_rows[0])
     row["speech_token_spans"] = [{**span, "units": [1, 2, 3], "units_tokenizer": "mhubert", "units_quantizer": "linear",

@@ -18,23 +18,29 @@ fail when speech→text is wrong: they break with shuffled units or a subject sp
   with the subject's units (the adapter's span map) replaced by another prompt's subject's: a recall that rests on
   the subject's units follows the swapped-in subject, one that rests on the template does not;
 - `recall_by_part`: the same generation from Spirit LM's word-level interleaving of the prompt, the subject spoken
-  and the rest written, and the reverse: which part, heard, loses the fact.
+  and the rest written, and the reverse: which part, heard, loses the fact;
+- `subject_state_patch`: the generation from speech with the states at the subject's last unit replaced, layer by
+  layer, by the model's own at the subject's last written token (a cross-modal activation patch): if the facts that
+  speech loses come back, what speech lacks is the subject's state there; if not, it lies in what reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from known_speech.tracing.architectures import spec_for
 from known_speech.tracing.noise import corrupt
 
 from .sequences import ASR_CUE, SequenceBuilder, Utterance
 from .train import relative_state_distance
 
 __all__ = ["PreparedOnce", "transcribe_waveforms", "SubjectHeard", "subject_heard", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
-           "RecallFromSpeech", "recall_from_speech", "RecallByPart", "recall_by_part", "SubjectStateGap", "subject_state_gaps", "NOISE_SAMPLES"]
+           "RecallFromSpeech", "recall_from_speech", "RecallByPart", "recall_by_part", "SubjectStateGap", "subject_state_gaps", "SubjectStatePatch", "subject_state_patch",
+           "NOISE_SAMPLES"]
 
 NOISE_SAMPLES = 10
 
@@ -385,3 +391,100 @@ def subject_state_gaps(adapter, records: list[dict], backbone, shuffle_seed: int
             _relative_gaps(states(adapter.model, text.input_ids), last_token + 1, reference),
             _relative_gaps(heard, next_word[1] - 1, reference) if next_word else []))
     return gaps
+
+
+@dataclass(frozen=True)
+class SubjectStatePatch:
+    """One prompt from speech, as spoken and with every layer's output at one position replaced by the model's own
+    output at the subject's last token of a written prompt ("[Text]" + prompt): its own at the subject's last unit
+    (the adapter's span map), its own at the last unit of the word after the subject (another position), and that
+    of its `subject_swap.swap_partner`'s subject at the subject's last unit (another subject: a recall that reads
+    the patched state follows it). Greedy generations, as the filter generates, and log P(the answer's first token)."""
+
+    known_id: int
+    attribute: str
+    heard: str
+    patched: str
+    moved: str  # its text state written at the next word's last unit instead
+    swapped: str  # the partner's subject's text state written at the subject's last unit
+    swapped_with: int
+    swapped_attribute: str
+    log_p_heard: float
+    log_p_patched: float
+    log_p_moved: float
+    log_p_swapped: float
+
+    def match(self, condition: str, attribute: str | None = None) -> str:
+        from known_speech.evaluation.matching import classify_answer
+
+        return classify_answer(getattr(self, condition), attribute or self.attribute)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _layer_outputs(model, ids: list[int], position: int) -> list[torch.Tensor]:
+    """Every decoder layer's output at `position` (the residual stream after the layer, before the final norm)."""
+    captured: list[torch.Tensor] = []
+
+    def keep(module, args, output):
+        captured.append((output[0] if isinstance(output, tuple) else output)[0, position].clone())
+
+    handles = [layer.register_forward_hook(keep) for layer in spec_for(model).layer_list(model)]
+    try:
+        model(input_ids=torch.tensor([ids], device=model.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+@contextlib.contextmanager
+def _layer_outputs_replaced(model, position: int, states: list[torch.Tensor]):
+    """Within the block, each decoder layer's output at `position` is `states[layer]`, in every forward pass that
+    holds that position (the prompt's; a cached generation step of one new position does not)."""
+    def hook(index: int):
+        def replace(module, args, output):
+            tensor = output[0] if isinstance(output, tuple) else output
+            if tensor.shape[1] > position:
+                tensor[:, position] = states[index].to(tensor.dtype)
+            return output
+        return replace
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(spec_for(model).layer_list(model))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def subject_state_patch(adapter, records: list[dict], partners: list[dict] | None = None,
+                        max_new_tokens: int = 12) -> list[SubjectStatePatch]:
+    """`SubjectStatePatch` for each record with a word after its subject (the moved patch needs one) and a swap
+    partner among `partners` (default: `records`); one input at a time, so that a position is the same in the
+    patched forward and in the generation (no padding)."""
+    from known_speech.evaluation.subject_swap import swap_partner
+
+    model = adapter.model
+    results = []
+    for record in records:
+        speech, text = adapter.prepare(record, "speech"), adapter.prepare(record, "text")
+        next_word, partner = _next_word_span(speech, record), swap_partner(record, partners or records)
+        if next_word is None or partner is None:
+            continue
+        other = adapter.prepare(partner, "text")
+        own = _layer_outputs(model, text.input_ids, text.subject_range[1] - 1)
+        theirs = _layer_outputs(model, other.input_ids, other.subject_range[1] - 1)
+        answer, ids, last_unit = speech.answer.id, torch.tensor([speech.input_ids], device=model.device), speech.subject_range[1] - 1
+        outcome = {}
+        for name, position, states in (("heard", None, None), ("patched", last_unit, own), ("moved", next_word[1] - 1, own),
+                                       ("swapped", last_unit, theirs)):
+            with _layer_outputs_replaced(model, position, states) if states else contextlib.nullcontext():
+                log_p = log_probability(model(input_ids=ids).logits[:, -1].float(), answer)
+                outcome[name] = (adapter.generate_batch([speech], max_new_tokens)[0], log_p)
+        names = ("heard", "patched", "moved", "swapped")
+        results.append(SubjectStatePatch(int(record["known_id"]), record["attribute"], *(outcome[n][0] for n in names),
+                                         int(partner["known_id"]), partner["attribute"], *(outcome[n][1] for n in names)))
+    return results
