@@ -241,8 +241,21 @@ def answer_from_speech(adapter, records: list[dict], shuffle_seed: int = 0) -> l
     return results
 
 
+class _Generations:
+    """Greedy generations of one prompt under named conditions (the dataclass's str fields), each classified
+    against the prompt's attribute, or another's, as the filter classifies them."""
+
+    def match(self, condition: str, attribute: str | None = None) -> str:
+        from known_speech.evaluation.matching import classify_answer
+
+        return classify_answer(getattr(self, condition), attribute or self.attribute)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class RecallFromSpeech:
+class RecallFromSpeech(_Generations):
     """Greedy generations after one spoken Known prompt, classified against its attribute as the filter does."""
 
     known_id: int
@@ -252,14 +265,6 @@ class RecallFromSpeech:
     swapped: str  # the subject's units replaced by those of `swapped_with`'s subject
     swapped_with: int
     swapped_attribute: str
-
-    def match(self, condition: str, attribute: str | None = None) -> str:
-        from known_speech.evaluation.matching import classify_answer
-
-        return classify_answer(getattr(self, condition), attribute or self.attribute)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def recall_from_speech(adapter, records: list[dict], partners: list[dict] | None = None, shuffle_seed: int = 0,
@@ -284,7 +289,7 @@ def recall_from_speech(adapter, records: list[dict], partners: list[dict] | None
 
 
 @dataclass(frozen=True)
-class RecallByPart:
+class RecallByPart(_Generations):
     """Greedy generations after one Known prompt with one part spoken and the other written, in the organism's
     interleaved format ("[Text]In[Speech]<the subject's units>[Text] the language spoken is")."""
 
@@ -292,14 +297,6 @@ class RecallByPart:
     attribute: str
     subject_spoken: str  # the subject's units (the adapter's span map), the template written
     template_spoken: str  # the subject written, the template's units around it
-
-    def match(self, condition: str) -> str:
-        from known_speech.evaluation.matching import classify_answer
-
-        return classify_answer(getattr(self, condition), self.attribute)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _interleaved(builder: SequenceBuilder, parts: list[tuple[str, object]]) -> tuple[list[int], list[tuple[int, int]]]:
@@ -394,7 +391,7 @@ def subject_state_gaps(adapter, records: list[dict], backbone, shuffle_seed: int
 
 
 @dataclass(frozen=True)
-class SubjectStatePatch:
+class SubjectStatePatch(_Generations):
     """One prompt from speech, as spoken and with every layer's output at one position replaced by the model's own
     output at the subject's last token of a written prompt ("[Text]" + prompt): its own at the subject's last unit
     (the adapter's span map), its own at the last unit of the word after the subject (another position), and that
@@ -413,14 +410,6 @@ class SubjectStatePatch:
     log_p_patched: float
     log_p_moved: float
     log_p_swapped: float
-
-    def match(self, condition: str, attribute: str | None = None) -> str:
-        from known_speech.evaluation.matching import classify_answer
-
-        return classify_answer(getattr(self, condition), attribute or self.attribute)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _layer_outputs(model, ids: list[int], position: int) -> list[torch.Tensor]:
