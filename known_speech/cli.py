@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "by SmolLM2 (shards shard-facts-*): " + "; ".join(f"{k}: {v}" for k, v in FACT_SOURCES.items()))
     corpus.set_defaults(handler=commands.corpus)
 
-    from known_speech.evaluation.organism.options import TrainOptions
+    from known_speech.evaluation.organism.options import STATE_TEACHERS, TrainOptions
 
     trained = TrainOptions(bundle="", out="")  # the trainer's defaults, without importing torch
     organism = command("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--entity-sources", type=_entity_sources, default=trained.entity_sources, metavar="names,facts",
                           help="what the entity_state kind draws from: name sentences, fact prefixes (their entity's "
                                "span since bundle version 3), or both (default: %(default)s; run 9 had names alone)")
+    organism.add_argument("--state-teacher", choices=STATE_TEACHERS, default=trained.state_teacher,
+                          help="whose text states the state terms pull the spoken ones towards: the frozen backbone's "
+                               "or the model's own text path, LoRA on (default: %(default)s)")
     organism.add_argument("--keep", choices=("best", "last"), default="best",
                           help="weights packaged: the best held-out loss (default) or the last step's")
     organism.add_argument("--init-from", default="", metavar="RUN_OR_DELTA",

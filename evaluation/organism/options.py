@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .sequences import check_mix
 
-__all__ = ["DEFAULT_MIX", "ENTITY_SOURCES", "TrainOptions"]
+__all__ = ["DEFAULT_MIX", "ENTITY_SOURCES", "STATE_TEACHERS", "TrainOptions"]
 
 # runs 6 and 7's (run 9, the shipped delta, added entity_state: the README gives its mix): transcription pairs first, since hearing the words is what recall from
 # speech needs, then going on from a spoken fact-shaped prefix as from the text; a kind whose utterances the
@@ -18,6 +18,11 @@ DEFAULT_MIX = {"speech_to_text": 0.35, "continuation": 0.15, "fact_continuation"
 # what `entity_state` may draw from, by the utterance kind each is in the bundle: name sentences (`--names`) and
 # fact prefixes (`--facts`; their entity spans since bundle version 3)
 ENTITY_SOURCES = {"names": "sentence", "facts": "fact_prefix"}
+
+# whose states on the same words as text the state terms pull the spoken states towards: the frozen backbone's
+# (runs 8-10), or the model's own text path, LoRA on and no gradient (the states that subject_state_patch writes
+# into the spoken prompt; the text path then answers only to the text losses)
+STATE_TEACHERS = ("backbone", "own")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class TrainOptions:
     init_from: str = ""  # a run folder or a packaged delta to go on from (its LoRA and token rows); "" starts fresh
     keep_last: bool = False  # also write the last step's weights (delta-last/): the held-out loss is not recall
     entity_sources: str = "names,facts"  # what entity_state draws from (ENTITY_SOURCES; run 9: names alone)
+    state_teacher: str = "backbone"  # whose text states the state terms pull towards: STATE_TEACHERS
+
 
     def __post_init__(self) -> None:
         try:
@@ -61,6 +68,8 @@ class TrainOptions:
         if unknown or not self.entity_sources:
             raise ValueError(f"--entity-sources {self.entity_sources!r}: give one or both of "
                              f"{', '.join(ENTITY_SOURCES)}, comma-separated")
+        if self.state_teacher not in STATE_TEACHERS:
+            raise ValueError(f"--state-teacher {self.state_teacher!r}: give one of {', '.join(STATE_TEACHERS)}")
 
     @property
     def entity_kinds(self) -> set[str]:

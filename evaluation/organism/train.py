@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .bundle import Bundle, read_bundle
 from .delta import store_half_precision
-from .options import DEFAULT_MIX, ENTITY_SOURCES, TrainOptions
+from .options import DEFAULT_MIX, ENTITY_SOURCES, STATE_TEACHERS, TrainOptions
 from .sequences import ASR_CUE, CONTINUATIONS, KINDS, SequenceBuilder, TrainingSequence, Utterance, parse_mix
 from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
@@ -243,6 +243,9 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
             pairs = [(i, row, own, theirs) for row, i in aligned for own, theirs in sequences[i].state_pairs]
             students, rows = [p[0] for p in pairs], [p[1] for p in pairs]
             at_student, at_teacher = [p[2] for p in pairs], [p[3] for p in pairs]
+            if options.state_teacher == "own":  # the model's own text path: LoRA on, no gradient
+                with torch.no_grad(), _autocast(device):
+                    teacher = base.model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=True)
             terms = []
             for student_states, teacher_states in zip(output.hidden_states[1:], teacher.hidden_states[1:]):
                 a = _gather(student_states, students, at_student).float()
@@ -480,6 +483,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="also write the last step's weights to delta-last/ (delta/ holds the best held-out loss)")
     parser.add_argument("--entity-sources", default=defaults.entity_sources,
                         help="what entity_state draws from: names, facts (fact prefixes, bundle version 3), or both")
+    parser.add_argument("--state-teacher", default=defaults.state_teacher, choices=STATE_TEACHERS,
+                        help="whose text states the state terms pull towards: the frozen backbone's, or the model's own "
+                             "text path (LoRA on, no gradient)")
     parser.add_argument("--mix", type=parse_mix, default=dict(DEFAULT_MIX),
                         help="kind=weight,... over " + ", ".join(KINDS))
     args = vars(parser.parse_args(argv))
