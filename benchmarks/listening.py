@@ -9,11 +9,13 @@ and whether the model's transcript of each prompt holds its subject (`subject_he
 how much of the gap between recall from text and from speech is hearing the subject; and recall with the subject
 spoken and the template written, and the reverse (`recall_by_part`): which part, heard, loses the fact; and, for
 the facts the model recalls from text, recall from speech with the subject's last unit given its text state
-(`subject_state_patch`): whether the subject's state there is what speech lacks.
+(`subject_state_patch`): whether the subject's state there is what speech lacks; and that state moved only part of
+the way from the spoken one to the text one (`subject_state_dose`): how near it has to come before recall follows.
 
     python benchmarks/listening.py --dataset known-speech --config piper-en_US-joe-medium --limit 300 --out listening.json
     python benchmarks/listening.py --dataset known-speech --measures hearing,parts --out hearing.json
     python benchmarks/listening.py --dataset known-speech --measures patch --out patch.json
+    python benchmarks/listening.py --dataset known-speech --measures dose --out dose.json
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import asdict
 import numpy as np
 
 
-MEASURES = ("spans", "answer", "recall", "state", "hearing", "parts", "patch")
+MEASURES = ("spans", "answer", "recall", "state", "hearing", "parts", "patch", "dose")
 
 
 def _recalled_ids(rows, dataset: str, model: str, config: str) -> tuple[set[int], set[int]]:
@@ -68,7 +70,8 @@ def main() -> None:
     from known_speech.evaluation.aggregate import estimate_mean
     from known_speech.evaluation.organism.listening import (PreparedOnce, answer_from_speech, recall_by_part,
                                                             recall_from_speech, subject_heard, subject_state_gaps,
-                                                            subject_state_patch, subject_unit_effects)
+                                                            subject_state_dose, subject_state_patch,
+                                                            subject_unit_effects)
     from known_speech.tracing.loading import load_causal_lm
     from known_speech.evaluation.records import recalled_records
 
@@ -96,8 +99,9 @@ def main() -> None:
     gaps = subject_state_gaps(adapter, rows, load_causal_lm("smollm2")[0]) if "state" in measured else []
     hearing = subject_heard(adapter, rows) if "hearing" in measured else []
     parts = recall_by_part(adapter, rows) if "parts" in measured else []
-    known = recalled_records(rows, args.dataset, args.model, "text", "") if "patch" in measured else []
-    patches = subject_state_patch(adapter, known, partners=rows) if known else []  # what speech loses of what it knows
+    known = recalled_records(rows, args.dataset, args.model, "text", "") if measured & {"patch", "dose"} else []
+    patches = subject_state_patch(adapter, known, partners=rows) if known and "patch" in measured else []  # what speech loses of what it knows
+    doses = subject_state_dose(adapter, known) if known and "dose" in measured else []
     seconds = time.perf_counter() - started
     drops = {name: np.array([e.clean - getattr(e, name) for e in effects]) for name in ("subject", "control", "shifted")}
     quantities = {
@@ -157,6 +161,13 @@ def main() -> None:
               f"{patch_table['patched']}, the next word's last unit patched instead {patch_table['moved']}, the subject's "
               f"last unit patched with another subject's {patch_table['swapped']} (that subject's answer: "
               f"{patch_table[followed]})")
+    dose_table = {f"{fraction:g}": sum(d.recalled()[i] for d in doses) for i, fraction in enumerate(doses[0].fractions)} \
+        if doses else {}
+    if doses:
+        print(f"  of the {len(doses)} facts recalled from text, recalled from speech with the subject's last unit moved a "
+              f"fraction of the way to its text state (relative distance left: (1 − fraction)² × "
+              f"{np.mean([d.spoken_distance for d in doses]):.3f} on average): " +
+              ", ".join(f"{k}: {v}" for k, v in dose_table.items()))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             json.dump({"model": adapter.describe(), "dataset": args.dataset, "config": args.config, "prompts": len(rows),
@@ -167,7 +178,8 @@ def main() -> None:
                        "subject_state_gaps": [asdict(g) for g in gaps],
                        "hearing": hearing_table, "subjects_heard": [h.to_dict() for h in hearing],
                        "parts": parts_table, "recalls_by_part": [p.to_dict() for p in parts],
-                       "patch": patch_table, "subject_state_patches": [p.to_dict() for p in patches]}, out, indent=1)
+                       "patch": patch_table, "subject_state_patches": [p.to_dict() for p in patches],
+                       "dose": dose_table, "subject_state_doses": [d.to_dict() for d in doses]}, out, indent=1)
 
 
 if __name__ == "__main__":

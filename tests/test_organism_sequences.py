@@ -316,3 +316,49 @@ def test_a_cpu_run_measures_the_names_and_the_fact_prefixes_states_apart(tmp_pat
         assert 0 < evaluation["held_out_entity_state"] < 2 and 0 < evaluation["held_out_fact_entity_state"] < 2
     assert record["options"]["entity_sources"] == "names,facts"
     assert json.loads((tmp_path / "run" / "training.json").read_text())["evaluations"] == record["evaluations"]
+
+
+def test_the_own_state_teacher_is_the_text_path_with_the_lora_on(tokenizer):
+    """--state-teacher own: the state term of a spoken name is its distance to the model's own states on the
+    name as text (LoRA on), layer by layer, and --state-teacher backbone its distance to the frozen backbone's.
+    With a LoRA that is not zero the two differ, so a trainer that read the backbone for both fails here."""
+    import types
+
+    import torch
+
+    from known_speech.evaluation.organism.train import (TrainOptions, _load_backbone, _losses, build_organism,
+                                                        relative_state_distance)
+
+    model, text_tokenizer = _load_backbone("smollm2", "cpu")
+    bundle = types.SimpleNamespace(num_units=10, unit_init=np.random.default_rng(0).standard_normal((10, 576)).astype(np.float32))
+    options = TrainOptions("", "", device="cpu", lora_rank=4, lora_alpha=8)
+    model, base_vocab = build_organism(model, text_tokenizer, bundle, options)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.1)
+    model.eval()
+    builder = SequenceBuilder(text_tokenizer)
+    plain = _utterance(text="I heard the name Grand Duchy of Finland.")
+    sequence = builder.entity_state(Utterance(**{**plain.__dict__, "entity": (17, 39)}), 25.0)
+    (own, theirs), = sequence.state_pairs
+    pad = text_tokenizer.eos_token_id
+    with torch.no_grad():
+        measured = {teacher: _losses(model, [sequence], replace(options, state_teacher=teacher), base_vocab, pad)[1]["state"]
+                    for teacher in ("own", "backbone")}
+        base = model.get_base_model().model
+        spoken = base(input_ids=torch.tensor([sequence.ids]), output_hidden_states=True).hidden_states[1:]
+        text = base(input_ids=torch.tensor([sequence.teacher_ids]), output_hidden_states=True).hidden_states[1:]
+        with model.disable_adapter():
+            frozen = base(input_ids=torch.tensor([sequence.teacher_ids]), output_hidden_states=True).hidden_states[1:]
+
+    def expected(reference):
+        return float(torch.stack([relative_state_distance(s[0, own], r[0, theirs]) for s, r in zip(spoken, reference)]).mean())
+
+    assert measured["own"] == pytest.approx(expected(text), rel=1e-4)
+    assert measured["backbone"] == pytest.approx(expected(frozen), rel=1e-4)
+    # the two teachers' terms lie far apart next to the tolerance above (0.45 % here, against 0.01 %)
+    assert abs(measured["own"] - measured["backbone"]) > 2e-3 * measured["backbone"]
+    with pytest.raises(ValueError, match="--state-teacher 'teacher'"):
+        TrainOptions("", "", state_teacher="teacher")

@@ -191,7 +191,7 @@ def test_a_text_state_patched_at_the_subjects_last_unit_is_read_from_there(organ
     import torch
 
     from known_speech.evaluation.organism.listening import (_layer_outputs, _layer_outputs_replaced,
-                                                            subject_state_patch)
+                                                            subject_state_dose, subject_state_patch)
 
     row = listening_rows[0]
     speech, text = organism.prepare(row, "speech"), organism.prepare(row, "text")
@@ -208,6 +208,17 @@ def test_a_text_state_patched_at_the_subjects_last_unit_is_read_from_there(organ
     other = np.mean([p.log_p_swapped - p.log_p_heard for p in patches])
     print(f"log P(answer) − as spoken: own text state {gain:+.2f}, another subject's {other:+.2f} ({len(patches)} prompts)")
     assert gain > 0.3 and gain > other + 1.0, (gain, other)
+
+    # subject_state_dose: moved none of the way it is the prompt as spoken, all of the way the patch above; a
+    # fraction applied the wrong way round, or to a copy, gives the ends apart
+    doses = subject_state_dose(organism, listening_rows[:4], fractions=(0.0, 0.5, 1.0), max_new_tokens=2)
+    by_id = {p.known_id: p for p in patches}
+    for dose in doses:
+        if dose.known_id in by_id:
+            assert dose.log_p[0] == pytest.approx(by_id[dose.known_id].log_p_heard, abs=1e-4)
+            assert dose.log_p[2] == pytest.approx(by_id[dose.known_id].log_p_patched, abs=1e-4)
+        assert 0.05 < dose.spoken_distance < 2 and len(dose.recalled()) == 3
+    assert sum(d.known_id in by_id for d in doses) >= 3
 
 
 def test_units_of_another_tokenizer_are_refused(organism, listening_rows):

@@ -21,7 +21,9 @@ fail when speech→text is wrong: they break with shuffled units or a subject sp
   and the rest written, and the reverse: which part, heard, loses the fact;
 - `subject_state_patch`: the generation from speech with the states at the subject's last unit replaced, layer by
   layer, by the model's own at the subject's last written token (a cross-modal activation patch): if the facts that
-  speech loses come back, what speech lacks is the subject's state there; if not, it lies in what reads it.
+  speech loses come back, what speech lacks is the subject's state there; if not, it lies in what reads it;
+- `subject_state_dose`: that state moved only part of the way from the spoken one to the text one: how near the
+  text path's the training's state loss has to bring it before recall from speech follows.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .train import relative_state_distance
 
 __all__ = ["PreparedOnce", "transcribe_waveforms", "SubjectHeard", "subject_heard", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
            "RecallFromSpeech", "recall_from_speech", "RecallByPart", "recall_by_part", "SubjectStateGap", "subject_state_gaps", "SubjectStatePatch", "subject_state_patch",
+           "SubjectStateDose", "subject_state_dose",
            "NOISE_SAMPLES"]
 
 NOISE_SAMPLES = 10
@@ -476,4 +479,53 @@ def subject_state_patch(adapter, records: list[dict], partners: list[dict] | Non
         names = ("heard", "patched", "moved", "swapped")
         results.append(SubjectStatePatch(int(record["known_id"]), record["attribute"], *(outcome[n][0] for n in names),
                                          int(partner["known_id"]), partner["attribute"], *(outcome[n][1] for n in names)))
+    return results
+
+
+@dataclass(frozen=True)
+class SubjectStateDose:
+    """One prompt from speech with every layer's output at the subject's last unit moved a fraction of the way
+    from its spoken state to the model's own text state (0: as spoken; 1: `SubjectStatePatch.patched`): how near
+    the text path's the spoken subject's state has to come before recall from speech follows, in the units the
+    training's state loss counts (the relative distance left is (1 − fraction)² of the spoken one's)."""
+
+    known_id: int
+    attribute: str
+    fractions: tuple[float, ...]
+    generations: tuple[str, ...]
+    log_p: tuple[float, ...]
+    spoken_distance: float  # relative_state_distance(spoken, text), the mean over layers
+
+    def recalled(self) -> list[bool]:
+        """Per fraction, whether the generation names the attribute as the filter classifies it."""
+        from known_speech.evaluation.matching import classify_answer
+
+        return [classify_answer(g, self.attribute) != "none" for g in self.generations]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def subject_state_dose(adapter, records: list[dict], fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+                       max_new_tokens: int = 12) -> list[SubjectStateDose]:
+    """`SubjectStateDose` for each record: the state written at the subject's last unit, layer by layer, is
+    spoken + fraction × (text − spoken), the spoken state read from the unpatched prompt."""
+    model = adapter.model
+    results = []
+    for record in records:
+        speech, text = adapter.prepare(record, "speech"), adapter.prepare(record, "text")
+        last_unit = speech.subject_range[1] - 1
+        own = _layer_outputs(model, text.input_ids, text.subject_range[1] - 1)
+        spoken = _layer_outputs(model, speech.input_ids, last_unit)
+        ids = torch.tensor([speech.input_ids], device=model.device)
+        generations, log_ps = [], []
+        for fraction in fractions:
+            states = [a + fraction * (b - a) for a, b in zip(spoken, own)]
+            with _layer_outputs_replaced(model, last_unit, states):
+                log_ps.append(log_probability(model(input_ids=ids).logits[:, -1].float(), speech.answer.id))
+                generations.append(adapter.generate_batch([speech], max_new_tokens)[0])
+        distance = float(torch.stack([relative_state_distance(a.float(), b.float()) for a, b in zip(spoken, own)]).mean())
+        results.append(SubjectStateDose(int(record["known_id"]), record["attribute"], tuple(fractions),
+                                        tuple(generations), tuple(log_ps), distance))
     return results
