@@ -19,7 +19,7 @@ def test_report_of_real_smollm2_runs(tmp_path):
     dataset, out = tmp_path / "ds", tmp_path / "results"
     assert cli_main(["filter", "--model", "smollm2", "--modality", "text", "--dataset", str(dataset), "--limit", "24"]) == 0
     common = ["trace", "--model", "smollm2", "--modality", "text", "--dataset", str(dataset), "--samples", "2",
-              "--kinds", "hidden,mlp", "--limit", "3", "--out", str(out)]
+              "--kinds", "hidden,mlp", "--limit", "2", "--out", str(out)]
     assert cli_main(common) == 0
     assert cli_main([*common, "--metric", "logprob", "--no-control"]) == 0
     assert cli_main(["report", str(out / "smollm2"), "--per-item", "1"]) == 0
@@ -36,7 +36,7 @@ def test_report_of_real_smollm2_runs(tmp_path):
     recalled = sum(1 for line in (dataset / ".build" / "filters" / "smollm2" / "text.jsonl").read_text().splitlines()
                    if json.loads(line)["match"] != "none")
     assert re.search(rf"= 3 × std of the subjects' input embeddings over {recalled} prompts", rows["noise σ"])
-    traced = min(3, recalled)
+    traced = min(2, recalled)
     assert rows["n traced (subject · control span)"].startswith(f"| n traced (subject · control span) | {traced} · ")
     assert re.search(r"\| \d+\.\d+\.\d+.* · \d+\.\d+\.\d+ · 2\.14\.1", rows["known-speech · transformers · torch"])
     assert re.search(r"\| 2026-\d\d-\d\dT", rows["traced on"])
