@@ -161,8 +161,8 @@ def main() -> None:
               f"{patch_table['patched']}, the next word's last unit patched instead {patch_table['moved']}, the subject's "
               f"last unit patched with another subject's {patch_table['swapped']} (that subject's answer: "
               f"{patch_table[followed]})")
-    dose_table = {f"{fraction:g}": sum(d.recalled()[i] for d in doses) for i, fraction in enumerate(doses[0].fractions)} \
-        if doses else {}
+    dose_recalled = np.array([d.recalled() for d in doses])  # prompts × fractions
+    dose_table = {f"{fraction:g}": int(n) for fraction, n in zip(doses[0].fractions, dose_recalled.sum(0))} if doses else {}
     if doses:
         print(f"  of the {len(doses)} facts recalled from text, recalled from speech with the subject's last unit moved a "
               f"fraction of the way to its text state (relative distance left: (1 − fraction)² × "

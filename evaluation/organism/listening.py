@@ -451,6 +451,17 @@ def _layer_outputs_replaced(model, position: int, states: list[torch.Tensor]):
             handle.remove()
 
 
+def _patched_outcome(adapter, speech, position: int | None, states: list[torch.Tensor] | None,
+                     max_new_tokens: int) -> tuple[str, float]:
+    """The greedy generation and log P(the answer's first token) from a prepared prompt, with every layer's output
+    at `position` set to `states` (as prepared where `states` is None)."""
+    model = adapter.model
+    with _layer_outputs_replaced(model, position, states) if states else contextlib.nullcontext():
+        log_p = log_probability(model(input_ids=torch.tensor([speech.input_ids], device=model.device)).logits[:, -1].float(),
+                                speech.answer.id)
+        return adapter.generate_batch([speech], max_new_tokens)[0], log_p
+
+
 @torch.no_grad()
 def subject_state_patch(adapter, records: list[dict], partners: list[dict] | None = None,
                         max_new_tokens: int = 12) -> list[SubjectStatePatch]:
@@ -469,13 +480,10 @@ def subject_state_patch(adapter, records: list[dict], partners: list[dict] | Non
         other = adapter.prepare(partner, "text")
         own = _layer_outputs(model, text.input_ids, text.subject_range[1] - 1)
         theirs = _layer_outputs(model, other.input_ids, other.subject_range[1] - 1)
-        answer, ids, last_unit = speech.answer.id, torch.tensor([speech.input_ids], device=model.device), speech.subject_range[1] - 1
-        outcome = {}
-        for name, position, states in (("heard", None, None), ("patched", last_unit, own), ("moved", next_word[1] - 1, own),
-                                       ("swapped", last_unit, theirs)):
-            with _layer_outputs_replaced(model, position, states) if states else contextlib.nullcontext():
-                log_p = log_probability(model(input_ids=ids).logits[:, -1].float(), answer)
-                outcome[name] = (adapter.generate_batch([speech], max_new_tokens)[0], log_p)
+        last_unit = speech.subject_range[1] - 1
+        outcome = {name: _patched_outcome(adapter, speech, position, states, max_new_tokens)
+                   for name, position, states in (("heard", None, None), ("patched", last_unit, own),
+                                                  ("moved", next_word[1] - 1, own), ("swapped", last_unit, theirs))}
         names = ("heard", "patched", "moved", "swapped")
         results.append(SubjectStatePatch(int(record["known_id"]), record["attribute"], *(outcome[n][0] for n in names),
                                          int(partner["known_id"]), partner["attribute"], *(outcome[n][1] for n in names)))
@@ -518,14 +526,10 @@ def subject_state_dose(adapter, records: list[dict], fractions: tuple[float, ...
         last_unit = speech.subject_range[1] - 1
         own = _layer_outputs(model, text.input_ids, text.subject_range[1] - 1)
         spoken = _layer_outputs(model, speech.input_ids, last_unit)
-        ids = torch.tensor([speech.input_ids], device=model.device)
-        generations, log_ps = [], []
-        for fraction in fractions:
-            states = [a + fraction * (b - a) for a, b in zip(spoken, own)]
-            with _layer_outputs_replaced(model, last_unit, states):
-                log_ps.append(log_probability(model(input_ids=ids).logits[:, -1].float(), speech.answer.id))
-                generations.append(adapter.generate_batch([speech], max_new_tokens)[0])
+        generations, log_ps = zip(*(_patched_outcome(adapter, speech, last_unit,
+                                                     [a + fraction * (b - a) for a, b in zip(spoken, own)], max_new_tokens)
+                                    for fraction in fractions))
         distance = float(torch.stack([relative_state_distance(a.float(), b.float()) for a, b in zip(spoken, own)]).mean())
         results.append(SubjectStateDose(int(record["known_id"]), record["attribute"], tuple(fractions),
-                                        tuple(generations), tuple(log_ps), distance))
+                                        generations, log_ps, distance))
     return results

@@ -58,7 +58,6 @@ class TrainOptions:
     entity_sources: str = "names,facts"  # what entity_state draws from (ENTITY_SOURCES; run 9: names alone)
     state_teacher: str = "backbone"  # whose text states the state terms pull towards: STATE_TEACHERS
 
-
     def __post_init__(self) -> None:
         try:
             check_mix(self.mix)

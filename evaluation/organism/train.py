@@ -215,10 +215,13 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
     if taught:
         teacher_length = max(len(sequences[i].teacher_ids) for i in taught)
         teacher_ids, teacher_mask = _pad([sequences[i].teacher_ids for i in taught], pad, teacher_length, device)
-        with torch.no_grad(), model.disable_adapter(), _autocast(device):
-            teacher = base.model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=bool(aligned))
         distilled = [(row, i) for row, i in enumerate(taught) if sequences[i].distill_last > 0] \
             if options.distill_weight > 0 else []
+        own_teacher = bool(aligned) and options.state_teacher == "own"
+        if distilled or aligned and not own_teacher:  # the frozen backbone: the KL's teacher, and the states' unless own
+            with torch.no_grad(), model.disable_adapter(), _autocast(device):
+                backbone = base.model(input_ids=teacher_ids, attention_mask=teacher_mask,
+                                      output_hidden_states=bool(aligned) and not own_teacher)
         if distilled:
             student_rows, student_positions, teacher_rows, teacher_positions, first = [], [], [], [], []
             for row, i in distilled:
@@ -230,7 +233,7 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
                 teacher_positions += list(range(teacher_end - n, teacher_end))
                 first += [True] + [False] * (n - 1)
             with torch.no_grad(), model.disable_adapter(), _autocast(device):  # the backbone's own head
-                teacher_log = F.log_softmax(base.lm_head(_gather(teacher.last_hidden_state, teacher_rows,
+                teacher_log = F.log_softmax(base.lm_head(_gather(backbone.last_hidden_state, teacher_rows,
                                                                  teacher_positions)).float()[:, :base_vocab], dim=-1)
             with _autocast(device):
                 student_logits = base.lm_head(_gather(hidden, student_rows, student_positions)).float()
@@ -243,9 +246,11 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
             pairs = [(i, row, own, theirs) for row, i in aligned for own, theirs in sequences[i].state_pairs]
             students, rows = [p[0] for p in pairs], [p[1] for p in pairs]
             at_student, at_teacher = [p[2] for p in pairs], [p[3] for p in pairs]
-            if options.state_teacher == "own":  # the model's own text path: LoRA on, no gradient
+            if own_teacher:  # the model's own text path: LoRA on, no gradient
                 with torch.no_grad(), _autocast(device):
                     teacher = base.model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=True)
+            else:
+                teacher = backbone
             terms = []
             for student_states, teacher_states in zip(output.hidden_states[1:], teacher.hidden_states[1:]):
                 a = _gather(student_states, students, at_student).float()
