@@ -8,9 +8,11 @@
 # to ROOT/timings.jsonl; ROOT/finished is written last, for a caller that polls from another command (poll
 # for that file: `pgrep -f paper_scaling.sh` also matches the polling command's own line). Needs
 # `paper_run.py setup --root ROOT` first and the package on PYTHONPATH.
-#   [S2T_KERNELS="liger"] [T2T_KERNELS="torch liger"] bash benchmarks/paper_scaling.sh ROOT [S2T_PROMPTS=48] [T2T_PROMPTS=96]
+# S2T_ONE_GPU_PROMPTS (default S2T_PROMPTS) runs the one-GPU S→T trace on the first N of the same prompts only:
+# `compare` then checks the two-GPU tables of those N, and the one-GPU whole-command time is not comparable.
+#   [S2T_KERNELS="liger"] [T2T_KERNELS="torch liger"] bash benchmarks/paper_scaling.sh ROOT [S2T_PROMPTS=48] [T2T_PROMPTS=96] [S2T_ONE_GPU_PROMPTS]
 set -uo pipefail
-root=$1; rm -f "$root/finished"; s2t=${2:-48}; t2t=${3:-96}
+root=$1; rm -f "$root/finished"; s2t=${2:-48}; t2t=${3:-96}; s2t_one_gpu=${4:-$s2t}
 S2T_KERNELS=${S2T_KERNELS:-liger}; T2T_KERNELS=${T2T_KERNELS:-torch liger}
 here=$(cd "$(dirname "$0")" && pwd)
 # NVLink multicast stays off (the lent hosts' rule: it can take a shared host's GPUs out of service)
@@ -31,7 +33,7 @@ timed() {  # NAME GPUS MODALITY LIMIT KERNELS: one trace command, its wall time 
 }
 
 # one GPU: the S→T runs on GPU 0 beside the T→T runs on GPU 1
-(export CUDA_VISIBLE_DEVICES=0; for k in $S2T_KERNELS; do timed "s2t-1gpu-$k" 1 speech "$s2t" "$k"; done) &
+(export CUDA_VISIBLE_DEVICES=0; for k in $S2T_KERNELS; do timed "s2t-1gpu-$k" 1 speech "$s2t_one_gpu" "$k"; done) &
 (export CUDA_VISIBLE_DEVICES=1; for k in $T2T_KERNELS; do timed "t2t-1gpu-$k" 1 text "$t2t" "$k"; done) &
 wait
 # two GPUs under torchrun
