@@ -10,12 +10,14 @@ how much of the gap between recall from text and from speech is hearing the subj
 spoken and the template written, and the reverse (`recall_by_part`): which part, heard, loses the fact; and, for
 the facts the model recalls from text, recall from speech with the subject's last unit given its text state
 (`subject_state_patch`): whether the subject's state there is what speech lacks; and that state moved only part of
-the way from the spoken one to the text one (`subject_state_dose`): how near it has to come before recall follows.
+the way from the spoken one to the text one (`subject_state_dose`): how near it has to come before recall follows;
+and that state written in one layer's output only (`subject_state_from_layer`): from which layer on it must be right.
 
     python benchmarks/listening.py --dataset known-speech --config piper-en_US-joe-medium --limit 300 --out listening.json
     python benchmarks/listening.py --dataset known-speech --measures hearing,parts --out hearing.json
     python benchmarks/listening.py --dataset known-speech --measures patch --out patch.json
     python benchmarks/listening.py --dataset known-speech --measures dose --out dose.json
+    python benchmarks/listening.py --dataset known-speech --measures layer --layers 0,4,8,12,16,20,24,29 --out layer.json
 """
 
 from __future__ import annotations
@@ -28,15 +30,7 @@ from dataclasses import asdict
 import numpy as np
 
 
-MEASURES = ("spans", "answer", "recall", "state", "hearing", "parts", "patch", "dose")
-
-
-def _recalled_ids(rows, dataset: str, model: str, config: str) -> tuple[set[int], set[int]]:
-    """The prompts the model's text and speech recall filters recall, read once for both tables below."""
-    from known_speech.evaluation.records import recalled_records
-
-    return tuple({int(r["known_id"]) for r in recalled_records(rows, dataset, model, modality, voice)}
-                 for modality, voice in (("text", ""), ("speech", config)))
+MEASURES = ("spans", "answer", "recall", "state", "hearing", "parts", "patch", "dose", "layer")
 
 
 def _hearing_table(hearing, from_text: set[int], from_speech: set[int]) -> dict:
@@ -70,7 +64,8 @@ def main() -> None:
     from known_speech.evaluation.aggregate import estimate_mean
     from known_speech.evaluation.organism.listening import (PreparedOnce, answer_from_speech, recall_by_part,
                                                             recall_from_speech, subject_heard, subject_state_gaps,
-                                                            subject_state_dose, subject_state_patch,
+                                                            subject_state_dose, subject_state_from_layer,
+                                                            subject_state_patch,
                                                             subject_unit_effects)
     from known_speech.tracing.loading import load_causal_lm
     from known_speech.evaluation.records import recalled_records
@@ -83,6 +78,9 @@ def main() -> None:
     parser.add_argument("--measures", default=",".join(MEASURES),
                         type=lambda text: [m for m in text.split(",") if m],
                         help=f"comma-separated, of {','.join(MEASURES)} (default: all)")
+    parser.add_argument("--layers", default="0,4,8,12,16,20,24,29",
+                        type=lambda text: tuple(int(layer) for layer in text.split(",") if layer),
+                        help="for --measures layer: the decoder layers (from 0) whose output takes the text state")
     parser.add_argument("--out", help="JSON file for the per-prompt values and the estimates")
     args = parser.parse_args()
     unknown = sorted(set(args.measures) - set(MEASURES))
@@ -94,14 +92,20 @@ def main() -> None:
     measured = set(args.measures)
     effects = subject_unit_effects(adapter, rows) if "spans" in measured else []
     answers = answer_from_speech(adapter, rows) if "answer" in measured else []
-    recalled = recalled_records(rows, args.dataset, args.model, "speech", args.config) if "recall" in measured else []
+    # the filters' recalled prompts, each read once for every measure that needs it
+    from_text = (recalled_records(rows, args.dataset, args.model, "text", "")
+                 if measured & {"hearing", "parts", "patch", "dose", "layer"} else [])
+    from_speech = (recalled_records(rows, args.dataset, args.model, "speech", args.config)
+                   if measured & {"recall", "hearing", "parts"} else [])
+    recalled = from_speech if "recall" in measured else []
     recalls = recall_from_speech(adapter, recalled, partners=rows) if recalled else []  # partners of the same relation
     gaps = subject_state_gaps(adapter, rows, load_causal_lm("smollm2")[0]) if "state" in measured else []
     hearing = subject_heard(adapter, rows) if "hearing" in measured else []
     parts = recall_by_part(adapter, rows) if "parts" in measured else []
-    known = recalled_records(rows, args.dataset, args.model, "text", "") if measured & {"patch", "dose"} else []
+    known = from_text if measured & {"patch", "dose", "layer"} else []
     patches = subject_state_patch(adapter, known, partners=rows) if known and "patch" in measured else []  # what speech loses of what it knows
     doses = subject_state_dose(adapter, known) if known and "dose" in measured else []
+    from_layer = subject_state_from_layer(adapter, known, args.layers) if known and "layer" in measured else []
     seconds = time.perf_counter() - started
     drops = {name: np.array([e.clean - getattr(e, name) for e in effects]) for name in ("subject", "control", "shifted")}
     quantities = {
@@ -144,7 +148,7 @@ def main() -> None:
     if "recall" in measured:
         print(f"  recalled from speech by the filter: {len(recalled)}; generated again, recalled: " +
               ", ".join(f"{k} {v}" for k, v in kept.items()))
-    recalled_ids = _recalled_ids(rows, args.dataset, args.model, args.config) if hearing or parts else (set(), set())
+    recalled_ids = tuple({int(r["known_id"]) for r in records} for records in (from_text, from_speech))
     hearing_table = _hearing_table(hearing, *recalled_ids) if hearing else {}
     for name, counts in hearing_table.items():
         print(f"  subject {name} under the transcription cue: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -168,6 +172,13 @@ def main() -> None:
               f"fraction of the way to its text state (relative distance left: (1 − fraction)² × "
               f"{np.mean([d.spoken_distance for d in doses]):.3f} on average): " +
               ", ".join(f"{k}: {v}" for k, v in dose_table.items()))
+    layer_recalled = np.array([r.recalled() for r in from_layer])  # prompts × layers
+    layer_table = ({str(layer): {"recalled": int(n), "mean log P(answer)": float(np.mean([r.log_p[i] for r in from_layer]))}
+                    for i, (layer, n) in enumerate(zip(args.layers, layer_recalled.sum(0)))} if from_layer else {})
+    if from_layer:
+        print(f"  of the {len(from_layer)} facts recalled from text, recalled from speech with the subject's text state "
+              f"written at its last unit in one layer's output (layer: recalled, mean log P(answer)): " +
+              ", ".join(f"{k}: {v['recalled']}, {v['mean log P(answer)']:.2f}" for k, v in layer_table.items()))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             json.dump({"model": adapter.describe(), "dataset": args.dataset, "config": args.config, "prompts": len(rows),
@@ -179,7 +190,8 @@ def main() -> None:
                        "hearing": hearing_table, "subjects_heard": [h.to_dict() for h in hearing],
                        "parts": parts_table, "recalls_by_part": [p.to_dict() for p in parts],
                        "patch": patch_table, "subject_state_patches": [p.to_dict() for p in patches],
-                       "dose": dose_table, "subject_state_doses": [d.to_dict() for d in doses]}, out, indent=1)
+                       "dose": dose_table, "subject_state_doses": [d.to_dict() for d in doses],
+                       "layer": layer_table, "subject_state_from_layer": [r.to_dict() for r in from_layer]}, out, indent=1)
 
 
 if __name__ == "__main__":

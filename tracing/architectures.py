@@ -8,9 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
-__all__ = ["ArchitectureSpec", "ARCHITECTURES", "register_architecture", "spec_for", "UnsupportedArchitecture"]
+__all__ = ["ArchitectureSpec", "ARCHITECTURES", "register_architecture", "spec_for", "UnsupportedArchitecture",
+           "hidden_of"]
+
+
+def hidden_of(output) -> torch.Tensor:
+    """The hidden states in a decoder layer's or attention module's output: transformers returns a tuple from
+    some (attention: (hidden, weights); layers before 4.54: (hidden, ...)) and a tensor from others."""
+    return output[0] if isinstance(output, tuple) else output
 
 
 class UnsupportedArchitecture(ValueError):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .architectures import ArchitectureSpec, spec_for
+from .architectures import ArchitectureSpec, hidden_of, spec_for
 
 __all__ = ["DecoderRunner", "PrefixKV", "attention_backends"]
 
@@ -137,7 +137,7 @@ class DecoderRunner:
             kwargs["position_ids"] = positions.unsqueeze(0)
             kwargs["position_embeddings"] = position_embeddings
         output = self.layers[index](hidden, **kwargs)
-        return output[0] if isinstance(output, tuple) else output
+        return hidden_of(output)
 
     def logits_last(self, hidden_last: torch.Tensor) -> torch.Tensor:
         """(..., d) residual after the last layer at the read positions -> (..., vocab) logits."""

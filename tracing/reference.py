@@ -10,17 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .architectures import ArchitectureSpec, spec_for
+from .architectures import ArchitectureSpec, hidden_of, spec_for
 from .restoration import window_layers
 from .noise import subject_noise
 from .metric import Target
 from .result import TraceOptions
 
 __all__ = ["reference_trace"]
-
-
-def _first(output):
-    return output[0] if isinstance(output, tuple) else output
 
 
 def _score(model, inputs_embeds, subject_range, noise, patches, target: Target) -> float:
@@ -31,7 +27,7 @@ def _score(model, inputs_embeds, subject_range, noise, patches, target: Target) 
     handles = []
     for module, position in patches:
         def hook(module, args, output, position=position):
-            tensor = _first(output)
+            tensor = hidden_of(output)
             tensor[1:, position] = tensor[0, position]
             return output
 

@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .architectures import hidden_of
 from .decoder import DecoderRunner
 from .result import TraceOptions
 
@@ -59,7 +60,7 @@ class SublayerHooks:
 
     def _hook(self, kind: str, index: int):
         def hook(module: nn.Module, args, output):
-            tensor = output[0] if isinstance(output, tuple) else output
+            tensor = hidden_of(output)
             if self.capture is not None:
                 self.capture[kind][index] = tensor.detach()
             entry = self.patch.pop((kind, index), None)

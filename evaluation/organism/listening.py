@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from known_speech.tracing.architectures import spec_for
+from known_speech.tracing.architectures import hidden_of, spec_for
 from known_speech.tracing.noise import corrupt
 
 from .sequences import ASR_CUE, SequenceBuilder, Utterance
@@ -42,7 +42,7 @@ from .train import relative_state_distance
 
 __all__ = ["PreparedOnce", "transcribe_waveforms", "SubjectHeard", "subject_heard", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
            "RecallFromSpeech", "recall_from_speech", "RecallByPart", "recall_by_part", "SubjectStateGap", "subject_state_gaps", "SubjectStatePatch", "subject_state_patch",
-           "SubjectStateDose", "subject_state_dose",
+           "SubjectStateDose", "subject_state_dose", "SubjectStateFromLayer", "subject_state_from_layer",
            "NOISE_SAMPLES"]
 
 NOISE_SAMPLES = 10
@@ -251,7 +251,10 @@ class _Generations:
     def match(self, condition: str, attribute: str | None = None) -> str:
         from known_speech.evaluation.matching import classify_answer
 
-        return classify_answer(getattr(self, condition), attribute or self.attribute)
+        generation = getattr(self, condition)
+        if generation is None:
+            raise ValueError(f"known_id={self.known_id}: condition {condition!r} was not generated")
+        return classify_answer(generation, attribute or self.attribute)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -298,8 +301,11 @@ class RecallByPart(_Generations):
 
     known_id: int
     attribute: str
-    subject_spoken: str  # the subject's units (the adapter's span map), the template written
-    template_spoken: str  # the subject written, the template's units around it
+    subject_spoken: str | None  # the subject's units (the adapter's span map), the template written
+    template_spoken: str | None  # the subject written, the template's units around it (None: not generated)
+
+
+BY_PART = ("subject_spoken", "template_spoken")
 
 
 def _interleaved(builder: SequenceBuilder, parts: list[tuple[str, object]]) -> tuple[list[int], list[tuple[int, int]]]:
@@ -322,11 +328,13 @@ def _interleaved(builder: SequenceBuilder, parts: list[tuple[str, object]]) -> t
 
 
 def recall_by_part(adapter, records: list[dict], max_new_tokens: int = 12,
-                   shuffle_seed: int | None = None) -> list[RecallByPart]:
+                   shuffle_seed: int | None = None, parts: tuple[str, ...] = BY_PART) -> list[RecallByPart]:
     """For each record, the filter's greedy generation with the subject spoken and the template written, and with
     the subject written and the template spoken: the subject's units are the adapter's span map of the spoken
     prompt; the written parts are the prompt's characters around the subject. With `shuffle_seed`, each spoken
-    part's units in a random order."""
+    part's units in a random order. Only the conditions named in `parts` are generated (the others are None)."""
+    if unknown := set(parts) - set(BY_PART):
+        raise ValueError(f"parts={sorted(unknown)}: choose from {', '.join(BY_PART)}")
     builder = SequenceBuilder(adapter.tokenizer)
     results = []
     for record in records:
@@ -343,12 +351,14 @@ def recall_by_part(adapter, records: list[dict], max_new_tokens: int = 12,
             rng = np.random.default_rng(shuffle_seed + int(record["known_id"]))
             units = units[:1] + [int(u) for part in (units[1:start], units[start:end], units[end:-1])
                                  for u in rng.permutation(part)] + units[-1:]
-        generations = []
-        for parts in ([("text", before), ("speech", units[start:end]), ("text", after)],
-                      [("speech", units[1:start]), ("text", subject), ("speech", units[end:-1])]):
-            ids, spans = _interleaved(builder, parts)
-            generations.append(adapter.generate_batch([model_input.with_ids(ids, spans[1])], max_new_tokens)[0])
-        results.append(RecallByPart(int(record["known_id"]), record["attribute"], *generations))
+        layouts = {"subject_spoken": [("text", before), ("speech", units[start:end]), ("text", after)],
+                   "template_spoken": [("speech", units[1:start]), ("text", subject), ("speech", units[end:-1])]}
+        generations = {}
+        for condition in parts:
+            ids, spans = _interleaved(builder, layouts[condition])
+            generations[condition] = adapter.generate_batch([model_input.with_ids(ids, spans[1])], max_new_tokens)[0]
+        results.append(RecallByPart(int(record["known_id"]), record["attribute"],
+                                    *(generations.get(condition) for condition in BY_PART)))
     return results
 
 
@@ -420,7 +430,7 @@ def _layer_outputs(model, ids: list[int], position: int) -> list[torch.Tensor]:
     captured: list[torch.Tensor] = []
 
     def keep(module, args, output):
-        captured.append((output[0] if isinstance(output, tuple) else output)[0, position].clone())
+        captured.append(hidden_of(output)[0, position].clone())
 
     handles = [layer.register_forward_hook(keep) for layer in spec_for(model).layer_list(model)]
     try:
@@ -432,13 +442,14 @@ def _layer_outputs(model, ids: list[int], position: int) -> list[torch.Tensor]:
 
 
 @contextlib.contextmanager
-def _layer_outputs_replaced(model, position: int, states: list[torch.Tensor]):
-    """Within the block, each decoder layer's output at `position` is `states[layer]`, in every forward pass that
-    holds that position (the prompt's; a cached generation step of one new position does not)."""
+def _layer_outputs_replaced(model, position: int, states: list[torch.Tensor | None]):
+    """Within the block, each decoder layer's output at `position` is `states[layer]` (a layer whose entry is None
+    computes its own), in every forward pass that holds that position (the prompt's; a cached generation step of
+    one new position does not)."""
     def hook(index: int):
         def replace(module, args, output):
-            tensor = output[0] if isinstance(output, tuple) else output
-            if tensor.shape[1] > position:
+            tensor = hidden_of(output)
+            if states[index] is not None and tensor.shape[1] > position:
                 tensor[:, position] = states[index].to(tensor.dtype)
             return output
         return replace
@@ -490,8 +501,22 @@ def subject_state_patch(adapter, records: list[dict], partners: list[dict] | Non
     return results
 
 
+class _RecalledPerSetting:
+    """Generations of one prompt under a series of settings (the dataclass's `generations`), each classified
+    against its attribute as the filter classifies them."""
+
+    def recalled(self) -> list[bool]:
+        """Per setting, whether the generation names the attribute."""
+        from known_speech.evaluation.matching import classify_answer
+
+        return [classify_answer(g, self.attribute) != "none" for g in self.generations]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class SubjectStateDose:
+class SubjectStateDose(_RecalledPerSetting):
     """One prompt from speech with every layer's output at the subject's last unit moved a fraction of the way
     from its spoken state to the model's own text state (0: as spoken; 1: `SubjectStatePatch.patched`): how near
     the text path's the spoken subject's state has to come before recall from speech follows, in the units the
@@ -503,15 +528,6 @@ class SubjectStateDose:
     generations: tuple[str, ...]
     log_p: tuple[float, ...]
     spoken_distance: float  # relative_state_distance(spoken, text), the mean over layers
-
-    def recalled(self) -> list[bool]:
-        """Per fraction, whether the generation names the attribute as the filter classifies it."""
-        from known_speech.evaluation.matching import classify_answer
-
-        return [classify_answer(g, self.attribute) != "none" for g in self.generations]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @torch.no_grad()
@@ -532,4 +548,40 @@ def subject_state_dose(adapter, records: list[dict], fractions: tuple[float, ...
         distance = float(torch.stack([relative_state_distance(a.float(), b.float()) for a, b in zip(spoken, own)]).mean())
         results.append(SubjectStateDose(int(record["known_id"]), record["attribute"], tuple(fractions),
                                         generations, log_ps, distance))
+    return results
+
+
+@dataclass(frozen=True)
+class SubjectStateFromLayer(_RecalledPerSetting):
+    """One prompt from speech with the model's own text state written at the subject's last unit in one layer's
+    output only, layer by layer; the layers after it compute from what was written, as ROME restores one hidden
+    state (`causal_trace.py:188-207`). Recall then follows from a layer on whose state the spoken prompt must get
+    right: where the training's state loss matters."""
+
+    known_id: int
+    attribute: str
+    layers: tuple[int, ...]
+    generations: tuple[str, ...]
+    log_p: tuple[float, ...]
+
+
+@torch.no_grad()
+def subject_state_from_layer(adapter, records: list[dict], layers: tuple[int, ...],
+                             max_new_tokens: int = 12) -> list[SubjectStateFromLayer]:
+    """`SubjectStateFromLayer` for each record at each of `layers` (0 = the first decoder layer's output)."""
+    model = adapter.model
+    count = len(spec_for(model).layer_list(model))
+    if bad := [layer for layer in layers if not 0 <= layer < count]:
+        raise ValueError(f"layers={bad}: the model has decoder layers 0..{count - 1}")
+    results = []
+    for record in records:
+        speech, text = adapter.prepare(record, "speech"), adapter.prepare(record, "text")
+        last_unit = speech.subject_range[1] - 1
+        own = _layer_outputs(model, text.input_ids, text.subject_range[1] - 1)
+        generations, log_ps = zip(*(_patched_outcome(adapter, speech, last_unit,
+                                                     [state if index == layer else None for index, state in enumerate(own)],
+                                                     max_new_tokens)
+                                    for layer in layers))
+        results.append(SubjectStateFromLayer(int(record["known_id"]), record["attribute"], tuple(layers),
+                                             generations, log_ps))
     return results
