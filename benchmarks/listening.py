@@ -78,9 +78,9 @@ def main() -> None:
     parser.add_argument("--measures", default=",".join(MEASURES),
                         type=lambda text: [m for m in text.split(",") if m],
                         help=f"comma-separated, of {','.join(MEASURES)} (default: all)")
-    parser.add_argument("--layers", default="0,4,8,12,16,20,24,29",
-                        type=lambda text: tuple(int(layer) for layer in text.split(",") if layer),
-                        help="for --measures layer: the decoder layers (from 0) whose output takes the text state")
+    parser.add_argument("--layers", type=lambda text: tuple(int(layer) for layer in text.split(",") if layer),
+                        help="decoder layers (from 0) whose output takes the text state: for --measures layer, one "
+                             "at a time (default 0,4,8,12,16,20,24,29); for dose, these together (default: every one)")
     parser.add_argument("--out", help="JSON file for the per-prompt values and the estimates")
     args = parser.parse_args()
     unknown = sorted(set(args.measures) - set(MEASURES))
@@ -104,8 +104,9 @@ def main() -> None:
     parts = recall_by_part(adapter, rows) if "parts" in measured else []
     known = from_text if measured & {"patch", "dose", "layer"} else []
     patches = subject_state_patch(adapter, known, partners=rows) if known and "patch" in measured else []  # what speech loses of what it knows
-    doses = subject_state_dose(adapter, known) if known and "dose" in measured else []
-    from_layer = subject_state_from_layer(adapter, known, args.layers) if known and "layer" in measured else []
+    doses = subject_state_dose(adapter, known, layers=args.layers) if known and "dose" in measured else []
+    layers = args.layers or (0, 4, 8, 12, 16, 20, 24, 29)
+    from_layer = subject_state_from_layer(adapter, known, layers) if known and "layer" in measured else []
     seconds = time.perf_counter() - started
     drops = {name: np.array([e.clean - getattr(e, name) for e in effects]) for name in ("subject", "control", "shifted")}
     quantities = {
@@ -168,13 +169,14 @@ def main() -> None:
     dose_recalled = np.array([d.recalled() for d in doses])  # prompts × fractions
     dose_table = {f"{fraction:g}": int(n) for fraction, n in zip(doses[0].fractions, dose_recalled.sum(0))} if doses else {}
     if doses:
-        print(f"  of the {len(doses)} facts recalled from text, recalled from speech with the subject's last unit moved a "
+        print(f"  of the {len(doses)} facts recalled from text, recalled from speech with the subject's last unit "
+              f"({'layers ' + ','.join(map(str, args.layers)) if args.layers else 'every layer'}) moved a "
               f"fraction of the way to its text state (relative distance left: (1 − fraction)² × "
               f"{np.mean([d.spoken_distance for d in doses]):.3f} on average): " +
               ", ".join(f"{k}: {v}" for k, v in dose_table.items()))
     layer_recalled = np.array([r.recalled() for r in from_layer])  # prompts × layers
     layer_table = ({str(layer): {"recalled": int(n), "mean log P(answer)": float(np.mean([r.log_p[i] for r in from_layer]))}
-                    for i, (layer, n) in enumerate(zip(args.layers, layer_recalled.sum(0)))} if from_layer else {})
+                    for i, (layer, n) in enumerate(zip(layers, layer_recalled.sum(0)))} if from_layer else {})
     if from_layer:
         print(f"  of the {len(from_layer)} facts recalled from text, recalled from speech with the subject's text state "
               f"written at its last unit in one layer's output (layer: recalled, mean log P(answer)): " +

@@ -101,6 +101,15 @@ def _mix(text: str) -> dict[str, float]:
     return parse_mix(text)
 
 
+def _state_layers(text: str) -> str:
+    from known_speech.evaluation.organism.options import TrainOptions
+
+    try:
+        return TrainOptions("", "", state_layers=text).state_layers
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--state-layers {text!r}: ")) from None
+
+
 def _entity_sources(text: str) -> str:
     from known_speech.evaluation.organism.options import TrainOptions
 
@@ -319,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--state-teacher", choices=STATE_TEACHERS, default=trained.state_teacher,
                           help="whose text states the state terms pull the spoken ones towards: the frozen backbone's "
                                "or the model's own text path, LoRA on (default: %(default)s)")
+    organism.add_argument("--state-layers", type=_state_layers, default=trained.state_layers, metavar="8-16",
+                          help="the decoder layers (from 0) the state terms count, e.g. 8-16 or 4,8,12 (default: every "
+                               "one; recall from speech reads the subject's state in the middle layers: "
+                               "benchmarks/listening.py --measures layer)")
     organism.add_argument("--keep", choices=("best", "last"), default="best",
                           help="weights packaged: the best held-out loss (default) or the last step's")
     organism.add_argument("--init-from", default="", metavar="RUN_OR_DELTA",

@@ -273,6 +273,7 @@ def organism(args: argparse.Namespace) -> int:
                                 pool_size=max(64, min(4096, args.batch_tokens // 4)), lr_lora=args.lr_lora,
                                 lr_embeddings=args.lr_embeddings, keep_last=args.keep == "last",
                                 entity_sources=args.entity_sources, state_teacher=args.state_teacher,
+                                state_layers=args.state_layers,
                                 **({"mix": args.mix} if args.mix else {})))
     print(f"trained: {record['steps']} steps, best held-out loss {record['best_held_out_ce']:.3f}; {run_dir}")
     if args.stage == "train":

@@ -362,3 +362,16 @@ def test_the_own_state_teacher_is_the_text_path_with_the_lora_on(tokenizer):
     assert abs(measured["own"] - measured["backbone"]) > 2e-3 * measured["backbone"]
     with pytest.raises(ValueError, match="--state-teacher 'teacher'"):
         TrainOptions("", "", state_teacher="teacher")
+
+    # --state-layers: the term is the mean over the layers named (both ends of a range in), not over every one
+    with torch.no_grad():
+        counted = _losses(model, [sequence], replace(options, state_teacher="own", state_layers="2-3,7"), base_vocab,
+                          pad)[1]["state"]
+    by_layer = [float(relative_state_distance(s[0, own], r[0, theirs])) for s, r in zip(spoken, text)]
+    assert counted == pytest.approx(np.mean([by_layer[i] for i in (2, 3, 7)]), rel=1e-4)
+    assert abs(counted - measured["own"]) > 1e-3 * measured["own"]
+    for malformed in ("8-a", "-1", "3,,4"):
+        with pytest.raises(ValueError, match="--state-layers"):
+            TrainOptions("", "", state_layers=malformed)
+    with pytest.raises(ValueError, match="decoder layers 0..29"):
+        build_organism(*_load_backbone("smollm2", "cpu"), bundle, replace(options, state_layers="12,30"))

@@ -501,6 +501,16 @@ def subject_state_patch(adapter, records: list[dict], partners: list[dict] | Non
     return results
 
 
+def _checked_layers(model, layers: tuple[int, ...] | None) -> list[int]:
+    """The decoder layers to write (every one where `layers` is None), refused where the model has no such layer."""
+    count = len(spec_for(model).layer_list(model))
+    if layers is None:
+        return list(range(count))
+    if bad := [layer for layer in layers if not 0 <= layer < count]:
+        raise ValueError(f"layers={bad}: the model has decoder layers 0..{count - 1}")
+    return list(layers)
+
+
 class _RecalledPerSetting:
     """Generations of one prompt under a series of settings (the dataclass's `generations`), each classified
     against its attribute as the filter classifies them."""
@@ -527,15 +537,19 @@ class SubjectStateDose(_RecalledPerSetting):
     fractions: tuple[float, ...]
     generations: tuple[str, ...]
     log_p: tuple[float, ...]
-    spoken_distance: float  # relative_state_distance(spoken, text), the mean over layers
+    spoken_distance: float  # relative_state_distance(spoken, text), the mean over the layers written
+    layers: tuple[int, ...] | None = None  # the layers written (None: every one)
 
 
 @torch.no_grad()
 def subject_state_dose(adapter, records: list[dict], fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
-                       max_new_tokens: int = 12) -> list[SubjectStateDose]:
+                       max_new_tokens: int = 12, layers: tuple[int, ...] | None = None) -> list[SubjectStateDose]:
     """`SubjectStateDose` for each record: the state written at the subject's last unit, layer by layer, is
-    spoken + fraction × (text − spoken), the spoken state read from the unpatched prompt."""
+    spoken + fraction × (text − spoken), the spoken state read from the unpatched prompt. With `layers`, only those
+    layers' outputs are written (the others compute from them, as in `subject_state_from_layer`), and the spoken
+    distance is their mean."""
     model = adapter.model
+    chosen = _checked_layers(model, layers)
     results = []
     for record in records:
         speech, text = adapter.prepare(record, "speech"), adapter.prepare(record, "text")
@@ -543,11 +557,12 @@ def subject_state_dose(adapter, records: list[dict], fractions: tuple[float, ...
         own = _layer_outputs(model, text.input_ids, text.subject_range[1] - 1)
         spoken = _layer_outputs(model, speech.input_ids, last_unit)
         generations, log_ps = zip(*(_patched_outcome(adapter, speech, last_unit,
-                                                     [a + fraction * (b - a) for a, b in zip(spoken, own)], max_new_tokens)
+                                                     [a + fraction * (b - a) if i in chosen else None
+                                                      for i, (a, b) in enumerate(zip(spoken, own))], max_new_tokens)
                                     for fraction in fractions))
-        distance = float(torch.stack([relative_state_distance(a.float(), b.float()) for a, b in zip(spoken, own)]).mean())
+        distance = float(torch.stack([relative_state_distance(spoken[i].float(), own[i].float()) for i in chosen]).mean())
         results.append(SubjectStateDose(int(record["known_id"]), record["attribute"], tuple(fractions),
-                                        generations, log_ps, distance))
+                                        generations, log_ps, distance, tuple(layers) if layers is not None else None))
     return results
 
 
@@ -570,9 +585,7 @@ def subject_state_from_layer(adapter, records: list[dict], layers: tuple[int, ..
                              max_new_tokens: int = 12) -> list[SubjectStateFromLayer]:
     """`SubjectStateFromLayer` for each record at each of `layers` (0 = the first decoder layer's output)."""
     model = adapter.model
-    count = len(spec_for(model).layer_list(model))
-    if bad := [layer for layer in layers if not 0 <= layer < count]:
-        raise ValueError(f"layers={bad}: the model has decoder layers 0..{count - 1}")
+    _checked_layers(model, layers)
     results = []
     for record in records:
         speech, text = adapter.prepare(record, "speech"), adapter.prepare(record, "text")

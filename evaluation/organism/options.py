@@ -57,6 +57,7 @@ class TrainOptions:
     keep_last: bool = False  # also write the last step's weights (delta-last/): the held-out loss is not recall
     entity_sources: str = "names,facts"  # what entity_state draws from (ENTITY_SOURCES; run 9: names alone)
     state_teacher: str = "backbone"  # whose text states the state terms pull towards: STATE_TEACHERS
+    state_layers: str = ""  # the decoder layers the state terms count, e.g. "8-16" or "4,8,12" ("": every one)
 
     def __post_init__(self) -> None:
         try:
@@ -69,6 +70,24 @@ class TrainOptions:
                              f"{', '.join(ENTITY_SOURCES)}, comma-separated")
         if self.state_teacher not in STATE_TEACHERS:
             raise ValueError(f"--state-teacher {self.state_teacher!r}: give one of {', '.join(STATE_TEACHERS)}")
+        self.state_layer_indices  # noqa: B018 (refuses a malformed --state-layers before any model loads)
+
+    @property
+    def state_layer_indices(self) -> tuple[int, ...] | None:
+        """The layers of --state-layers, from 0 (None: every layer), from "8-16" (both ends in) or "4,8,12"."""
+        if not self.state_layers:
+            return None
+        layers: list[int] = []
+        try:
+            for part in self.state_layers.split(","):
+                first, _, last = part.strip().partition("-")
+                layers += range(int(first), int(last or first) + 1)
+        except ValueError:
+            raise ValueError(f"--state-layers {self.state_layers!r}: give layer numbers from 0 and ranges, "
+                             "e.g. 8-16 or 4,8,12") from None
+        if not layers or min(layers) < 0:
+            raise ValueError(f"--state-layers {self.state_layers!r}: give at least one layer, numbered from 0")
+        return tuple(sorted(set(layers)))
 
     @property
     def entity_kinds(self) -> set[str]:

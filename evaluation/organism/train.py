@@ -251,8 +251,10 @@ def _losses(model, sequences: list[TrainingSequence], options: TrainOptions, bas
                     teacher = base.model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=True)
             else:
                 teacher = backbone
-            terms = []
-            for student_states, teacher_states in zip(output.hidden_states[1:], teacher.hidden_states[1:]):
+            terms, counted = [], options.state_layer_indices
+            for layer, (student_states, teacher_states) in enumerate(zip(output.hidden_states[1:], teacher.hidden_states[1:])):
+                if counted is not None and layer not in counted:
+                    continue
                 a = _gather(student_states, students, at_student).float()
                 b = _gather(teacher_states, rows, at_teacher).float()
                 terms.append(relative_state_distance(a, b))
@@ -315,6 +317,9 @@ def build_organism(model, tokenizer, bundle: Bundle, options: TrainOptions):
     """The backbone with the added tokens and a fresh LoRA: the model that trains."""
     from peft import LoraConfig, get_peft_model
 
+    layers = model.config.num_hidden_layers
+    if options.state_layer_indices and max(options.state_layer_indices) >= layers:
+        raise ValueError(f"--state-layers {options.state_layers!r}: the backbone has decoder layers 0..{layers - 1}")
     base_vocab = len(tokenizer)
     extend_tokenizer(tokenizer, bundle.num_units)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -491,6 +496,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-teacher", default=defaults.state_teacher, choices=STATE_TEACHERS,
                         help="whose text states the state terms pull towards: the frozen backbone's, or the model's own "
                              "text path (LoRA on, no gradient)")
+    parser.add_argument("--state-layers", default=defaults.state_layers,
+                        help="the decoder layers the state terms count, from 0: e.g. 8-16 or 4,8,12 (default: every one)")
     parser.add_argument("--mix", type=parse_mix, default=dict(DEFAULT_MIX),
                         help="kind=weight,... over " + ", ".join(KINDS))
     args = vars(parser.parse_args(argv))
