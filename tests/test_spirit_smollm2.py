@@ -234,6 +234,9 @@ def test_a_text_state_patched_at_the_subjects_last_unit_is_read_from_there(organ
     assert len(checked) >= 3
     assert all(log_p[1] == pytest.approx(heard, abs=1e-4) for log_p, heard in checked), checked
     assert all(abs(log_p[0] - heard) > 1e-2 for log_p, heard in checked), checked
+    # the dose at one layer, all of the way, is that layer's write
+    one_layer = subject_state_dose(organism, listening_rows[:4], fractions=(1.0,), max_new_tokens=2, layers=(0,))
+    assert [d.log_p[0] for d in one_layer] == pytest.approx([r.log_p[0] for r in from_layer], abs=1e-4)
 
 
 def test_units_of_another_tokenizer_are_refused(organism, listening_rows):
