@@ -297,11 +297,14 @@ def _evaluate(model, held_out, options, base_vocab, pad, step, started, history,
             by_kind[kind] = float(np.mean([_losses(model, sequences[i:i + 64], options, base_vocab, pad, distill=False)[1]["ce"]
                                            for i in range(0, len(sequences), 64)]))
         states = {}  # the relative state distance at held-out names' and fact prefixes' entities, apart
+        # over every layer, as runs before --state-layers measured; with it, over the counted layers as well
+        scopes = {"": ""} | ({"_counted_layers": options.state_layers} if options.state_layers else {})
         for key, kind in STATE_MEASURES.items():
             chosen = [s for s in held_out if s.kind == "entity_state" and s.utterance_kind == kind]
-            if chosen:
-                states[key] = float(np.mean([_losses(model, chosen[i:i + 64], replace(options, state_weight=1.0), base_vocab,
-                                                     pad)[1]["state"] for i in range(0, len(chosen), 64)]))
+            for suffix, layers in scopes.items() if chosen else ():
+                measured = replace(options, state_weight=1.0, state_layers=layers)
+                states[key + suffix] = float(np.mean([_losses(model, chosen[i:i + 64], measured, base_vocab, pad)[1]["state"]
+                                                      for i in range(0, len(chosen), 64)]))
     held = float(np.mean(list(by_kind.values())))
     evaluations.append({"step": step, "seconds": round(time.time() - started, 1), "held_out_ce": held,
                         "held_out_ce_by_kind": by_kind, "train_ce": history[-1]["ce"] if history else None, **states})
