@@ -23,7 +23,10 @@ fail when speech→text is wrong: they break with shuffled units or a subject sp
   layer, by the model's own at the subject's last written token (a cross-modal activation patch): if the facts that
   speech loses come back, what speech lacks is the subject's state there; if not, it lies in what reads it;
 - `subject_state_dose`: that state moved only part of the way from the spoken one to the text one: how near the
-  text path's the training's state loss has to bring it before recall from speech follows.
+  text path's the training's state loss has to bring it before recall from speech follows (in every layer, or in
+  the layers named);
+- `subject_state_from_layer`: the text state written in one layer's output only, layer by layer (the later layers
+  compute from it, as ROME restores one state): from which layer on recall reads it, where the state loss matters.
 """
 
 from __future__ import annotations
