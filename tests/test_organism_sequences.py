@@ -374,4 +374,4 @@ def test_the_own_state_teacher_is_the_text_path_with_the_lora_on(tokenizer):
         with pytest.raises(ValueError, match="--state-layers"):
             TrainOptions("", "", state_layers=malformed)
     with pytest.raises(ValueError, match="decoder layers 0..29"):
-        build_organism(*_load_backbone("smollm2", "cpu"), bundle, replace(options, state_layers="12,30"))
+        build_organism(model, text_tokenizer, bundle, replace(options, state_layers="12,30"))  # refused first

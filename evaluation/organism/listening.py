@@ -444,6 +444,12 @@ def _layer_outputs(model, ids: list[int], position: int) -> list[torch.Tensor]:
     return captured
 
 
+def _subject_states(model, prepared) -> list[torch.Tensor]:
+    """Every layer's output at the subject's last position of a prepared prompt (its last written token, or its
+    last unit): the states the patch, the dose and the one-layer write read and write."""
+    return _layer_outputs(model, prepared.input_ids, prepared.subject_range[1] - 1)
+
+
 @contextlib.contextmanager
 def _layer_outputs_replaced(model, position: int, states: list[torch.Tensor | None]):
     """Within the block, each decoder layer's output at `position` is `states[layer]` (a layer whose entry is None
@@ -492,8 +498,7 @@ def subject_state_patch(adapter, records: list[dict], partners: list[dict] | Non
         if next_word is None or partner is None:
             continue
         other = adapter.prepare(partner, "text")
-        own = _layer_outputs(model, text.input_ids, text.subject_range[1] - 1)
-        theirs = _layer_outputs(model, other.input_ids, other.subject_range[1] - 1)
+        own, theirs = _subject_states(model, text), _subject_states(model, other)
         last_unit = speech.subject_range[1] - 1
         outcome = {name: _patched_outcome(adapter, speech, position, states, max_new_tokens)
                    for name, position, states in (("heard", None, None), ("patched", last_unit, own),
@@ -557,8 +562,7 @@ def subject_state_dose(adapter, records: list[dict], fractions: tuple[float, ...
     for record in records:
         speech, text = adapter.prepare(record, "speech"), adapter.prepare(record, "text")
         last_unit = speech.subject_range[1] - 1
-        own = _layer_outputs(model, text.input_ids, text.subject_range[1] - 1)
-        spoken = _layer_outputs(model, speech.input_ids, last_unit)
+        own, spoken = _subject_states(model, text), _subject_states(model, speech)
         generations, log_ps = zip(*(_patched_outcome(adapter, speech, last_unit,
                                                      [a + fraction * (b - a) if i in chosen else None
                                                       for i, (a, b) in enumerate(zip(spoken, own))], max_new_tokens)
@@ -592,8 +596,7 @@ def subject_state_from_layer(adapter, records: list[dict], layers: tuple[int, ..
     results = []
     for record in records:
         speech, text = adapter.prepare(record, "speech"), adapter.prepare(record, "text")
-        last_unit = speech.subject_range[1] - 1
-        own = _layer_outputs(model, text.input_ids, text.subject_range[1] - 1)
+        last_unit, own = speech.subject_range[1] - 1, _subject_states(model, text)
         generations, log_ps = zip(*(_patched_outcome(adapter, speech, last_unit,
                                                      [state if index == layer else None for index, state in enumerate(own)],
                                                      max_new_tokens)
