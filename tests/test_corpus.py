@@ -2,6 +2,9 @@
 Whisper k-means unit tokenizers with provenance, and the purity / PNMI measures."""
 
 import json
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -252,10 +255,12 @@ def test_whisper_unit_tokenizer_round_trip_and_refusals(tmp_path):
 
 @pytest.mark.slow
 def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys):
-    """corpus → unit tokenizer → units → bundle → two training steps (CPU) → a delta folder that loads by hash."""
+    """corpus → unit tokenizer → units → bundle → two training steps (CPU) → a delta folder that loads by hash; a run
+    killed after its first checkpoint packages from it."""
     from known_speech.cli import main as cli_main
     from known_speech.evaluation.organism.bundle import read_bundle
-    from known_speech.evaluation.organism.delta import OrganismDelta
+    from known_speech.evaluation.organism.delta import OrganismDelta, package_organism
+    from known_speech.evaluation.organism.train import init_source
     from known_speech.source import file_sha256
 
     (tmp_path / "fortunes").mkdir()
@@ -298,3 +303,31 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys
     assert "--mix: unknown kinds ['fluency']" in capsys.readouterr().err
     assert cli_main(common + ["--device", "cpu", "--init-from", str(tmp_path)]) == 2
     assert "--init-from" in capsys.readouterr().err
+    # a run cut short (a GPU host lost mid-run) keeps its last evaluation: a real worker process, killed after its
+    # first checkpoint, leaves delta-last/ and a record marked unfinished, which packages and goes on
+    cut = first.parent / "cut"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "known_speech.evaluation.organism.train", "--bundle",
+         str(bundle_file.parent), "--out", str(cut), "--device", "cpu", "--minutes", "2", "--batch-tokens", "512",
+         "--eval-every", "1", "--keep-last", "--init-from", str(first)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (cut / "training.json").exists():
+            assert worker.poll() is None, worker.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint in 600 s"
+            time.sleep(0.5)
+    finally:
+        worker.kill()
+        worker.wait()
+    record = json.loads((cut / "training.json").read_text())
+    assert record["finished"] is False and record["last_step"] >= 1 and record["transcripts"] == []
+    assert record["evaluations"][-1]["step"] == record["last_step"] and not (cut / "delta").exists()
+    package_organism(cut, tmp_path / "organism" / "unit_tokenizer" / "whisper-tiny.en-own-L4-25hz-k8",
+                     tmp_path / "cut-delta", weights="delta-last")
+    packaged = OrganismDelta.resolve(str(tmp_path / "cut-delta"))
+    assert packaged.manifest["training"]["finished"] is False
+    assert packaged.manifest["training"]["kept_step"] == record["last_step"]
+    assert file_sha256(packaged.folder / "adapter_model.safetensors") == \
+        file_sha256(cut / "delta-last" / "adapter_model.safetensors")
+    assert init_source(cut)[0] == cut / "delta-last" / "adapter_model.safetensors"

@@ -139,7 +139,8 @@ def package_organism(run: str | Path, unit_tokenizer_dir: str | Path, out: str |
                                               "test_utterances", "versions", "device") if key in training}
     summary.update(seed=training["options"]["seed"], lora_rank=training["options"]["lora_rank"],
                    mix=training["options"]["mix"], minutes=training["options"]["minutes"],
-                   kept_step=training["last_step"] if weights == "delta-last" else training.get("best_step"))
+                   kept_step=training["last_step"] if weights == "delta-last" else training.get("best_step"),
+                   finished=training.get("finished", True))  # False: a run cut short, packaged from its last checkpoint
     return write_organism_manifest(out, name, bundled_smollm2_gguf(), int(training["vocab"] - training["base_vocab"] - 2),
                                    tokenizer.checkpoint_sha256, summary)
 

@@ -12,7 +12,9 @@ layer, where it predicts the first written word after the speech, to the backbon
 read as text (`--state-weight`): the place where recall from speech has to look like recall from text. The
 held-out loss (speech→text and continuation sequences of the corpus's test split) is measured every
 `--eval-every` steps and the best weights are kept (`--keep-last` writes the last step's too, to delta-last/:
-the held-out loss does not measure what `entity_state` trains). The run writes the delta (a peft adapter
+the held-out loss does not measure what `entity_state` trains; with it, each evaluation also leaves delta-last/ and a
+`training.json` marked `"finished": false`, so a run cut short, a GPU host lost for one, keeps its last evaluation's
+weights, which package and `--init-from` take). The run writes the delta (a peft adapter
 folder), `training.json` (options, loss curves, tokens, steps, seed, versions, times) and the held-out
 transcripts of the best weights. `--init-from` goes on from an earlier run or delta (the shipped delta is run
 4's 16 minutes, then 22 more with Known's subjects spoken, then 24 more with the fact prefixes, then 25 more with the
@@ -26,7 +28,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import random
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -34,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from known_speech.atomic import atomic_write_text
 
 from .bundle import Bundle, read_bundle
 from .delta import store_half_precision
@@ -335,12 +341,12 @@ def build_organism(model, tokenizer, bundle: Bundle, options: TrainOptions):
 
 
 def init_source(source: str | Path) -> tuple[Path, dict]:
-    """The adapter file and `training.json` record of an `--init-from` folder (a run folder: `delta/`,
-    `training.json`; or a packaged delta), refused by name where either is missing: checked before any model
+    """The adapter file and `training.json` record of an `--init-from` folder (a run folder: `delta/`, or only
+    `delta-last/` where the run was cut short, and `training.json`; or a packaged delta), refused by name where either is missing: checked before any model
     loads."""
     source = Path(source)
-    adapter = next((f for f in (source / "adapter_model.safetensors", source / "delta" / "adapter_model.safetensors")
-                    if f.exists()), None)
+    adapter = next((f for f in (source / "adapter_model.safetensors", source / "delta" / "adapter_model.safetensors",
+                                source / "delta-last" / "adapter_model.safetensors") if f.exists()), None)
     if adapter is None or not (source / "training.json").exists():
         raise ValueError(f"--init-from {source}: no adapter_model.safetensors and training.json there; give a run "
                          "folder (delta/, training.json) or a packaged delta")
@@ -372,6 +378,20 @@ def warm_start(model, source: str | Path, bundle: Bundle) -> dict:
     logger.info("going on from %s (%s steps, %s tokens)", source, trained.get("steps"), trained.get("tokens_seen"))
     return {"path": str(source), "adapter_sha256": file_sha256(adapter), "steps": trained.get("steps"),
             "tokens_seen": trained.get("tokens_seen"), "init_from": trained.get("init_from")}
+
+
+def _write_adapter(model, folder: Path) -> None:
+    """The trainable weights as a peft adapter folder (float16), replacing `folder` whole: written beside it and
+    renamed in, so that a reader, or a run cut short while writing, finds the old weights or the new ones."""
+    staging, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    store_half_precision(staging / "adapter_model.safetensors")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def train(options: TrainOptions) -> dict:
@@ -407,6 +427,24 @@ def train(options: TrainOptions) -> dict:
     budget = options.minutes * 60
     history, evaluations = [], []
     best, best_state, step, tokens_seen = math.inf, None, 0, 0
+    out = Path(options.out)
+
+    def record(finished: bool, transcribed: list[tuple[Utterance, str]] = ()) -> dict:
+        """What the run did so far (the whole record at the end; at a checkpoint, without the transcripts)."""
+        return {
+            "options": asdict(options), "asr_cue": ASR_CUE, "base_vocab": base_vocab, "vocab": len(tokenizer),
+            "mix_drawn": batches.mix, "steps": step, "tokens_seen": tokens_seen, "init_from": init_from, "best_held_out_ce": best,
+            "best_step": min(evaluations, key=lambda e: e["held_out_ce"])["step"] if evaluations else None,
+            "last_step": step, "last_held_out_ce": evaluations[-1]["held_out_ce"] if evaluations else None,
+            "train_utterances": len(train_set), "test_utterances": len(test_set), "history": history,
+            "evaluations": evaluations, "unit_tokenizer": bundle.unit_tokenizer, "corpus": bundle.corpus,
+            "transcripts": [{"utterance_id": u.utterance_id, "reference": u.text, "hypothesis": t}
+                            for u, t in transcribed],
+            "seconds": {"total": time.time() - started, "loop": time.time() - loop_started},
+            "versions": {name: metadata.version(name) for name in ("torch", "transformers", "peft")},
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "finished": finished,
+        }
+
     loop_started = time.time()
     estimated_steps = options.max_steps
     while step < options.max_steps:
@@ -438,47 +476,35 @@ def train(options: TrainOptions) -> dict:
         if step % options.eval_every == 0:
             best, best_state = _evaluate(model, held_out, options, base_vocab, pad, step, loop_started, history,
                                          evaluations, best, best_state)
+            if options.keep_last:  # a checkpoint: what a run cut short keeps
+                _write_adapter(model, out / "delta-last")
+                atomic_write_text(out / "training.json", json.dumps(record(finished=False), indent=1))
     if held_out and (not evaluations or evaluations[-1]["step"] != step):  # the last steps count too
         best, best_state = _evaluate(model, held_out, options, base_vocab, pad, step, loop_started, history,
                                      evaluations, best, best_state)
-    out = Path(options.out)
     if options.keep_last:
-        model.save_pretrained(out / "delta-last")
-        store_half_precision(out / "delta-last" / "adapter_model.safetensors")
+        _write_adapter(model, out / "delta-last")
     if best_state is not None:
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if name in best_state:
                     parameter.copy_(best_state[name])
-    model.save_pretrained(out / "delta")
-    store_half_precision(out / "delta" / "adapter_model.safetensors")
+    _write_adapter(model, out / "delta")
     model.eval()
     held_sentences = [u for u in test_set if u.kind == "sentence"][:options.transcribe]
     banned = [tokenizer.convert_tokens_to_ids(t) for t in (TEXT_MARKER, SPEECH_MARKER)] + \
         list(range(base_vocab + 2, len(tokenizer)))
     transcripts = transcribe(model, tokenizer, builder, held_sentences, options.device, banned=banned) \
         if held_sentences else []
-    record = {
-        "options": asdict(options), "asr_cue": ASR_CUE, "base_vocab": base_vocab, "vocab": len(tokenizer),
-        "mix_drawn": batches.mix, "steps": step, "tokens_seen": tokens_seen, "init_from": init_from, "best_held_out_ce": best,
-        "best_step": min(evaluations, key=lambda e: e["held_out_ce"])["step"] if evaluations else None,
-        "last_step": step, "last_held_out_ce": evaluations[-1]["held_out_ce"] if evaluations else None,
-        "train_utterances": len(train_set), "test_utterances": len(test_set), "history": history,
-        "evaluations": evaluations, "unit_tokenizer": bundle.unit_tokenizer, "corpus": bundle.corpus,
-        "transcripts": [{"utterance_id": u.utterance_id, "reference": u.text, "hypothesis": t}
-                        for u, t in zip(held_sentences, transcripts)],
-        "seconds": {"total": time.time() - started, "loop": time.time() - loop_started},
-        "versions": {name: metadata.version(name) for name in ("torch", "transformers", "peft")},
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-    }
-    (out / "training.json").write_text(json.dumps(record, indent=1))
+    result = record(finished=True, transcribed=list(zip(held_sentences, transcripts)))
+    atomic_write_text(out / "training.json", json.dumps(result, indent=1))
     try:
         from .curves import plot_training
 
-        plot_training({out.name: record}, out / "training.png")
+        plot_training({out.name: result}, out / "training.png")
     except ImportError as err:  # a GPU host without matplotlib: draw it later with `python -m ...organism.curves`
         logger.warning("no loss figure (%s); draw it with python -m known_speech.evaluation.organism.curves %s", err, out)
-    return record
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
