@@ -45,6 +45,12 @@ def _hearing_table(hearing, from_text: set[int], from_speech: set[int]) -> dict:
     return table
 
 
+def _recalls_by_setting(results) -> list[int]:
+    """How many prompts recall at each setting of a sweep (a dose's fractions, the layers written): the column sums
+    of each result's `recalled()`."""
+    return [int(n) for n in np.array([r.recalled() for r in results]).sum(0)] if results else []
+
+
 def _parts_table(parts, from_text: set[int], from_speech: set[int]) -> dict:
     """Recall with the whole prompt written, spoken, and with one part spoken: over every prompt, and over those
     recalled from text (what speech loses of what the model knows)."""
@@ -166,17 +172,15 @@ def main() -> None:
               f"{patch_table['patched']}, the next word's last unit patched instead {patch_table['moved']}, the subject's "
               f"last unit patched with another subject's {patch_table['swapped']} (that subject's answer: "
               f"{patch_table[followed]})")
-    dose_recalled = np.array([d.recalled() for d in doses])  # prompts × fractions
-    dose_table = {f"{fraction:g}": int(n) for fraction, n in zip(doses[0].fractions, dose_recalled.sum(0))} if doses else {}
+    dose_table = {f"{fraction:g}": n for fraction, n in zip(doses[0].fractions, _recalls_by_setting(doses))} if doses else {}
     if doses:
         print(f"  of the {len(doses)} facts recalled from text, recalled from speech with the subject's last unit "
               f"({'layers ' + ','.join(map(str, args.layers)) if args.layers else 'every layer'}) moved a "
               f"fraction of the way to its text state (relative distance left: (1 − fraction)² × "
               f"{np.mean([d.spoken_distance for d in doses]):.3f} on average): " +
               ", ".join(f"{k}: {v}" for k, v in dose_table.items()))
-    layer_recalled = np.array([r.recalled() for r in from_layer])  # prompts × layers
-    layer_table = ({str(layer): {"recalled": int(n), "mean log P(answer)": float(np.mean([r.log_p[i] for r in from_layer]))}
-                    for i, (layer, n) in enumerate(zip(layers, layer_recalled.sum(0)))} if from_layer else {})
+    layer_table = {str(layer): {"recalled": n, "mean log P(answer)": float(np.mean([r.log_p[i] for r in from_layer]))}
+                   for i, (layer, n) in enumerate(zip(layers, _recalls_by_setting(from_layer)))}
     if from_layer:
         print(f"  of the {len(from_layer)} facts recalled from text, recalled from speech with the subject's text state "
               f"written at its last unit in one layer's output (layer: recalled, mean log P(answer)): " +

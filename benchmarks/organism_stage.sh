@@ -14,6 +14,8 @@
 #     has no evaluation subpackage and would shadow the staged one; `cp -rL .device` resolves the data link)
 # A run longer than one call (10 min) is started with setsid and followed by the next calls. To go on from the
 # shipped delta (as runs 5 and 6 did): add --init-from /root/stage/device/site/known_speech/data/spirit-smollm2.
+# Bring it back with benchmarks/organism_collect.sh (pack, in the host's last call, with a deadline below the call's
+# limit; unpack here). Issue every call of a session in one go: the host is given back 30 s after a call ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:?give the bundle folder (bundle.npz, bundle.json.gz)}

@@ -4,6 +4,7 @@ without importing torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .sequences import check_mix
 
@@ -72,7 +73,7 @@ class TrainOptions:
             raise ValueError(f"--state-teacher {self.state_teacher!r}: give one of {', '.join(STATE_TEACHERS)}")
         self.state_layer_indices  # noqa: B018 (refuses a malformed --state-layers before any model loads)
 
-    @property
+    @cached_property  # parsed once: the loss reads it at every batch
     def state_layer_indices(self) -> tuple[int, ...] | None:
         """The layers of --state-layers, from 0 (None: every layer), from "8-16" (both ends in) or "4,8,12"."""
         if not self.state_layers:
