@@ -305,16 +305,17 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys
     assert "--init-from" in capsys.readouterr().err
     # a run cut short (a GPU host lost mid-run) keeps its last evaluation: a real worker process, killed after its
     # first checkpoint, leaves delta-last/ and a record marked unfinished, which packages and goes on
-    cut = first.parent / "cut"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "known_speech.evaluation.organism.train", "--bundle",
-         str(bundle_file.parent), "--out", str(cut), "--device", "cpu", "--minutes", "2", "--batch-tokens", "512",
-         "--eval-every", "1", "--keep-last", "--init-from", str(first)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cut, worker_log = first.parent / "cut", tmp_path / "cut.log"
+    with open(worker_log, "w") as log:  # a file, not a pipe: a pipe nobody reads fills and stalls the worker
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "known_speech.evaluation.organism.train", "--bundle",
+             str(bundle_file.parent), "--out", str(cut), "--device", "cpu", "--minutes", "2", "--batch-tokens", "512",
+             "--eval-every", "1", "--keep-last", "--init-from", str(first)],
+            stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 600
         while not (cut / "training.json").exists():
-            assert worker.poll() is None, worker.stderr.read()[-2000:]
+            assert worker.poll() is None, worker_log.read_text()[-2000:]
             assert time.monotonic() < deadline, "no checkpoint in 600 s"
             time.sleep(0.5)
     finally:

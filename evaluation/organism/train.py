@@ -342,14 +342,14 @@ def build_organism(model, tokenizer, bundle: Bundle, options: TrainOptions):
 
 def init_source(source: str | Path) -> tuple[Path, dict]:
     """The adapter file and `training.json` record of an `--init-from` folder (a run folder: `delta/`, or only
-    `delta-last/` where the run was cut short, and `training.json`; or a packaged delta), refused by name where either is missing: checked before any model
-    loads."""
+    `delta-last/` where the run was cut short, and `training.json`; or a packaged delta), refused by name where
+    either is missing: checked before any model loads."""
     source = Path(source)
     adapter = next((f for f in (source / "adapter_model.safetensors", source / "delta" / "adapter_model.safetensors",
                                 source / "delta-last" / "adapter_model.safetensors") if f.exists()), None)
     if adapter is None or not (source / "training.json").exists():
         raise ValueError(f"--init-from {source}: no adapter_model.safetensors and training.json there; give a run "
-                         "folder (delta/, training.json) or a packaged delta")
+                         "folder (delta/ or delta-last/, training.json) or a packaged delta")
     return adapter, json.loads((source / "training.json").read_text(encoding="utf-8"))
 
 
@@ -427,7 +427,7 @@ def train(options: TrainOptions) -> dict:
     budget = options.minutes * 60
     history, evaluations = [], []
     best, best_state, step, tokens_seen = math.inf, None, 0, 0
-    out = Path(options.out)
+    out, checkpointed = Path(options.out), None  # the step whose weights delta-last/ holds
 
     def record(finished: bool, transcribed: list[tuple[Utterance, str]] = ()) -> dict:
         """What the run did so far (the whole record at the end; at a checkpoint, without the transcripts)."""
@@ -479,10 +479,11 @@ def train(options: TrainOptions) -> dict:
             if options.keep_last:  # a checkpoint: what a run cut short keeps
                 _write_adapter(model, out / "delta-last")
                 atomic_write_text(out / "training.json", json.dumps(record(finished=False), indent=1))
+                checkpointed = step
     if held_out and (not evaluations or evaluations[-1]["step"] != step):  # the last steps count too
         best, best_state = _evaluate(model, held_out, options, base_vocab, pad, step, loop_started, history,
                                      evaluations, best, best_state)
-    if options.keep_last:
+    if options.keep_last and checkpointed != step:  # the last steps since the last checkpoint
         _write_adapter(model, out / "delta-last")
     if best_state is not None:
         with torch.no_grad():
