@@ -14,7 +14,7 @@ from known_speech.atomic import atomic_path
 from known_speech.audio import decode_audio
 from known_speech.progress import bars_disabled
 
-__all__ = ["corpus_units", "units_folder", "fit_corpus_tokenizer"]
+__all__ = ["corpus_units", "units_folder", "fit_corpus_tokenizer", "fit_corpus_phone_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,21 +27,24 @@ def units_folder(corpus: str | Path, tokenizer_dir: str | Path) -> Path:
 
 def _init_worker(tokenizer_dir: str) -> None:
     global _tokenizer
-    from known_speech.whisper_units import WhisperUnitTokenizer
+    from known_speech.whisper_units import load_tokenizer_folder
 
     logging.basicConfig(level=logging.WARNING)
-    _tokenizer = WhisperUnitTokenizer.load(tokenizer_dir)
+    _tokenizer = load_tokenizer_folder(tokenizer_dir)
 
 
 def _units_of_shard(task: tuple[Path, Path]) -> int:
     import pyarrow.parquet as pq
 
     shard, target = task
-    table = pq.read_table(shard, columns=["utterance_id", "audio"]).to_pylist()
+    oracle = hasattr(_tokenizer, "encode_phonemes")  # oracle phone units: from Piper's phoneme times, no audio
+    table = pq.read_table(shard, columns=["utterance_id", *(("phonemes", "duration_s") if oracle else ("audio",))])
     ids, units = [], []
-    for row in table:
+    for row in table.to_pylist():
         ids.append(row["utterance_id"])
-        units.append(_tokenizer.encode(decode_audio(row["audio"]["bytes"])[0]).astype(np.uint16))
+        encoded = _tokenizer.encode_phonemes(row["phonemes"], row["duration_s"]) if oracle else \
+            _tokenizer.encode(decode_audio(row["audio"]["bytes"])[0])
+        units.append(encoded.astype(np.uint16))
     ends = np.cumsum([u.size for u in units])
     with atomic_path(target) as temporary:
         with open(temporary, "wb") as handle:
@@ -78,24 +81,42 @@ def corpus_units(corpus: str | Path, tokenizer_dir: str | Path, workers: int = 2
     return folder
 
 
-def fit_corpus_tokenizer(corpus: str | Path, spec, out: str | Path, utterances: int = 3000, seed: int = 0):
-    """Fit a Whisper k-means unit tokenizer on the first `utterances` whole-sentence utterances of the corpus's
-    train split and save it to `out` (known_speech.whisper_units)."""
+def _train_sentences(corpus: str | Path, columns: list[str], utterances: int) -> list[dict]:
+    """The first `utterances` whole-sentence utterances of the corpus's train split (those columns)."""
     import pyarrow.parquet as pq
-    from tqdm import tqdm
 
-    from known_speech.whisper_units import WhisperFeatures, fit_unit_tokenizer
-
-    features, used = WhisperFeatures(spec.source, spec.window, spec.rate_hz), []
+    used = []
     for shard in sorted((Path(corpus) / "data").glob("shard-*.parquet")):
-        for row in pq.read_table(shard, columns=["utterance_id", "kind", "split", "audio"]).to_pylist():
+        for row in pq.read_table(shard, columns=["utterance_id", "kind", "split", *columns]).to_pylist():
             if row["kind"] == "sentence" and row["split"] == "train":
                 used.append(row)
         if len(used) >= utterances:
             break
-    used = used[:utterances]
     if not used:
         raise ValueError(f"{corpus}: no train utterances to fit units on; build the corpus first (known-speech corpus)")
+    return used[:utterances]
+
+
+def fit_corpus_phone_tokenizer(corpus: str | Path, out: str | Path, rate_hz: float = 25.0, utterances: int = 3000):
+    """Oracle phone units (known_speech.phone_units) whose inventory is the phonemes Piper voiced in the first
+    `utterances` train sentences of the corpus, saved to `out`."""
+    from known_speech.phone_units import fit_phone_tokenizer
+
+    used = _train_sentences(corpus, ["phonemes"], utterances)
+    tokenizer = fit_phone_tokenizer([row["phonemes"] for row in used], rate_hz, {
+        "corpus": str(Path(corpus).resolve()), "first": used[0]["utterance_id"]})
+    return tokenizer.save(out)
+
+
+def fit_corpus_tokenizer(corpus: str | Path, spec, out: str | Path, utterances: int = 3000, seed: int = 0):
+    """Fit a Whisper k-means unit tokenizer on the first `utterances` whole-sentence utterances of the corpus's
+    train split and save it to `out` (known_speech.whisper_units)."""
+    from tqdm import tqdm
+
+    from known_speech.whisper_units import WhisperFeatures, fit_unit_tokenizer
+
+    features = WhisperFeatures(spec.source, spec.window, spec.rate_hz)
+    used = _train_sentences(corpus, ["audio"], utterances)
     frames = [features(decode_audio(row["audio"]["bytes"])[0])
               for row in tqdm(used, desc="features", unit="utt", disable=bars_disabled())]
     from dataclasses import replace

@@ -19,7 +19,7 @@ from .options import BuildOptions
 __all__ = ["STAGES_VERSION", "ItemInputs", "item_fingerprint", "changed_parts"]
 
 # bump when a stage makes a different row from the same inputs
-STAGES_VERSION = 3
+STAGES_VERSION = 4  # 4: rows hold the synthesiser's phoneme times
 
 
 def _digest(value: object) -> str:

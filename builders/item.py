@@ -49,6 +49,7 @@ class SpokenRow:
     normalisation: Normalisation
     voice: VoiceInfo
     words: list[AlignedWord]
+    phonemes: list[tuple[str, float, float]]  # (phoneme, start_s, end_s) as the synthesiser voiced them
     subject_char_span: tuple[int, int]
     subject_time_span: tuple[float, float]
     speech_token_spans: list[TokenSpan]
@@ -60,6 +61,7 @@ class SpokenRow:
         return {
             **self.record.to_dict(), "spoken_text": self.spoken_text,
             "duration_s": self.duration_s, "normalisation": self.normalisation.to_dict(), "voice": self.voice.to_dict(), "words": [w.to_dict() for w in self.words],
+            "phonemes": [{"phoneme": p, "start_s": s, "end_s": e} for p, s, e in self.phonemes],
             "subject_char_span": list(self.subject_char_span), "subject_time_span": list(self.subject_time_span),
             "speech_token_spans": [span.to_dict() for span in self.speech_token_spans],
             "alignment": self.alignment.to_dict(),
@@ -173,7 +175,8 @@ class ItemBuilder:
             return ItemOutcome(record.known_id, "failed", stage=stage, reason=reason,
                                seconds=time.perf_counter() - started, engine_version=version), None
         row = SpokenRow(
-            record, spoken.reading, duration, normalisation, replace(self.engine.info, seed=synthesis.seed), aligned.words, subject_chars,
+            record, spoken.reading, duration, normalisation, replace(self.engine.info, seed=synthesis.seed), aligned.words,
+            list(synthesis.phonemes or []), subject_chars,
             subject_time, token_spans, aligned.alignment, aligned.estimated, asr)
         outcome = ItemOutcome(record.known_id, "ok", row=row.to_dict(), seconds=time.perf_counter() - started,
                               engine_version=version)

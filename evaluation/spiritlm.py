@@ -228,6 +228,8 @@ def record_units(record: dict, speech_tokenizer, rebuild_with: str) -> tuple[np.
                 f"{known.tokenizer} ({known.quantizer}, sha256 {known.checkpoint_sha256[:12]}); rebuild with "
                 f"--unit-tokenizer {rebuild_with}")
         return np.asarray(span["units"], dtype=np.int64), known, "dataset"
+    if hasattr(speech_tokenizer, "encode_record"):  # oracle phone units: from the row's phoneme times, not its audio
+        return speech_tokenizer.encode_record(record), known, "speech_tokenizer"
     from known_speech.audio import waveform_of  # audio libraries only where audio is decoded
 
     return speech_tokenizer.encode(waveform_of(record["audio"])), known, "speech_tokenizer"

@@ -299,8 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="fact prefixes in the corpus still to build (see corpus --facts)")
     organism.add_argument("--out", default="organism", help="folder for the tokenizer, bundle, run and delta "
                           "(default: organism)")
-    organism.add_argument("--units", choices=("whisper", "mel"), default="whisper",
-                          help="unit features: Whisper tiny.en encoder states or log-mel frames (default: whisper)")
+    organism.add_argument("--units", choices=("whisper", "mel", "piper-phones"), default="whisper",
+                          help="unit features: Whisper tiny.en encoder states or log-mel frames (default: whisper); "
+                               "piper-phones: the oracle upper bound, Piper's own phone label at each frame (no "
+                               "encoder; the dataset must hold the phoneme times, stages version 4)")
     organism.add_argument("--window", choices=("own", "padded"), default="own",
                           help="Whisper's encoder window: the utterance's own frames or 30 s (default: own)")
     organism.add_argument("--rate", type=float, choices=(25.0, 50.0), default=25.0, help="unit rate in Hz (default: 25)")
@@ -332,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the decoder layers (from 0) the state terms count, e.g. 8-16 or 4,8,12 (default: every "
                                "one; recall from speech reads the subject's state in the middle layers: "
                                "benchmarks/listening.py --measures layer)")
+    organism.add_argument("--init-units", choices=("same", "fresh"), default=trained.init_units,
+                          help="fresh: keep only the LoRA and the markers' rows of --init-from, the unit rows start "
+                               "anew (a delta of another tokenizer, e.g. --units piper-phones from the shipped delta; "
+                               "default: %(default)s)")
     organism.add_argument("--keep", choices=("best", "last"), default="best",
                           help="weights packaged: the best held-out loss (default) or the last step's")
     organism.add_argument("--init-from", default="", metavar="RUN_OR_DELTA",

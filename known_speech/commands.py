@@ -236,13 +236,16 @@ def corpus_options_to_complete(args: argparse.Namespace, built: dict) -> CorpusO
 def organism(args: argparse.Namespace) -> int:
     """Every stage that is not done yet: corpus, unit tokenizer, its units, bundle, training, delta folder."""
     from known_speech.builders.corpus import build_corpus, read_corpus_stats
-    from known_speech.builders.corpus_units import corpus_units, fit_corpus_tokenizer
+    from known_speech.builders.corpus_units import corpus_units, fit_corpus_phone_tokenizer, fit_corpus_tokenizer
     from known_speech.evaluation.organism.bundle import BUNDLE_VERSION, make_bundle, read_bundle
     from known_speech.evaluation.organism.delta import package_organism
     from known_speech.evaluation.organism.train import TrainOptions, init_source, train
+    from known_speech.phone_units import PHONE_UNITS_KIND
     from known_speech.whisper_units import TOKENIZER_FILE, UnitTokenizerSpec
 
-    spec = UnitTokenizerSpec(args.units, "tiny.en", args.window, args.rate, args.k)
+    oracle = args.units == PHONE_UNITS_KIND  # Piper's own phone labels: the upper bound, no encoder
+    units_name = f"{PHONE_UNITS_KIND}-{args.rate:g}hz" if oracle else \
+        UnitTokenizerSpec(args.units, "tiny.en", args.window, args.rate, args.k).name
     out = Path(args.out)
     if args.stage != "bundle" and args.device.startswith("cuda"):
         import torch
@@ -254,11 +257,14 @@ def organism(args: argparse.Namespace) -> int:
         init_source(args.init_from)
     # build_corpus skips the shards already spoken, and remakes a fact selection of an older rule with its shards
     corpus_stats = build_corpus(corpus_options_to_complete(args, read_corpus_stats(args.corpus)))
-    tokenizer_dir = out / "unit_tokenizer" / spec.name
-    if not (tokenizer_dir / TOKENIZER_FILE).exists():
-        fit_corpus_tokenizer(args.corpus, spec, tokenizer_dir, args.fit_utterances)
+    tokenizer_dir = out / "unit_tokenizer" / units_name
+    if not (tokenizer_dir / TOKENIZER_FILE).exists() and oracle:
+        fit_corpus_phone_tokenizer(args.corpus, tokenizer_dir, args.rate, args.fit_utterances)
+    elif not (tokenizer_dir / TOKENIZER_FILE).exists():
+        fit_corpus_tokenizer(args.corpus, UnitTokenizerSpec(args.units, "tiny.en", args.window, args.rate, args.k),
+                             tokenizer_dir, args.fit_utterances)
     corpus_units(args.corpus, tokenizer_dir)
-    bundle_dir = out / "bundle" / spec.name
+    bundle_dir = out / "bundle" / units_name
     built = read_bundle(bundle_dir) if (bundle_dir / "bundle.json.gz").exists() else None
     what = ("utterances", "names", "facts")
     if built is None or built.version < BUNDLE_VERSION or \
@@ -267,11 +273,12 @@ def organism(args: argparse.Namespace) -> int:
     print(f"bundle: {bundle_dir}")
     if args.stage == "bundle":
         return 0
-    run_dir = out / "runs" / (f"{spec.name}-seed{args.seed}" + (f"-from-{Path(args.init_from).name}" if args.init_from else ""))
+    run_dir = out / "runs" / (f"{units_name}-seed{args.seed}" + (f"-from-{Path(args.init_from).name}" if args.init_from else ""))
     record = train(TrainOptions(bundle=str(bundle_dir), out=str(run_dir), minutes=args.minutes, seed=args.seed,
                                 device=args.device, batch_tokens=args.batch_tokens, init_from=args.init_from,
                                 pool_size=max(64, min(4096, args.batch_tokens // 4)), lr_lora=args.lr_lora,
                                 lr_embeddings=args.lr_embeddings, keep_last=args.keep == "last",
+                                init_units=args.init_units,
                                 entity_sources=args.entity_sources, state_teacher=args.state_teacher,
                                 state_layers=args.state_layers,
                                 **({"mix": args.mix} if args.mix else {})))

@@ -45,6 +45,9 @@ def record_features() -> Features:
                 "seed": Value("int64"),
             },
             "words": List(word),
+            # every phoneme the synthesiser voiced, pauses as "_" (Piper's own durations; empty for other engines):
+            # the exact phone labels of each frame, what oracle phone units (known_speech.phone_units) are read from
+            "phonemes": List({"phoneme": Value("string"), "start_s": Value("float64"), "end_s": Value("float64")}),
             "subject_char_span": List(Value("int32"), length=2),
             "subject_time_span": List(Value("float64"), length=2),
             "speech_token_spans": List(

@@ -31,7 +31,7 @@ from .atomic import atomic_path, atomic_write_text
 from .units import UnitProvenance
 
 __all__ = ["WhisperFeatures", "WhisperUnitTokenizer", "UnitTokenizerSpec", "TOKENIZER_FILE", "CENTROIDS_FILE", "STATS_FILE",
-           "WHISPER_RATE_HZ", "is_whisper_unit_tokenizer", "fit_unit_tokenizer"]
+           "WHISPER_RATE_HZ", "is_whisper_unit_tokenizer", "fit_unit_tokenizer", "load_tokenizer_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +234,18 @@ class WhisperUnitTokenizer:
 
 def is_whisper_unit_tokenizer(folder: str | Path) -> bool:
     return (Path(folder) / TOKENIZER_FILE).is_file()
+
+
+def load_tokenizer_folder(folder: str | Path, threads: int = 1):
+    """The unit tokenizer a `unit_tokenizer.json` folder describes: Whisper k-means units (this module), or
+    oracle phone units (known_speech.phone_units), by the file's `kind`."""
+    from .phone_units import PHONE_UNITS_KIND, PhoneUnitTokenizer
+
+    try:
+        kind = json.loads((Path(folder) / TOKENIZER_FILE).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError):
+        kind = None  # WhisperUnitTokenizer.load names what is missing
+    return PhoneUnitTokenizer.load(folder) if kind == PHONE_UNITS_KIND else WhisperUnitTokenizer.load(folder, threads)
 
 
 def fit_unit_tokenizer(spec: UnitTokenizerSpec, features: list[np.ndarray], seed: int = 0,

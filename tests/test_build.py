@@ -84,6 +84,12 @@ def test_word_spans_are_ordered_inside_audio_and_cover_subject(built):
             expected = frame_span(time_start, time_end, span["rate_hz"])
             assert (span["frame_start"], span["frame_end"]) == expected
         assert {s["tokenizer"] for s in row["speech_token_spans"]} == {"hubert-25hz", "hubert-50hz"}
+        # Piper's own phoneme times: in order, inside the audio, and every word's time holds phonemes of its own
+        phonemes = row["phonemes"]
+        assert [p["start_s"] for p in phonemes] == sorted(p["start_s"] for p in phonemes), row["known_id"]
+        assert all(0 <= p["start_s"] < p["end_s"] <= row["duration_s"] + 1e-6 for p in phonemes)
+        assert all(any(w["start_s"] <= p["start_s"] < w["end_s"] and p["phoneme"] != "_" for p in phonemes)
+                   for w in words), row["known_id"]
         # "LGA 775" is one written word read as three spoken ones
         if row["known_id"] == 65:
             assert [w["word"] for w in words][:2] == ["LGA", "775"]

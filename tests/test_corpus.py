@@ -253,6 +253,68 @@ def test_whisper_unit_tokenizer_round_trip_and_refusals(tmp_path):
     assert description["fitted_on"]["algorithm"] == "sklearn KMeans"
 
 
+def test_oracle_phone_units_are_pipers_phonemes_on_whispers_frames(tmp_path):
+    """Real Piper speech: one unit a frame, as many frames as Whisper's 25 Hz units of the same audio, and in
+    order the phonemes Piper voiced (each one long enough to hold a frame's centre); a phoneme never fitted is
+    the catch-all unit; the folder round-trips, an altered one and audio alone are refused."""
+    from known_speech.audio import to_mono_16k
+    from known_speech.builders.tts.piper import PiperEngine
+    from known_speech.phone_units import OTHER, PAUSE, PhoneUnitTokenizer, fit_phone_tokenizer
+    from known_speech.spoken import verbalise
+    from known_speech.whisper_units import WhisperFeatures, load_tokenizer_folder
+
+    synthesis = PiperEngine().synthesize(verbalise("The capital of Italy is Rome, and Paris is in France."))
+    audio = to_mono_16k(synthesis.samples, synthesis.sample_rate)
+    timeline = [{"phoneme": p, "start_s": a, "end_s": b} for p, a, b in synthesis.phonemes]
+    tokenizer = fit_phone_tokenizer([timeline])
+    assert tokenizer.inventory[0] == PAUSE and tokenizer.inventory[-1] == OTHER and "ɹ" in tokenizer.inventory
+    units = tokenizer.encode_phonemes(timeline, audio.size / 16_000)
+    assert units.size == WhisperFeatures("whisper", "own", 25)(audio).shape[0]
+    runs = [int(u) for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
+    held = [p["phoneme"] for p in timeline if int(p["end_s"] * 25 - 0.5) >= int(np.ceil(p["start_s"] * 25 - 0.5))]
+    merged = [p for i, p in enumerate(held) if i == 0 or p != held[i - 1]]
+    assert [tokenizer.inventory[u] for u in runs] == merged
+    unseen = tokenizer.encode_phonemes([{"phoneme": "ʘ", "start_s": 0.0, "end_s": 0.2}], 0.2)
+    assert unseen.tolist() == [tokenizer.k - 1] * 5
+    folder = tokenizer.save(tmp_path / "phones")
+    loaded = load_tokenizer_folder(folder)
+    assert isinstance(loaded, PhoneUnitTokenizer) and loaded.provenance == tokenizer.provenance
+    assert loaded.provenance.tokenizer == f"piper-phones-25hz-k{tokenizer.k}"
+    with pytest.raises(ValueError, match="not from audio"):
+        loaded.encode(audio)
+    with pytest.raises(ValueError, match="known_id=7: field 'phonemes' is empty"):
+        loaded.encode_record({"known_id": 7, "phonemes": [], "duration_s": 1.0})
+    description = json.loads((folder / "unit_tokenizer.json").read_text())
+    description["inventory"][1], description["inventory"][2] = description["inventory"][2], description["inventory"][1]
+    (folder / "unit_tokenizer.json").write_text(json.dumps(description))
+    with pytest.raises(ValueError, match="does not match the sha256 it records"):
+        load_tokenizer_folder(folder)
+
+
+def _fresh_units_keep_the_lora_and_markers(run, bundle) -> None:
+    """`warm_start(..., fresh_units=True)`: every LoRA factor and the two marker rows are the run's, the unit rows
+    the bundle's initialisation."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from known_speech.evaluation.organism.options import TrainOptions
+    from known_speech.evaluation.organism.train import build_organism, warm_start
+    from known_speech.tracing.loading import load_causal_lm
+
+    model, tokenizer = load_causal_lm("smollm2")
+    organism, _ = build_organism(model, tokenizer, bundle, TrainOptions(bundle="", out="", device="cpu"))
+    fresh = {n: t.clone() for n, t in get_peft_model_state_dict(organism).items() if "trainable_tokens" in n}
+    warm_start(organism, run, bundle, fresh_units=True)
+    saved, now = load_file(str(run / "delta" / "adapter_model.safetensors")), get_peft_model_state_dict(organism)
+    for name, tensor in saved.items():
+        if "trainable_tokens" in name:
+            assert torch.equal(now[name][:2], tensor[:2].to(now[name].dtype))
+            assert torch.equal(now[name][2:], fresh[name][2:]) and now[name].shape[0] == 2 + bundle.num_units
+        else:
+            assert torch.equal(now[name], tensor.to(now[name].dtype)), name
+
+
 @pytest.mark.slow
 def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys):
     """corpus → unit tokenizer → units → bundle → two training steps (CPU) → a delta folder that loads by hash; a run
@@ -297,6 +359,21 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys
         file_sha256(second / "delta-last" / "adapter_model.safetensors")
     assert went_on.manifest["training"]["init_from"]["adapter_sha256"] == started_from
     assert went_on.manifest["training"]["init_from"]["path"] == str(first)
+    # the oracle upper bound on the same corpus: Piper's phone labels as units, going on from the Whisper-unit run
+    # with its LoRA and markers only (refused without --init-units fresh: its unit rows are another tokenizer's)
+    phones = common + ["--units", "piper-phones", "--device", "cpu", "--minutes", "0.01", "--batch-tokens", "512",
+                       "--init-from", str(first), "--out", str(tmp_path / "phones")]
+    assert cli_main(phones) == 2 and "--init-units fresh" in capsys.readouterr().err
+    assert cli_main(phones + ["--init-units", "fresh"]) == 0
+    oracle = OrganismDelta.resolve(str(tmp_path / "phones" / "spirit-smollm2"))
+    inventory = oracle.unit_tokenizer().inventory
+    assert oracle.num_units == len(inventory) and inventory[0] == "_" and "ɪ" in inventory
+    assert set(oracle.manifest["files"]) >= {"unit_tokenizer/unit_tokenizer.json", "adapter_model.safetensors"}
+    assert oracle.manifest["training"]["init_from"]["adapter_sha256"] == file_sha256(first / "delta" / "adapter_model.safetensors")
+    phone_bundle = read_bundle(tmp_path / "phones" / "bundle" / "piper-phones-25hz")
+    assert [u.utterance_id for u in phone_bundle.utterances] == [u.utterance_id for u in bundle.utterances]
+    assert all(abs(p.units.size - w.units.size) <= 1 for p, w in zip(phone_bundle.utterances, bundle.utterances))
+    _fresh_units_keep_the_lora_and_markers(first, phone_bundle)
     with pytest.raises(SystemExit) as refused:
         cli_main(common + ["--mix", "speech_to_text=0.5,fluency=0.5"])
     assert refused.value.code == 2

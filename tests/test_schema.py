@@ -33,6 +33,7 @@ def test_record_features_are_the_spoken_row_and_its_parts():
     assert _struct(features["normalisation"]) == _names(Normalisation)
     assert _struct(features["voice"]) == _names(VoiceInfo)
     assert _struct(features["words"]) == _names(AlignedWord)
+    assert _struct(features["phonemes"]) == {"phoneme", "start_s", "end_s"}
     assert _struct(features["speech_token_spans"]) == _names(TokenSpan)
     assert _struct(features["alignment"]) == _names(Alignment)
     assert _struct(features["estimated_alignments"]) == _names(EstimatedAlignment, drop=("qc",)) | _names(AlignmentQC)

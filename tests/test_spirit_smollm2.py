@@ -256,17 +256,18 @@ def test_held_out_speech_is_transcribed_and_shuffled_units_are_not(organism, kno
     from known_speech.builders.corpus_text import held_out, read_fortunes, select_sentences
     from known_speech.audio import decode_audio
     from known_speech.wer import corpus_word_error_rate
-    from known_speech.evaluation.organism.listening import transcribe_waveforms
+    from known_speech.evaluation.organism.listening import transcribe_units
 
     if not (FORTUNES_DIR / "fortunes.dat").exists():
         pytest.skip("Debian's fortunes is not installed (scripts/setup.sh installs it)")
     fortunes = [f for f in read_fortunes() if f[0] in ("fortunes", "wisdom", "people")]
     sentences = [s for s in select_sentences(fortunes, known_records).sentences if held_out(s.sentence_id)][:32]
     speaker = _Speaker(DEFAULT_VOICE, 0.02)
-    waveforms = [decode_audio(speaker.utterance(s, "sentence", s.text, "")["audio"]["bytes"])[0] for s in sentences]
+    units = [organism.speech_tokenizer.encode(decode_audio(speaker.utterance(s, "sentence", s.text, "")["audio"]["bytes"])[0])
+             for s in sentences]
     references = [s.text for s in sentences]
-    heard = corpus_word_error_rate(references, transcribe_waveforms(organism, waveforms))
-    shuffled = corpus_word_error_rate(references, transcribe_waveforms(organism, waveforms, shuffle_seed=0))
+    heard = corpus_word_error_rate(references, transcribe_units(organism, units))
+    shuffled = corpus_word_error_rate(references, transcribe_units(organism, units, shuffle_seed=0))
     assert heard <= 0.5, heard
     assert shuffled >= heard + 0.3, (heard, shuffled)
     print(f"held-out WER {heard:.3f}, shuffled units {shuffled:.3f}")

@@ -29,8 +29,14 @@ logger = logging.getLogger(__name__)
 MANIFEST = "organism.json"
 # the organisms shipped in the package (known_speech/data/<name>/)
 ORGANISMS = ("spirit-smollm2",)
-_HASHED = ("adapter_config.json", "adapter_model.safetensors", "unit_tokenizer/unit_tokenizer.json",
-           "unit_tokenizer/centroids.npy", "unit_tokenizer/feature_stats.npy")
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def _hashed(folder: Path) -> tuple[str, ...]:
+    """The files whose sha256 a delta's manifest must hold: the adapter's and every file of its unit tokenizer
+    (unit_tokenizer.json, and for Whisper k-means units centroids.npy and feature_stats.npy)."""
+    tokenizer = sorted(f"unit_tokenizer/{p.name}" for p in (folder / "unit_tokenizer").glob("*") if p.is_file())
+    return _ADAPTER_FILES + tuple(tokenizer or ["unit_tokenizer/unit_tokenizer.json"])
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class OrganismDelta:
             if actual != expected:
                 raise ValueError(f"{path}: sha256 {actual[:12]} is not the {expected[:12]} that {MANIFEST} records: the "
                                  f"file is corrupt or from another delta; restore the folder as it was shipped")
-        missing = [name for name in _HASHED if name not in manifest.get("files", {})]
+        missing = [name for name in _hashed(folder) if name not in manifest.get("files", {})]
         if missing:
             raise ValueError(f"{manifest_path}: field 'files' lacks the sha256 of {', '.join(missing)}")
         return cls(folder, manifest)
@@ -69,9 +75,9 @@ class OrganismDelta:
         return int(self.manifest["num_units"])
 
     def unit_tokenizer(self):
-        from known_speech.whisper_units import WhisperUnitTokenizer
+        from known_speech.whisper_units import load_tokenizer_folder
 
-        tokenizer = WhisperUnitTokenizer.load(self.folder / "unit_tokenizer")
+        tokenizer = load_tokenizer_folder(self.folder / "unit_tokenizer")
         if tokenizer.checkpoint_sha256 != self.manifest["unit_tokenizer_sha256"]:
             raise ValueError(f"{self.folder}/unit_tokenizer: its units are not the ones the model was trained on")
         return tokenizer
@@ -84,7 +90,7 @@ def write_organism_manifest(folder: str | Path, name: str, backbone_gguf: Path, 
     manifest = {
         "name": name, "backbone": {"gguf_file": backbone_gguf.name, "gguf_sha256": file_sha256(backbone_gguf)},
         "num_units": num_units, "unit_tokenizer_sha256": unit_tokenizer_sha256, "training": training,
-        "files": {path: file_sha256(folder / path) for path in _HASHED + ("training.json",)
+        "files": {path: file_sha256(folder / path) for path in _hashed(folder) + ("training.json",)
                   if (folder / path).is_file()},
     }
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
@@ -121,11 +127,11 @@ def package_organism(run: str | Path, unit_tokenizer_dir: str | Path, out: str |
     import shutil
 
     from known_speech.settings import bundled_smollm2_gguf
-    from known_speech.whisper_units import WhisperUnitTokenizer
+    from known_speech.whisper_units import load_tokenizer_folder
 
     run, out = Path(run), Path(out)
     training = json.loads((run / "training.json").read_text(encoding="utf-8"))
-    tokenizer = WhisperUnitTokenizer.load(unit_tokenizer_dir)
+    tokenizer = load_tokenizer_folder(unit_tokenizer_dir)
     if tokenizer.checkpoint_sha256 != training["unit_tokenizer"]["checkpoint_sha256"]:
         raise ValueError(f"{unit_tokenizer_dir}: not the unit tokenizer {run} was trained on "
                          f"({training['unit_tokenizer']['name']})")

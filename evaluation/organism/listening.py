@@ -1,7 +1,7 @@
 """Does `spirit-smollm2` listen, and are the units the benchmark corrupts the subject's? Three measures that
 fail when speech→text is wrong: they break with shuffled units or a subject span moved by a word.
 
-- `transcribe_waveforms`: held-out speech transcribed ("[Text]Transcribe the speech:[Speech]<units>[Text]",
+- `transcribe_units`: held-out speech transcribed ("[Text]Transcribe the speech:[Speech]<units>[Text]",
   greedy), scored by word error rate (known_speech.wer); `subject_heard`: the same for Known's spoken prompts,
   and whether the transcript holds the subject whole (a fact can be recalled from speech only where it is);
 - `subject_unit_effects`: with the transcription cue and the prompt's words before the subject written
@@ -43,7 +43,7 @@ from known_speech.tracing.noise import corrupt
 from .sequences import ASR_CUE, SequenceBuilder, Utterance
 from .train import relative_state_distance
 
-__all__ = ["PreparedOnce", "transcribe_waveforms", "SubjectHeard", "subject_heard", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
+__all__ = ["PreparedOnce", "transcribe_units", "SubjectHeard", "subject_heard", "SubjectUnitEffect", "subject_unit_effects", "AnswerFromSpeech", "answer_from_speech",
            "RecallFromSpeech", "recall_from_speech", "RecallByPart", "recall_by_part", "SubjectStateGap", "subject_state_gaps", "SubjectStatePatch", "subject_state_patch",
            "SubjectStateDose", "subject_state_dose", "SubjectStateFromLayer", "subject_state_from_layer",
            "NOISE_SAMPLES"]
@@ -74,15 +74,15 @@ def _utterance(units: np.ndarray, text: str = "") -> Utterance:
     return Utterance("", "", "sentence", text, "", np.asarray(units), [], [])
 
 
-def transcribe_waveforms(adapter, waveforms: list[np.ndarray], shuffle_seed: int | None = None,
-                         max_new_tokens: int = 48) -> list[str]:
-    """Greedy transcripts of 16 kHz waveforms; with `shuffle_seed`, of their units in a random order."""
+def transcribe_units(adapter, unit_lists: list[np.ndarray], shuffle_seed: int | None = None,
+                     max_new_tokens: int = 48) -> list[str]:
+    """Greedy transcripts of unit sequences (one unit per frame); with `shuffle_seed`, of their units in a
+    random order."""
     from .train import transcribe
 
     builder = SequenceBuilder(adapter.tokenizer)
     utterances = []
-    for index, waveform in enumerate(waveforms):
-        units = adapter.speech_tokenizer.encode(waveform)
+    for index, units in enumerate(unit_lists):
         if shuffle_seed is not None:
             units = np.random.default_rng(shuffle_seed + index).permutation(units)
         utterances.append(_utterance(units))
@@ -103,10 +103,9 @@ class SubjectHeard:
 def subject_heard(adapter, records: list[dict], shuffle_seed: int | None = None) -> list[SubjectHeard]:
     """Each spoken prompt transcribed (with `shuffle_seed`, from its units in a random order), and whether its
     subject is heard whole: the hearing that recall from speech needs, apart from what the model knows."""
-    from known_speech.audio import waveform_of
     from known_speech.wer import normalise_text
 
-    transcripts = transcribe_waveforms(adapter, [waveform_of(record["audio"]) for record in records], shuffle_seed)
+    transcripts = transcribe_units(adapter, [adapter.units(record)[0] for record in records], shuffle_seed)
     return [SubjectHeard(int(record["known_id"]), transcript,
                          f" {normalise_text(record['subject'])} " in f" {normalise_text(transcript)} ")
             for record, transcript in zip(records, transcripts)]

@@ -55,6 +55,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "cuda"
     init_from: str = ""  # a run folder or a packaged delta to go on from (its LoRA and token rows); "" starts fresh
+    init_units: str = "same"  # "fresh": keep only the LoRA and markers of init_from, for a delta of another tokenizer
     keep_last: bool = False  # also write the last step's weights (delta-last/): the held-out loss is not recall
     entity_sources: str = "names,facts"  # what entity_state draws from (ENTITY_SOURCES; run 9: names alone)
     state_teacher: str = "backbone"  # whose text states the state terms pull towards: STATE_TEACHERS
@@ -69,6 +70,8 @@ class TrainOptions:
         if unknown or not self.entity_sources:
             raise ValueError(f"--entity-sources {self.entity_sources!r}: give one or both of "
                              f"{', '.join(ENTITY_SOURCES)}, comma-separated")
+        if self.init_units not in ("same", "fresh"):
+            raise ValueError(f"--init-units {self.init_units!r}: give same or fresh")
         if self.state_teacher not in STATE_TEACHERS:
             raise ValueError(f"--state-teacher {self.state_teacher!r}: give one of {', '.join(STATE_TEACHERS)}")
         self.state_layer_indices  # noqa: B018 (refuses a malformed --state-layers before any model loads)

@@ -353,10 +353,11 @@ def init_source(source: str | Path) -> tuple[Path, dict]:
     return adapter, json.loads((source / "training.json").read_text(encoding="utf-8"))
 
 
-def warm_start(model, source: str | Path, bundle: Bundle) -> dict:
+def warm_start(model, source: str | Path, bundle: Bundle, fresh_units: bool = False) -> dict:
     """Load a previous delta's LoRA factors and token rows into the fresh organism, so that a run goes on
     from it (the optimiser's moments start anew, hence the warm-up). `source`: see `init_source`; one trained
-    on another unit tokenizer is refused."""
+    on another unit tokenizer is refused unless `fresh_units`: then its LoRA and marker rows are kept and the
+    unit rows start from the bundle's initialisation (a tokenizer compared with another from the same start)."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -364,16 +365,22 @@ def warm_start(model, source: str | Path, bundle: Bundle) -> dict:
 
     adapter, trained = init_source(source)
     theirs, ours = trained["unit_tokenizer"]["checkpoint_sha256"], bundle.unit_tokenizer["checkpoint_sha256"]
-    if theirs != ours:
+    if theirs != ours and not fresh_units:
         raise ValueError(f"--init-from {source}: trained on the unit tokenizer {trained['unit_tokenizer']['name']} "
                          f"({theirs[:12]}), but the bundle's is {bundle.unit_tokenizer['name']} ({ours[:12]}); "
-                         "start fresh or give a delta of this tokenizer")
+                         "start fresh, give a delta of this tokenizer, or keep only its LoRA with --init-units fresh")
     saved = load_file(str(adapter))
-    expected = set(get_peft_model_state_dict(model))
-    if set(saved) != expected:
+    current = get_peft_model_state_dict(model)
+    if set(saved) != set(current):
         raise ValueError(f"--init-from {source}: its adapter does not fit this organism (missing "
-                         f"{sorted(expected - set(saved))[:3]}, unexpected {sorted(set(saved) - expected)[:3]}); "
+                         f"{sorted(set(current) - set(saved))[:3]}, unexpected {sorted(set(saved) - set(current))[:3]}); "
                          "was it trained with another --lora-rank?")
+    if fresh_units:  # the added tokens' rows: "[Text]" and "[Speech]" theirs, the units' as the bundle initialised them
+        for name, rows in current.items():
+            if "trainable_tokens" in name:
+                rows = rows.detach().clone()
+                rows[:2] = saved[name][:2].to(rows.dtype)
+                saved[name] = rows
     set_peft_model_state_dict(model, saved)
     logger.info("going on from %s (%s steps, %s tokens)", source, trained.get("steps"), trained.get("tokens_seen"))
     return {"path": str(source), "adapter_sha256": file_sha256(adapter), "steps": trained.get("steps"),
@@ -405,7 +412,8 @@ def train(options: TrainOptions) -> dict:
     bundle = read_bundle(options.bundle)
     model, tokenizer = _load_backbone(options.gguf, options.device)
     model, base_vocab = build_organism(model, tokenizer, bundle, options)
-    init_from = warm_start(model, options.init_from, bundle) if options.init_from else None
+    init_from = warm_start(model, options.init_from, bundle, options.init_units == "fresh") \
+        if options.init_from else None
     model.to(options.device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     builder = SequenceBuilder(tokenizer, options.speech_weight)
@@ -519,6 +527,9 @@ def main(argv: list[str] | None = None) -> None:
                  "transcribe", "seed", "device", "init_from"):
         value = getattr(defaults, name)
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument("--init-units", default=defaults.init_units, choices=("same", "fresh"),
+                        help="fresh: from --init-from keep only the LoRA and the markers' rows, the unit rows start "
+                             "from the bundle (a delta of another unit tokenizer, e.g. oracle phone units from run 9)")
     parser.add_argument("--keep-last", action="store_true",
                         help="also write the last step's weights to delta-last/ (delta/ holds the best held-out loss)")
     parser.add_argument("--entity-sources", default=defaults.entity_sources,
