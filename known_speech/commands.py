@@ -237,11 +237,11 @@ def organism(args: argparse.Namespace) -> int:
     """Every stage that is not done yet: corpus, unit tokenizer, its units, bundle, training, delta folder."""
     from known_speech.builders.corpus import build_corpus, read_corpus_stats
     from known_speech.builders.corpus_units import corpus_units, fit_corpus_phone_tokenizer, fit_corpus_tokenizer
-    from known_speech.evaluation.organism.bundle import BUNDLE_VERSION, make_bundle, read_bundle
-    from known_speech.evaluation.organism.delta import package_organism
+    from known_speech.evaluation.organism.bundle import BUNDLE_VERSION, make_bundle, paired_init_label, read_bundle
+    from known_speech.evaluation.organism.delta import delta_unit_rows, package_organism
     from known_speech.evaluation.organism.train import TrainOptions, init_source, train
     from known_speech.phone_units import PHONE_UNITS_KIND
-    from known_speech.whisper_units import TOKENIZER_FILE, UnitTokenizerSpec
+    from known_speech.whisper_units import TOKENIZER_FILE, UnitTokenizerSpec, load_tokenizer_folder
 
     oracle = args.units == PHONE_UNITS_KIND  # Piper's own phone labels: the upper bound, no encoder
     units_name = f"{PHONE_UNITS_KIND}-{args.rate:g}hz" if oracle else \
@@ -264,12 +264,23 @@ def organism(args: argparse.Namespace) -> int:
         fit_corpus_tokenizer(args.corpus, UnitTokenizerSpec(args.units, "tiny.en", args.window, args.rate, args.k),
                              tokenizer_dir, args.fit_utterances)
     corpus_units(args.corpus, tokenizer_dir)
+    # a delta of another tokenizer to go on from: its units of this corpus, so the new units start at its rows
+    paired = delta_unit_rows(args.init_from) if args.init_from and args.init_units == "fresh" else None
+    if paired is not None:  # its tokenizer beside ours, under its own name, so its units of the corpus have their own folder
+        theirs = load_tokenizer_folder(paired[0])
+        paired_dir = out / "unit_tokenizer" / theirs.name
+        if not (paired_dir / TOKENIZER_FILE).exists():
+            theirs.save(paired_dir)
+        elif load_tokenizer_folder(paired_dir).checkpoint_sha256 != theirs.checkpoint_sha256:
+            raise ValueError(f"{paired_dir}: another unit tokenizer of the name of --init-from's; remove the folder")
+        corpus_units(args.corpus, paired_dir)
+        paired = (paired_dir, paired[1])
     bundle_dir = out / "bundle" / units_name
     built = read_bundle(bundle_dir) if (bundle_dir / "bundle.json.gz").exists() else None
     what = ("utterances", "names", "facts")
-    if built is None or built.version < BUNDLE_VERSION or \
+    if built is None or built.version < BUNDLE_VERSION or built.unit_init_from != paired_init_label(paired) or \
             [built.corpus.get(k) for k in what] != [corpus_stats.get(k) for k in what]:  # none, older, or changed
-        make_bundle(args.corpus, tokenizer_dir, bundle_dir)
+        make_bundle(args.corpus, tokenizer_dir, bundle_dir, paired)
     print(f"bundle: {bundle_dir}")
     if args.stage == "bundle":
         return 0

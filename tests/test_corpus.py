@@ -315,13 +315,39 @@ def _fresh_units_keep_the_lora_and_markers(run, bundle) -> None:
             assert torch.equal(now[name], tensor.to(now[name].dtype)), name
 
 
+def _a_known_row_is_read_in_its_phone_units(delta, spoken_dataset) -> None:
+    """A phone-unit delta in the spirit-smollm2 adapter: a built row's speech prompt is its phoneme times' units,
+    de-duplicated, in Spirit LM's format, the subject's positions those of the phonemes voiced in its time span; a row
+    without phoneme times is refused by field."""
+    from datasets import load_dataset
+
+    from known_speech.evaluation.spirit_smollm2 import SpiritSmolLM2Adapter
+    from known_speech.units import deduplicate
+
+    adapter = SpiritSmolLM2Adapter(str(delta))
+    row = next(iter(load_dataset(str(spoken_dataset), "piper-en_US-joe-medium", split="train")))
+    speech = adapter.prepare(row, "speech")
+    assert speech.metadata["units_source"] == "speech_tokenizer" and speech.metadata["units"]["quantizer"] == "oracle-phones"
+    units = adapter.speech_tokenizer.encode_record(row)
+    assert [p for p in speech.pieces if p.startswith("[Hu")] == [f"[Hu{u}]" for u in deduplicate(units)[0]]
+    start, end = speech.subject_range
+    first, last = row["subject_time_span"]
+    voiced = {p["phoneme"] for p in row["phonemes"] if p["end_s"] > first and p["start_s"] < last}
+    heard = {adapter.speech_tokenizer.inventory[int(piece[3:-1])] for piece in speech.pieces[start:end]}
+    assert heard and heard <= voiced | {"_"}, (heard, voiced)
+    with pytest.raises(ValueError, match="field 'phonemes' is empty"):
+        adapter.prepare({**row, "phonemes": []}, "speech")
+
+
 @pytest.mark.slow
-def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys):
+def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys, spoken_dataset):
     """corpus → unit tokenizer → units → bundle → two training steps (CPU) → a delta folder that loads by hash; a run
     killed after its first checkpoint packages from it."""
     from known_speech.cli import main as cli_main
     from known_speech.evaluation.organism.bundle import read_bundle
     from known_speech.evaluation.organism.delta import OrganismDelta, package_organism
+    from safetensors.torch import load_file
+
     from known_speech.evaluation.organism.train import init_source
     from known_speech.source import file_sha256
 
@@ -361,19 +387,27 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys
     assert went_on.manifest["training"]["init_from"]["path"] == str(first)
     # the oracle upper bound on the same corpus: Piper's phone labels as units, going on from the Whisper-unit run
     # with its LoRA and markers only (refused without --init-units fresh: its unit rows are another tokenizer's)
+    # (from the packaged delta: its unit rows on the same frames start the phones' rows)
     phones = common + ["--units", "piper-phones", "--device", "cpu", "--minutes", "0.01", "--batch-tokens", "512",
-                       "--init-from", str(first), "--out", str(tmp_path / "phones")]
+                       "--init-from", str(went_on.folder), "--out", str(tmp_path / "phones")]
     assert cli_main(phones) == 2 and "--init-units fresh" in capsys.readouterr().err
     assert cli_main(phones + ["--init-units", "fresh"]) == 0
     oracle = OrganismDelta.resolve(str(tmp_path / "phones" / "spirit-smollm2"))
     inventory = oracle.unit_tokenizer().inventory
     assert oracle.num_units == len(inventory) and inventory[0] == "_" and "ɪ" in inventory
     assert set(oracle.manifest["files"]) >= {"unit_tokenizer/unit_tokenizer.json", "adapter_model.safetensors"}
-    assert oracle.manifest["training"]["init_from"]["adapter_sha256"] == file_sha256(first / "delta" / "adapter_model.safetensors")
+    assert oracle.manifest["training"]["init_from"]["adapter_sha256"] == file_sha256(went_on.folder / "adapter_model.safetensors")
     phone_bundle = read_bundle(tmp_path / "phones" / "bundle" / "piper-phones-25hz")
     assert [u.utterance_id for u in phone_bundle.utterances] == [u.utterance_id for u in bundle.utterances]
     assert all(abs(p.units.size - w.units.size) <= 1 for p, w in zip(phone_bundle.utterances, bundle.utterances))
+    rows = load_file(str(went_on.folder / "adapter_model.safetensors"))
+    rows = next(t for name, t in rows.items() if "trainable_tokens" in name)[2:].float().numpy()
+    pauses = [w.units[:min(p.units.size, w.units.size)][p.units[:min(p.units.size, w.units.size)] == 0]
+              for p, w, split in zip(phone_bundle.utterances, bundle.utterances, bundle.splits)
+              if split == "train" and p.kind == "sentence"]
+    np.testing.assert_allclose(phone_bundle.unit_init[0], rows[np.concatenate(pauses)].mean(axis=0), rtol=1e-4, atol=1e-5)
     _fresh_units_keep_the_lora_and_markers(first, phone_bundle)
+    _a_known_row_is_read_in_its_phone_units(tmp_path / "phones" / "spirit-smollm2", spoken_dataset)
     with pytest.raises(SystemExit) as refused:
         cli_main(common + ["--mix", "speech_to_text=0.5,fluency=0.5"])
     assert refused.value.code == 2

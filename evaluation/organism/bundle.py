@@ -23,7 +23,8 @@ from known_speech.source import load_known
 
 from .sequences import Utterance
 
-__all__ = ["BUNDLE_VERSION", "Bundle", "write_bundle", "read_bundle", "make_bundle", "corpus_utterances", "unit_embedding_init"]
+__all__ = ["BUNDLE_VERSION", "Bundle", "write_bundle", "read_bundle", "make_bundle", "corpus_utterances", "unit_embedding_init",
+           "paired_unit_init", "paired_init_label"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Bundle:
     unit_init: np.ndarray  # (k, hidden) initial embeddings of the unit tokens
     corpus: dict  # the corpus's statistics
     version: int = 1  # BUNDLE_VERSION it was written at (1: before name spans, 2: before fact prefixes' entity spans)
+    unit_init_from: str = "words"  # what the unit rows start from: "words", or `paired_init_label`'s
 
     @property
     def rate_hz(self) -> float:
@@ -114,8 +116,38 @@ def unit_embedding_init(utterances: list[Utterance], num_units: int, rate_hz: fl
     return init.astype(np.float32)
 
 
+def paired_unit_init(utterances: list[Utterance], paired: list[np.ndarray], num_units: int,
+                     paired_rows: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Each unit's initial embedding where a trained model's units of another tokenizer are known for the same
+    frames (`paired[i]`: that tokenizer's units of `utterances[i]`, at the same rate): the mean of that model's rows
+    of the units it co-occurs with, so that a new tokenizer starts where the model already hears the same sounds;
+    a unit never seen keeps its `fallback` row (`unit_embedding_init`'s)."""
+    sums = np.zeros((num_units, paired_rows.shape[1]), dtype=np.float64)
+    counts = np.zeros(num_units)
+    for utterance, other in zip(utterances, paired):
+        frames = min(utterance.units.size, other.size)
+        np.add.at(sums, utterance.units[:frames], paired_rows[other[:frames]])
+        np.add.at(counts, utterance.units[:frames], 1)
+    init = np.array(fallback, dtype=np.float64)
+    seen = counts > 0
+    init[seen] = sums[seen] / counts[seen, None]
+    logger.info("unit embeddings initialised from another tokenizer's trained rows for %d of %d units",
+                int(seen.sum()), num_units)
+    return init.astype(np.float32)
+
+
+def paired_init_label(paired: tuple[str | Path, np.ndarray] | None) -> str:
+    """What a bundle's unit rows start from, to tell a bundle made for one `--init-from` from another's."""
+    if paired is None:
+        return "words"
+    import hashlib
+
+    rows = np.ascontiguousarray(paired[1], dtype=np.float32)
+    return f"paired:{Path(paired[0]).name}:{hashlib.sha256(rows.tobytes()).hexdigest()[:16]}"
+
+
 def write_bundle(out: str | Path, utterances: list[Utterance], splits: list[str], unit_tokenizer: dict,
-                 unit_init: np.ndarray, corpus: dict) -> Path:
+                 unit_init: np.ndarray, corpus: dict, unit_init_from: str = "words") -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lengths = np.array([u.units.size for u in utterances])
@@ -124,7 +156,8 @@ def write_bundle(out: str | Path, utterances: list[Utterance], splits: list[str]
         with open(temporary, "wb") as handle:
             np.savez_compressed(handle, units=np.concatenate([u.units for u in utterances]).astype(np.uint16),
                                 offsets=offsets, unit_init=unit_init)
-    meta = {"version": BUNDLE_VERSION, "unit_tokenizer": unit_tokenizer, "corpus": corpus, "utterances": [
+    meta = {"version": BUNDLE_VERSION, "unit_tokenizer": unit_tokenizer, "corpus": corpus, "unit_init_from": unit_init_from,
+            "utterances": [
         {"id": u.utterance_id, "sentence": u.sentence_id, "kind": u.kind, "split": s, "text": u.text,
          "continuation": u.continuation, "spans": u.word_spans, "times": [[round(a, 4), round(b, 4)] for a, b in u.word_times],
          **({"entity": list(u.entity)} if u.entity else {})}
@@ -143,11 +176,14 @@ def read_bundle(folder: str | Path) -> Bundle:
                             [tuple(t) for t in m["times"]], tuple(m["entity"]) if "entity" in m else None)
                   for i, m in enumerate(meta["utterances"])]
     return Bundle(utterances, [m["split"] for m in meta["utterances"]], meta["unit_tokenizer"],
-                  arrays["unit_init"], meta["corpus"], meta.get("version", 1))
+                  arrays["unit_init"], meta["corpus"], meta.get("version", 1), meta.get("unit_init_from", "words"))
 
 
-def make_bundle(corpus: str | Path, tokenizer_dir: str | Path, out: str | Path) -> Bundle:
-    """The bundle of a corpus and one of its unit tokenizers, the unit embeddings initialised on SmolLM2's."""
+def make_bundle(corpus: str | Path, tokenizer_dir: str | Path, out: str | Path,
+                paired: tuple[str | Path, np.ndarray] | None = None) -> Bundle:
+    """The bundle of a corpus and one of its unit tokenizers, the unit embeddings initialised on SmolLM2's; with
+    `paired` (another tokenizer's folder, whose units of this corpus exist, and a trained model's rows of its units),
+    from those rows on the same frames (`paired_unit_init`)."""
     from known_speech.tracing.loading import load_causal_lm
 
     tokenizer_dir = Path(tokenizer_dir)
@@ -157,8 +193,13 @@ def make_bundle(corpus: str | Path, tokenizer_dir: str | Path, out: str | Path) 
     embeddings = model.get_input_embeddings().weight.detach().float().numpy()
     train = [u for u, s in zip(utterances, splits) if s == "train" and u.kind == "sentence"]
     init = unit_embedding_init(train, int(description["k"]), float(description["rate_hz"]), text_tokenizer, embeddings)
+    if paired is not None:
+        other_dir, rows = paired
+        others = {u.utterance_id: u.units for u in corpus_utterances(corpus, other_dir)[0]}
+        train = [u for u in train if u.utterance_id in others]
+        init = paired_unit_init(train, [others[u.utterance_id] for u in train], int(description["k"]), rows, init)
     stats_file = Path(corpus) / "corpus_stats.json"
     corpus_stats = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.exists() else {}
     corpus_stats.pop("failed", None)
-    write_bundle(out, utterances, splits, description, init, corpus_stats)
+    write_bundle(out, utterances, splits, description, init, corpus_stats, paired_init_label(paired))
     return read_bundle(out)

@@ -22,7 +22,7 @@ from known_speech.source import file_sha256
 
 from .vocabulary import extend_tokenizer
 
-__all__ = ["OrganismDelta", "load_organism", "write_organism_manifest", "package_organism", "store_half_precision", "ORGANISMS", "MANIFEST"]
+__all__ = ["OrganismDelta", "load_organism", "delta_unit_rows", "write_organism_manifest", "package_organism", "store_half_precision", "ORGANISMS", "MANIFEST"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,21 @@ class OrganismDelta:
         if tokenizer.checkpoint_sha256 != self.manifest["unit_tokenizer_sha256"]:
             raise ValueError(f"{self.folder}/unit_tokenizer: its units are not the ones the model was trained on")
         return tokenizer
+
+
+def delta_unit_rows(folder: str | Path):
+    """(its unit tokenizer's folder, its unit tokens' embedding rows as float32 (units, hidden)) of a packaged
+    delta, or None for a folder without `unit_tokenizer/` (a run folder): what `--init-units fresh` starts a new
+    tokenizer's rows from. The rows are peft's trainable-token values, the markers' two first."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    if not (folder / "unit_tokenizer").is_dir() or not (folder / "adapter_model.safetensors").is_file():
+        return None
+    rows = [t for name, t in load_file(str(folder / "adapter_model.safetensors")).items() if "trainable_tokens" in name]
+    if len(rows) != 1:
+        raise ValueError(f"{folder}/adapter_model.safetensors: {len(rows)} trainable-token tensors, expected one")
+    return folder / "unit_tokenizer", rows[0][2:].astype("float32")
 
 
 def write_organism_manifest(folder: str | Path, name: str, backbone_gguf: Path, num_units: int,
