@@ -398,6 +398,8 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys
     assert set(oracle.manifest["files"]) >= {"unit_tokenizer/unit_tokenizer.json", "adapter_model.safetensors"}
     assert oracle.manifest["training"]["init_from"]["adapter_sha256"] == file_sha256(went_on.folder / "adapter_model.safetensors")
     phone_bundle = read_bundle(tmp_path / "phones" / "bundle" / "piper-phones-25hz")
+    assert phone_bundle.unit_init_from.startswith("paired:whisper-tiny.en-own-L4-25hz-k8:")
+    assert json.loads((oracle.folder / "training.json").read_text())["unit_init_from"] == phone_bundle.unit_init_from
     assert [u.utterance_id for u in phone_bundle.utterances] == [u.utterance_id for u in bundle.utterances]
     assert all(abs(p.units.size - w.units.size) <= 1 for p, w in zip(phone_bundle.utterances, bundle.utterances))
     rows = load_file(str(went_on.folder / "adapter_model.safetensors"))

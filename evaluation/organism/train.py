@@ -445,7 +445,7 @@ def train(options: TrainOptions) -> dict:
             "best_step": min(evaluations, key=lambda e: e["held_out_ce"])["step"] if evaluations else None,
             "last_step": step, "last_held_out_ce": evaluations[-1]["held_out_ce"] if evaluations else None,
             "train_utterances": len(train_set), "test_utterances": len(test_set), "history": history,
-            "evaluations": evaluations, "unit_tokenizer": bundle.unit_tokenizer, "corpus": bundle.corpus,
+            "evaluations": evaluations, "unit_tokenizer": bundle.unit_tokenizer, "unit_init_from": bundle.unit_init_from, "corpus": bundle.corpus,
             "transcripts": [{"utterance_id": u.utterance_id, "reference": u.text, "hypothesis": t}
                             for u, t in transcribed],
             "seconds": {"total": time.time() - started, "loop": time.time() - loop_started},
