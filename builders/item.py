@@ -76,6 +76,12 @@ def speech_token_spans(subject_time_span: tuple[float, float]) -> list[TokenSpan
     ]
 
 
+def _within(phonemes: list[tuple[str, float, float]], duration_s: float) -> list[tuple[str, float, float]]:
+    """The synthesiser's phoneme times cut to the stored audio: resampled to 16 kHz it can end up to a sample of the
+    synthesiser's rate sooner than the last phoneme (a pause) says."""
+    return [(p, start, min(end, duration_s)) for p, start, end in phonemes if start < duration_s]
+
+
 def _mean_score(words: list[AlignedWord]) -> float:
     return float(np.mean([w.score for w in words]))
 
@@ -176,7 +182,7 @@ class ItemBuilder:
                                seconds=time.perf_counter() - started, engine_version=version), None
         row = SpokenRow(
             record, spoken.reading, duration, normalisation, replace(self.engine.info, seed=synthesis.seed), aligned.words,
-            list(synthesis.phonemes or []), subject_chars,
+            _within(synthesis.phonemes or [], duration), subject_chars,
             subject_time, token_spans, aligned.alignment, aligned.estimated, asr)
         outcome = ItemOutcome(record.known_id, "ok", row=row.to_dict(), seconds=time.perf_counter() - started,
                               engine_version=version)
