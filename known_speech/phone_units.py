@@ -26,11 +26,11 @@ import numpy as np
 from .atomic import atomic_write_text
 from .unit_quality import frame_labels
 from .units import UnitProvenance
-from .whisper_units import TOKENIZER_FILE  # the file every unit tokenizer folder is described by
 
 __all__ = ["PhoneUnitTokenizer", "fit_phone_tokenizer", "PHONE_UNITS_KIND", "PAUSE", "OTHER"]
 
 PHONE_UNITS_KIND = "piper-phones"
+TOKENIZER_FILE = "unit_tokenizer.json"  # the name every unit tokenizer folder uses (whisper_units.TOKENIZER_FILE)
 PAUSE = "_"  # Piper's pause, and a frame past the last phoneme
 OTHER = "<other>"  # a phoneme the fitting corpus never voiced
 
