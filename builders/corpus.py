@@ -77,6 +77,7 @@ class CorpusOptions:
     out: str = "corpus"
     voice: str = DEFAULT_VOICE
     limit: int | None = None  # sentences (each gives a whole and a prefix utterance), and names sentences
+    name_limit: int | None = None  # names sentences, where they differ from `limit` (None: `limit`)
     workers: int = 2
     fortunes_dir: str = str(FORTUNES_DIR)
     held_out_fraction: float = 0.02
@@ -89,6 +90,8 @@ class CorpusOptions:
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit {self.limit}: give at least 1 sentence")
+        if self.name_limit is not None and self.name_limit < 1:
+            raise ValueError(f"--name-limit {self.name_limit}: give at least 1 sentence")
         unknown = [source for source in self.facts if source not in FACT_SOURCES]
         if unknown:
             raise ValueError(f"--facts {unknown[0]!r}: choose from {', '.join(FACT_SOURCES)}")
@@ -235,8 +238,9 @@ def build_corpus(options: CorpusOptions) -> dict:
                                  options.max_words)
     sentences = selection.sentences[:options.limit] if options.limit else selection.sentences
     names = name_sentences(options.names, load_known(), options.name_carriers) if options.names else None
-    if names and options.limit:
-        names.sentences = names.sentences[:options.limit]
+    name_limit = options.name_limit or options.limit
+    if names and name_limit:
+        names.sentences = names.sentences[:name_limit]
     out.mkdir(parents=True, exist_ok=True)
     facts = {source: _fact_selection(out, source, options.limit) for source in options.facts}
     fact_sentences = [s for selection in facts.values() for s in selection.sentences]

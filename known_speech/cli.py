@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--voice", default=build_defaults["voice"], help=f"Piper voice name or .onnx path "
                         f"(default: {build_defaults['voice']})")
     corpus.add_argument("--limit", type=_positive_int, default=None, help="only the first N sentences")
+    corpus.add_argument("--name-limit", type=_positive_int, default=None,
+                        help="only the first N sentences of names (default: --limit), so that a corpus of few "
+                             "fortunes can hold every name in every carrier")
     corpus.add_argument("--workers", type=_positive_int, default=2, help="processes (default: 2)")
     corpus.add_argument("--fortunes", default=str(FORTUNES_DIR),
                         help=f"folder of fortune data files (default: Debian's, {FORTUNES_DIR})")

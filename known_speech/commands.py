@@ -210,7 +210,8 @@ def tts_env(args: argparse.Namespace) -> int:
 def corpus(args: argparse.Namespace) -> int:
     from known_speech.builders.corpus import CorpusOptions, build_corpus
 
-    stats = build_corpus(CorpusOptions(out=args.out, voice=args.voice, limit=args.limit, workers=args.workers,
+    stats = build_corpus(CorpusOptions(out=args.out, voice=args.voice, limit=args.limit, name_limit=args.name_limit,
+                                       workers=args.workers,
                                        fortunes_dir=args.fortunes, names=args.names, name_carriers=args.name_carriers,
                                        facts=tuple(args.facts)))
     print(f"{stats['utterances']} utterances ({stats['audio_hours']:.1f} h) of {stats['sentences']} sentences, "
@@ -221,7 +222,7 @@ def corpus(args: argparse.Namespace) -> int:
 
 def corpus_options_to_complete(args: argparse.Namespace, built: dict) -> CorpusOptions:
     """The corpus options that the organism command builds with: the built corpus's own (its --limit, names,
-    carriers and fact sources), with what the command adds. A corpus made by `corpus --limit N` stays one of N
+    carriers, name limit and fact sources), with what the command adds. A corpus made by `corpus --limit N` stays one of N
     sentences a source (without the limit, its fact selections would be made and spoken anew at full size)."""
     from known_speech.builders.corpus import CorpusOptions
     from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS
@@ -229,6 +230,7 @@ def corpus_options_to_complete(args: argparse.Namespace, built: dict) -> CorpusO
     options = built.get("options", {})
     carriers = args.name_carriers if args.name_carriers is not None else options.get("name_carriers", DEFAULT_NAME_CARRIERS)
     return CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, limit=options.get("limit"),
+                         name_limit=options.get("name_limit"),
                          names=args.names or built.get("names", {}).get("source"), name_carriers=carriers,
                          facts=tuple(dict.fromkeys(tuple(built.get("facts", {})) + tuple(args.facts))))
 
@@ -239,7 +241,7 @@ def organism(args: argparse.Namespace) -> int:
     from known_speech.builders.corpus_units import corpus_units, fit_corpus_phone_tokenizer, fit_corpus_tokenizer
     from known_speech.evaluation.organism.bundle import BUNDLE_VERSION, make_bundle, paired_init_label, read_bundle
     from known_speech.evaluation.organism.delta import delta_unit_rows, package_organism
-    from known_speech.evaluation.organism.train import TrainOptions, init_source, train
+    from known_speech.evaluation.organism.train import TrainOptions, check_init_tokenizer, init_source, train
     from known_speech.phone_units import PHONE_UNITS_KIND
     from known_speech.whisper_units import TOKENIZER_FILE, UnitTokenizerSpec, load_tokenizer_folder
 
@@ -253,8 +255,7 @@ def organism(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no GPU here; stop after the CPU stages with --stage bundle, or pass "
                              "--device cpu (slow)")
-    if args.init_from:
-        init_source(args.init_from)
+    init_record = init_source(args.init_from)[1] if args.init_from else None
     # build_corpus skips the shards already spoken, and remakes a fact selection of an older rule with its shards
     corpus_stats = build_corpus(corpus_options_to_complete(args, read_corpus_stats(args.corpus)))
     tokenizer_dir = out / "unit_tokenizer" / units_name
@@ -263,6 +264,9 @@ def organism(args: argparse.Namespace) -> int:
     elif not (tokenizer_dir / TOKENIZER_FILE).exists():
         fit_corpus_tokenizer(args.corpus, UnitTokenizerSpec(args.units, "tiny.en", args.window, args.rate, args.k),
                              tokenizer_dir, args.fit_utterances)
+    if init_record is not None and args.init_units == "same":  # refused here, not after the units and the backbone
+        ours = load_tokenizer_folder(tokenizer_dir)
+        check_init_tokenizer(args.init_from, init_record, ours.name, ours.checkpoint_sha256)
     corpus_units(args.corpus, tokenizer_dir)
     # a delta of another tokenizer to go on from: its units of this corpus, so the new units start at its rows
     paired = delta_unit_rows(args.init_from) if args.init_from and args.init_units == "fresh" else None

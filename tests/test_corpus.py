@@ -170,6 +170,12 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     assert completed.name_carriers == read_corpus_stats(options.out)["options"]["name_carriers"]
     selection = cache.read_bytes()
     assert build_corpus(replace(completed, workers=1))["utterances"] == 11 and cache.read_bytes() == selection
+    # more names than fortunes (--name-limit, as run 15's corpus has every name in every carrier): the names'
+    # shard is spoken anew, the fortunes' and the facts' are kept, and the organism command keeps the name limit
+    more_names = build_corpus(replace(completed, workers=1, name_limit=4))
+    assert (more_names["sentences"], more_names["names"]["sentences"], more_names["utterances"]) == (3, 4, 12)
+    assert shard.read_bytes() == before and cache.read_bytes() == selection
+    assert corpus_options_to_complete(args, read_corpus_stats(options.out)).name_limit == 4
 
 
 def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_backbone(known_records, smollm2, tmp_path):
@@ -391,6 +397,7 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys
     phones = common + ["--units", "piper-phones", "--device", "cpu", "--minutes", "0.01", "--batch-tokens", "512",
                        "--init-from", str(went_on.folder), "--out", str(tmp_path / "phones")]
     assert cli_main(phones) == 2 and "--init-units fresh" in capsys.readouterr().err
+    assert not (tmp_path / "phones" / "bundle").exists()  # refused before its units, bundle and backbone
     assert cli_main(phones + ["--init-units", "fresh"]) == 0
     oracle = OrganismDelta.resolve(str(tmp_path / "phones" / "spirit-smollm2"))
     inventory = oracle.unit_tokenizer().inventory

@@ -56,6 +56,19 @@ class Bundle:
         return [u for u, s in zip(self.utterances, self.splits) if s == name]
 
 
+def _shard_units(unit_file: Path) -> dict[str, np.ndarray]:
+    """One shard's units by utterance id, from its `units/<tokenizer>/shard-*.npz` (each array read once)."""
+    with np.load(unit_file) as stored:
+        ids, units, starts, ends = (stored[key] for key in ("utterance_ids", "units", "starts", "ends"))
+    return {uid: units[start:end].astype(np.int64) for uid, start, end in zip(ids.tolist(), starts, ends)}
+
+
+def stored_units(corpus: str | Path, tokenizer_dir: str | Path) -> dict[str, np.ndarray]:
+    """Every utterance's units from the tokenizer's unit files alone: the shards' text and times are not read."""
+    return {uid: units for unit_file in sorted((Path(corpus) / "units" / Path(tokenizer_dir).name).glob("shard-*.npz"))
+            for uid, units in _shard_units(unit_file).items()}
+
+
 def corpus_utterances(corpus: str | Path, tokenizer_dir: str | Path) -> tuple[list[Utterance], list[str]]:
     """The corpus's utterances with the units the tokenizer gave them (an utterance without units is
     left out and counted), a name sentence's name and a fact prefix's entity marked as `entity`."""
@@ -70,16 +83,14 @@ def corpus_utterances(corpus: str | Path, tokenizer_dir: str | Path) -> tuple[li
         if not unit_file.exists():
             raise ValueError(f"{unit_file}: no units for {shard.name}; run `known-speech corpus --out {corpus} "
                              f"--unit-tokenizer {tokenizer_dir}`")
-        stored = np.load(unit_file)
-        offsets = dict(zip(stored["utterance_ids"].tolist(), zip(stored["starts"], stored["ends"])))
+        units = _shard_units(unit_file)
         for row in pq.read_table(shard, columns=_COLUMNS).to_pylist():
-            if row["utterance_id"] not in offsets:
+            if row["utterance_id"] not in units:
                 missing += 1
                 continue
-            start, end = offsets[row["utterance_id"]]
             utterances.append(Utterance(
                 row["utterance_id"], row["sentence_id"], row["kind"], row["text"], row["continuation"],
-                stored["units"][start:end].astype(np.int64),
+                units[row["utterance_id"]],
                 [(w["char_start"], w["char_end"]) for w in row["words"]],
                 [(w["start_s"], w["end_s"]) for w in row["words"]],
                 _entity_span(row, templates)))
@@ -109,10 +120,16 @@ def unit_embedding_init(utterances: list[Utterance], num_units: int, rate_hz: fl
             frames = utterance.units[int(np.floor(start_s * rate_hz)):int(np.ceil(end_s * rate_hz))]
             np.add.at(sums, frames, word)
             np.add.at(counts, frames, 1)
-    init = np.tile(embeddings.mean(axis=0), (num_units, 1)).astype(np.float64)
+    init = _mean_where_seen(sums, counts, np.tile(embeddings.mean(axis=0), (num_units, 1)))
+    logger.info("unit embeddings initialised from words for %d of %d units", int((counts > 0).sum()), num_units)
+    return init
+
+
+def _mean_where_seen(sums: np.ndarray, counts: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Per unit: the mean of what was summed for it, or its fallback row where it was never seen."""
+    init = np.array(fallback, dtype=np.float64)
     seen = counts > 0
     init[seen] = sums[seen] / counts[seen, None]
-    logger.info("unit embeddings initialised from words for %d of %d units", int(seen.sum()), num_units)
     return init.astype(np.float32)
 
 
@@ -128,12 +145,9 @@ def paired_unit_init(utterances: list[Utterance], paired: list[np.ndarray], num_
         frames = min(utterance.units.size, other.size)
         np.add.at(sums, utterance.units[:frames], paired_rows[other[:frames]])
         np.add.at(counts, utterance.units[:frames], 1)
-    init = np.array(fallback, dtype=np.float64)
-    seen = counts > 0
-    init[seen] = sums[seen] / counts[seen, None]
     logger.info("unit embeddings initialised from another tokenizer's trained rows for %d of %d units",
-                int(seen.sum()), num_units)
-    return init.astype(np.float32)
+                int((counts > 0).sum()), num_units)
+    return _mean_where_seen(sums, counts, fallback)
 
 
 def paired_init_label(paired: tuple[str | Path, np.ndarray] | None) -> str:
@@ -195,7 +209,7 @@ def make_bundle(corpus: str | Path, tokenizer_dir: str | Path, out: str | Path,
     init = unit_embedding_init(train, int(description["k"]), float(description["rate_hz"]), text_tokenizer, embeddings)
     if paired is not None:
         other_dir, rows = paired
-        others = {u.utterance_id: u.units for u in corpus_utterances(corpus, other_dir)[0]}
+        others = stored_units(corpus, other_dir)
         train = [u for u in train if u.utterance_id in others]
         init = paired_unit_init(train, [others[u.utterance_id] for u in train], int(description["k"]), rows, init)
     stats_file = Path(corpus) / "corpus_stats.json"

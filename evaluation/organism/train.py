@@ -49,7 +49,8 @@ from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 
 from .vocabulary import extend_tokenizer
 
-__all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings", "init_source", "warm_start",
+__all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings", "init_source", "check_init_tokenizer",
+           "warm_start",
            "relative_state_distance"]
 
 logger = logging.getLogger(__name__)
@@ -353,6 +354,16 @@ def init_source(source: str | Path) -> tuple[Path, dict]:
     return adapter, json.loads((source / "training.json").read_text(encoding="utf-8"))
 
 
+def check_init_tokenizer(source: str | Path, trained: dict, name: str, checkpoint_sha256: str) -> None:
+    """Refuse an `--init-from` run of another unit tokenizer: its unit rows mean other sounds. The organism
+    command calls it as soon as its tokenizer is at hand, before the units, the bundle and the backbone."""
+    theirs = trained["unit_tokenizer"]
+    if theirs["checkpoint_sha256"] != checkpoint_sha256:
+        raise ValueError(f"--init-from {source}: trained on the unit tokenizer {theirs['name']} "
+                         f"({theirs['checkpoint_sha256'][:12]}), but the bundle's is {name} ({checkpoint_sha256[:12]}); "
+                         "start fresh, give a delta of this tokenizer, or keep only its LoRA with --init-units fresh")
+
+
 def warm_start(model, source: str | Path, bundle: Bundle, fresh_units: bool = False) -> dict:
     """Load a previous delta's LoRA factors and token rows into the fresh organism, so that a run goes on
     from it (the optimiser's moments start anew, hence the warm-up). `source`: see `init_source`; one trained
@@ -364,11 +375,8 @@ def warm_start(model, source: str | Path, bundle: Bundle, fresh_units: bool = Fa
     from known_speech.source import file_sha256
 
     adapter, trained = init_source(source)
-    theirs, ours = trained["unit_tokenizer"]["checkpoint_sha256"], bundle.unit_tokenizer["checkpoint_sha256"]
-    if theirs != ours and not fresh_units:
-        raise ValueError(f"--init-from {source}: trained on the unit tokenizer {trained['unit_tokenizer']['name']} "
-                         f"({theirs[:12]}), but the bundle's is {bundle.unit_tokenizer['name']} ({ours[:12]}); "
-                         "start fresh, give a delta of this tokenizer, or keep only its LoRA with --init-units fresh")
+    if not fresh_units:
+        check_init_tokenizer(source, trained, bundle.unit_tokenizer["name"], bundle.unit_tokenizer["checkpoint_sha256"])
     saved = load_file(str(adapter))
     current = get_peft_model_state_dict(model)
     if set(saved) != set(current):
