@@ -256,17 +256,24 @@ def organism(args: argparse.Namespace) -> int:
             raise ValueError("--device cuda: no GPU here; stop after the CPU stages with --stage bundle, or pass "
                              "--device cpu (slow)")
     init_record = init_source(args.init_from)[1] if args.init_from else None
+    tokenizer_dir = out / "unit_tokenizer" / units_name
+
+    def refuse_another_tokenizer() -> None:
+        """--init-from trained on other units: refused as soon as this run's tokenizer is on disk (before the corpus
+        stage where it was fitted before, else right after the fit), not after the units, bundle and backbone."""
+        if init_record is not None and args.init_units == "same" and (tokenizer_dir / TOKENIZER_FILE).exists():
+            ours = load_tokenizer_folder(tokenizer_dir)
+            check_init_tokenizer(args.init_from, init_record, ours.name, ours.checkpoint_sha256)
+
+    refuse_another_tokenizer()
     # build_corpus skips the shards already spoken, and remakes a fact selection of an older rule with its shards
     corpus_stats = build_corpus(corpus_options_to_complete(args, read_corpus_stats(args.corpus)))
-    tokenizer_dir = out / "unit_tokenizer" / units_name
     if not (tokenizer_dir / TOKENIZER_FILE).exists() and oracle:
         fit_corpus_phone_tokenizer(args.corpus, tokenizer_dir, args.rate, args.fit_utterances)
     elif not (tokenizer_dir / TOKENIZER_FILE).exists():
         fit_corpus_tokenizer(args.corpus, UnitTokenizerSpec(args.units, "tiny.en", args.window, args.rate, args.k),
                              tokenizer_dir, args.fit_utterances)
-    if init_record is not None and args.init_units == "same":  # refused here, not after the units and the backbone
-        ours = load_tokenizer_folder(tokenizer_dir)
-        check_init_tokenizer(args.init_from, init_record, ours.name, ours.checkpoint_sha256)
+    refuse_another_tokenizer()
     corpus_units(args.corpus, tokenizer_dir)
     # a delta of another tokenizer to go on from: its units of this corpus, so the new units start at its rows
     paired = delta_unit_rows(args.init_from) if args.init_from and args.init_units == "fresh" else None

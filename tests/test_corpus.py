@@ -399,6 +399,10 @@ def test_the_organism_command_runs_every_stage_on_a_tiny_corpus(tmp_path, capsys
     assert cli_main(phones) == 2 and "--init-units fresh" in capsys.readouterr().err
     assert not (tmp_path / "phones" / "bundle").exists()  # refused before its units, bundle and backbone
     assert cli_main(phones + ["--init-units", "fresh"]) == 0
+    # with its tokenizer on disk, a run of other units is refused before the corpus stage: nothing is spoken
+    unbuilt = tmp_path / "unbuilt"
+    assert cli_main(phones + ["--corpus", str(unbuilt)]) == 2 and "--init-units fresh" in capsys.readouterr().err
+    assert not unbuilt.exists()
     oracle = OrganismDelta.resolve(str(tmp_path / "phones" / "spirit-smollm2"))
     inventory = oracle.unit_tokenizer().inventory
     assert oracle.num_units == len(inventory) and inventory[0] == "_" and "ɪ" in inventory

@@ -78,7 +78,7 @@ def test_training_goes_on_from_the_shipped_delta_and_refuses_another_tokenizer(d
     assert torch.allclose(after, expected, atol=3e-2), float((after - expected).abs().max())
     assert record["steps"] == delta.manifest["training"]["steps"] and len(record["adapter_sha256"]) == 64
     bundle.unit_tokenizer = {**tokens, "checkpoint_sha256": "f" * 64, "name": "other"}
-    with pytest.raises(ValueError, match="--init-from .*unit tokenizer .* but the bundle's is other"):
+    with pytest.raises(ValueError, match="--init-from .*unit tokenizer .* but this run's is other"):
         warm_start(model, delta_copy, bundle)
 
 

@@ -50,8 +50,7 @@ from known_speech.units import SPEECH_MARKER, TEXT_MARKER
 from .vocabulary import extend_tokenizer
 
 __all__ = ["TrainOptions", "train", "LORA_TARGETS", "new_token_embeddings", "init_source", "check_init_tokenizer",
-           "warm_start",
-           "relative_state_distance"]
+           "warm_start", "relative_state_distance"]
 
 logger = logging.getLogger(__name__)
 
@@ -360,7 +359,7 @@ def check_init_tokenizer(source: str | Path, trained: dict, name: str, checkpoin
     theirs = trained["unit_tokenizer"]
     if theirs["checkpoint_sha256"] != checkpoint_sha256:
         raise ValueError(f"--init-from {source}: trained on the unit tokenizer {theirs['name']} "
-                         f"({theirs['checkpoint_sha256'][:12]}), but the bundle's is {name} ({checkpoint_sha256[:12]}); "
+                         f"({theirs['checkpoint_sha256'][:12]}), but this run's is {name} ({checkpoint_sha256[:12]}); "
                          "start fresh, give a delta of this tokenizer, or keep only its LoRA with --init-units fresh")
 
 
