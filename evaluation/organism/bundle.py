@@ -18,6 +18,7 @@ import numpy as np
 from known_speech.atomic import atomic_path, atomic_write_bytes
 
 from known_speech.builders.corpus_facts import fact_entity_span
+from known_speech.builders.corpus_units import units_folder
 from known_speech.builders.corpus_text import name_span
 from known_speech.source import load_known
 
@@ -65,7 +66,7 @@ def _shard_units(unit_file: Path) -> dict[str, np.ndarray]:
 
 def stored_units(corpus: str | Path, tokenizer_dir: str | Path) -> dict[str, np.ndarray]:
     """Every utterance's units from the tokenizer's unit files alone: the shards' text and times are not read."""
-    return {uid: units for unit_file in sorted((Path(corpus) / "units" / Path(tokenizer_dir).name).glob("shard-*.npz"))
+    return {uid: units for unit_file in sorted(units_folder(corpus, tokenizer_dir).glob("shard-*.npz"))
             for uid, units in _shard_units(unit_file).items()}
 
 
@@ -76,7 +77,7 @@ def corpus_utterances(corpus: str | Path, tokenizer_dir: str | Path) -> tuple[li
 
     templates = sorted({record.template for record in load_known()})
 
-    units_dir = Path(corpus) / "units" / Path(tokenizer_dir).name
+    units_dir = units_folder(corpus, tokenizer_dir)
     utterances, splits, missing = [], [], 0
     for shard in sorted((Path(corpus) / "data").glob("shard-*.parquet")):
         unit_file = units_dir / shard.with_suffix(".npz").name
