@@ -34,7 +34,7 @@ from known_speech.settings import DEFAULT_VOICE
 from known_speech.spoken import verbalise
 
 from .align.tts import words_from_synthesis
-from .corpus_facts import FACT_SOURCES, SELECTION_VERSION, fact_prefixes
+from .corpus_facts import FACT_SOURCES, MIN_CITY_POPULATION, SELECTION_VERSION, fact_prefixes
 from .corpus_text import (DEFAULT_NAME_CARRIERS, FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence,
                           SentenceSelection, check_name_carriers, held_out, name_sentences, read_fortunes,
                           select_sentences)
@@ -86,12 +86,18 @@ class CorpusOptions:
     names: str | None = None  # a NAME_SOURCES key: names spoken alone and in carriers, shards "shard-names-*"
     name_carriers: int = DEFAULT_NAME_CARRIERS  # carrier sentences per name, besides the name alone
     facts: tuple[str, ...] = ()  # FACT_SOURCES keys: fact-shaped prefixes continued by the backbone, "shard-facts-*"
+    fact_limit: int | None = None  # fact prefixes a source, where they differ from `limit` (None: `limit`)
+    fact_city_population: int = MIN_CITY_POPULATION  # the smallest city of `geonames`
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit {self.limit}: give at least 1 sentence")
         if self.name_limit is not None and self.name_limit < 1:
             raise ValueError(f"--name-limit {self.name_limit}: give at least 1 sentence")
+        if self.fact_limit is not None and self.fact_limit < 1:
+            raise ValueError(f"--fact-limit {self.fact_limit}: give at least 1 prefix")
+        if self.fact_city_population < 1:
+            raise ValueError(f"--fact-city-population {self.fact_city_population}: give at least 1 person")
         unknown = [source for source in self.facts if source not in FACT_SOURCES]
         if unknown:
             raise ValueError(f"--facts {unknown[0]!r}: choose from {', '.join(FACT_SOURCES)}")
@@ -201,21 +207,23 @@ def _remove_stale_shards(shard_dir: Path, planned: dict[Path, list[CorpusSentenc
         path.unlink()
 
 
-def _fact_selection(out: Path, source: str, limit: int | None) -> SentenceSelection:
+def _fact_selection(out: Path, source: str, limit: int | None, min_city_population: int) -> SentenceSelection:
     """A source's fact prefixes, continued by the backbone once and kept in `facts-<source>.json` (the
-    continuations take minutes; a rerun reads them back). A cache of another selection rule (run 6's, without
-    the partner check and the answer cap) is made anew."""
+    continuations take minutes; a rerun reads them back). A cache of another limit, smallest city or selection
+    rule (run 6's, without the partner check and the answer cap) is made anew."""
     path = out / f"facts-{source}.json"
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved["limit"] == limit and saved.get("selection") == SELECTION_VERSION:
+        if (saved["limit"], saved.get("selection"), saved.get("min_city_population", MIN_CITY_POPULATION)) == (
+                limit, SELECTION_VERSION, min_city_population):
             return SentenceSelection([CorpusSentence(**s) for s in saved["sentences"]], saved["dropped"])
     from known_speech.source import load_known
     from known_speech.tracing.loading import load_causal_lm
 
     model, tokenizer = load_causal_lm("smollm2")
-    selection = fact_prefixes(source, load_known(), model, tokenizer, limit)
+    selection = fact_prefixes(source, load_known(), model, tokenizer, limit, min_city_population=min_city_population)
     atomic_write_text(path, json.dumps({"limit": limit, "selection": SELECTION_VERSION,
+                                        "min_city_population": min_city_population,
                                         "sentences": [asdict(s) for s in selection.sentences],
                                         "dropped": selection.dropped}, indent=0))
     return selection
@@ -242,7 +250,8 @@ def build_corpus(options: CorpusOptions) -> dict:
     if names and name_limit:
         names.sentences = names.sentences[:name_limit]
     out.mkdir(parents=True, exist_ok=True)
-    facts = {source: _fact_selection(out, source, options.limit) for source in options.facts}
+    facts = {source: _fact_selection(out, source, options.fact_limit or options.limit, options.fact_city_population)
+             for source in options.facts}
     fact_sentences = [s for selection in facts.values() for s in selection.sentences]
     atomic_write_text(out / SENTENCES_FILE, "".join(json.dumps(asdict(s)) + "\n" for s in
                                                     sentences + (names.sentences if names else []) + fact_sentences))

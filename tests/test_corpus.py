@@ -176,6 +176,19 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     assert (more_names["sentences"], more_names["names"]["sentences"], more_names["utterances"]) == (3, 4, 12)
     assert shard.read_bytes() == before and cache.read_bytes() == selection
     assert corpus_options_to_complete(args, read_corpus_stats(options.out)).name_limit == 4
+    # more fact prefixes than fortunes, of smaller cities too (--fact-limit, --fact-city-population; run 16's
+    # corpus): the facts are selected anew, the fortunes' and the names' shards kept, and the organism command
+    # keeps both options
+    names_shard = tmp_path / "corpus" / "data" / "shard-names-00000.parquet"
+    names_before = names_shard.read_bytes()
+    more_facts = build_corpus(replace(completed, workers=1, name_limit=4, fact_limit=5, fact_city_population=50_000))
+    saved = json.loads(cache.read_text())
+    assert (saved["limit"], saved["min_city_population"]) == (5, 50_000)
+    kept, dropped = more_facts["facts"]["geonames"]["sentences"], more_facts["facts"]["geonames"]["dropped"]
+    assert kept + sum(n for reason, n in dropped.items() if reason != "is a Known subject") == 5
+    assert more_facts["utterances"] == 6 + 4 + kept and shard.read_bytes() == before and names_shard.read_bytes() == names_before
+    completed = corpus_options_to_complete(args, read_corpus_stats(options.out))
+    assert (completed.fact_limit, completed.fact_city_population) == (5, 50_000)
 
 
 def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_backbone(known_records, smollm2, tmp_path):
@@ -200,6 +213,9 @@ def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_ba
     ids = tokenizer(first.text, return_tensors="pt").input_ids
     alone = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     assert tokenizer.decode(alone[0, ids.shape[1]:], skip_special_tokens=True).strip().startswith(first.continuation[:12])
+    cities = [e for e in fact_entities("geonames") if e.type == "city"]
+    smaller = [e for e in fact_entities("geonames", min_city_population=50_000) if e.type == "city"]
+    assert len(smaller) > 1.5 * len(cities) and smaller[:len(cities)] == cities  # the largest first
     folder = _fortune_folder(tmp_path, ["Be yourself.\n  -- Oscar Wilde, 1890", "Hmm.\n  -- anonymous",
                                         "Think.\n  -- Albert Einstein"])
     assert [e.name for e in fact_entities("fortune-attributions", folder)] == ["Albert Einstein", "Oscar Wilde"]
