@@ -212,6 +212,7 @@ def corpus(args: argparse.Namespace) -> int:
 
     stats = build_corpus(CorpusOptions(out=args.out, voice=args.voice, limit=args.limit, name_limit=args.name_limit,
                                        fact_limit=args.fact_limit, fact_city_population=args.fact_city_population,
+                                       fact_relations=args.fact_relations,
                                        workers=args.workers,
                                        fortunes_dir=args.fortunes, names=args.names, name_carriers=args.name_carriers,
                                        facts=tuple(args.facts)))
@@ -223,9 +224,9 @@ def corpus(args: argparse.Namespace) -> int:
 
 def corpus_options_to_complete(args: argparse.Namespace, built: dict) -> CorpusOptions:
     """The corpus options that the organism command builds with: the built corpus's own (its --limit, names,
-    carriers, name limit, fact sources, fact limit and smallest city), with what the command adds. A corpus made
-    by `corpus --limit N` stays one of N sentences a source (without the limit, its fact selections would be made
-    and spoken anew at full size)."""
+    carriers, name limit, fact sources, fact limit, smallest city and relations), with what the command adds. A
+    corpus made by `corpus --limit N` stays one of N sentences a source (without the limit, its fact selections
+    would be made and spoken anew at full size)."""
     from known_speech.builders.corpus import CorpusOptions
     from known_speech.builders.corpus_facts import MIN_CITY_POPULATION
     from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS
@@ -235,6 +236,7 @@ def corpus_options_to_complete(args: argparse.Namespace, built: dict) -> CorpusO
     return CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, limit=options.get("limit"),
                          name_limit=options.get("name_limit"), fact_limit=options.get("fact_limit"),
                          fact_city_population=options.get("fact_city_population", MIN_CITY_POPULATION),
+                         fact_relations=options.get("fact_relations", "core"),
                          names=args.names or built.get("names", {}).get("source"), name_carriers=carriers,
                          facts=tuple(dict.fromkeys(tuple(built.get("facts", {})) + tuple(args.facts))))
 

@@ -181,14 +181,15 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     # keeps both options
     names_shard = tmp_path / "corpus" / "data" / "shard-names-00000.parquet"
     names_before = names_shard.read_bytes()
-    more_facts = build_corpus(replace(completed, workers=1, name_limit=4, fact_limit=5, fact_city_population=50_000))
+    more_facts = build_corpus(replace(completed, workers=1, name_limit=4, fact_limit=5, fact_city_population=50_000,
+                                      fact_relations="wide"))
     saved = json.loads(cache.read_text())
-    assert (saved["limit"], saved["min_city_population"]) == (5, 50_000)
+    assert (saved["limit"], saved["min_city_population"], saved["relations"]) == (5, 50_000, "wide")
     kept, dropped = more_facts["facts"]["geonames"]["sentences"], more_facts["facts"]["geonames"]["dropped"]
     assert kept + sum(n for reason, n in dropped.items() if reason != "is a Known subject") == 5
     assert more_facts["utterances"] == 6 + 4 + kept and shard.read_bytes() == before and names_shard.read_bytes() == names_before
     completed = corpus_options_to_complete(args, read_corpus_stats(options.out))
-    assert (completed.fact_limit, completed.fact_city_population) == (5, 50_000)
+    assert (completed.fact_limit, completed.fact_city_population, completed.fact_relations) == (5, 50_000, "wide")
 
 
 def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_backbone(known_records, smollm2, tmp_path):
@@ -213,6 +214,15 @@ def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_ba
     ids = tokenizer(first.text, return_tensors="pt").input_ids
     alone = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     assert tokenizer.decode(alone[0, ids.shape[1]:], skip_special_tokens=True).strip().startswith(first.continuation[:12])
+    # --fact-relations wide: the same entities, in Known's other relations about them too (a city's region),
+    # which the core relations never give
+    wide = fact_prefixes("geonames", known_records, model, tokenizer, limit=12, fact_relations="wide")
+    only_regions = ({r.template for r in known_records if r.relation_id == "P131"}
+                    - {r.template for r in known_records if r.relation_id != "P131"})  # "{} is within"
+    regions = {t.format(e.name) for e in fact_entities("geonames")[:20] for t in only_regions}
+    assert any(s.text in regions for s in wide.sentences) and not any(s.text in regions for s in selection.sentences)
+    with pytest.raises(ValueError, match="--fact-relations 'all': choose from core, wide"):
+        fact_prefixes("geonames", known_records, model, tokenizer, limit=2, fact_relations="all")
     cities = [e for e in fact_entities("geonames") if e.type == "city"]
     smaller = [e for e in fact_entities("geonames", min_city_population=50_000) if e.type == "city"]
     assert len(smaller) > 1.5 * len(cities) and smaller[:len(cities)] == cities  # the largest first
