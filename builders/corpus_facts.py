@@ -37,8 +37,9 @@ from known_speech.source import KnownRecord
 
 from .corpus_text import FORTUNES_DIR, CorpusSentence, SentenceSelection, _KnownFacts, _normalised, _sentence_id
 
-__all__ = ["FACT_SOURCES", "FACT_RELATIONS", "RELATIONS_BY_TYPE", "WIDE_RELATIONS", "relations_of", "Entity", "fact_entities", "fact_prefixes", "continue_as_text",
-           "answer_key", "cap_common_answers", "SELECTION_VERSION", "SAME_ANSWER", "COMMON_ANSWER"]
+__all__ = ["FACT_SOURCES", "FACT_RELATIONS", "RELATIONS_BY_TYPE", "WIDE_RELATIONS", "relations_of", "Entity",
+           "fact_entities", "fact_prefixes", "continue_as_text", "answer_key", "cap_common_answers",
+           "SELECTION_VERSION", "SAME_ANSWER", "COMMON_ANSWER"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +193,8 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
                   fortunes_dir: str | Path = FORTUNES_DIR, min_city_population: int = MIN_CITY_POPULATION,
                   fact_relations: str = "core") -> SentenceSelection:
     """The source's entities in Known's templates (`TEMPLATES_PER_ENTITY` of their type's relations in
-    `fact_relations`, drawn by
-    the entity's name), each a sentence whose `continuation` is the backbone's and answers otherwise than for a
-    partner entity in the same template; dropped ones are counted."""
+    `fact_relations`, drawn by the entity's name), each a sentence whose `continuation` is the backbone's and
+    answers otherwise than for a partner entity in the same template; dropped ones are counted."""
     from known_speech.spoken import verbalise
 
     templates = _templates(known)

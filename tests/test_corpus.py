@@ -176,9 +176,9 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     assert (more_names["sentences"], more_names["names"]["sentences"], more_names["utterances"]) == (3, 4, 12)
     assert shard.read_bytes() == before and cache.read_bytes() == selection
     assert corpus_options_to_complete(args, read_corpus_stats(options.out)).name_limit == 4
-    # more fact prefixes than fortunes, of smaller cities too (--fact-limit, --fact-city-population; run 16's
-    # corpus): the facts are selected anew, the fortunes' and the names' shards kept, and the organism command
-    # keeps both options
+    # more fact prefixes than fortunes, of smaller cities too, in more relations (--fact-limit,
+    # --fact-city-population as run 16's corpus, --fact-relations): the facts are selected anew, the fortunes' and
+    # the names' shards kept, and the organism command keeps the three options
     names_shard = tmp_path / "corpus" / "data" / "shard-names-00000.parquet"
     names_before = names_shard.read_bytes()
     more_facts = build_corpus(replace(completed, workers=1, name_limit=4, fact_limit=5, fact_city_population=50_000,
