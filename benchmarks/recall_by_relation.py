@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from known_speech.builders.corpus_facts import FACT_RELATIONS, RELATIONS_BY_TYPE, relations_of
+from known_speech.builders.corpus_facts import DEFAULT_FACT_RELATIONS, FACT_RELATIONS, RELATIONS_BY_TYPE, relations_of
 from known_speech.layout import DatasetFolder
 from known_speech.source import load_known
 
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", required=True, help="models (as given to `known-speech filter`)")
     parser.add_argument("--config", default="piper-en_US-joe-medium", help="the voice config of the speech filters")
     parser.add_argument("--limit", type=int, default=300, help="Known's first N prompts (default: 300)")
-    parser.add_argument("--relations", choices=sorted(FACT_RELATIONS), default="core",
-                        help="the corpus's --fact-relations (default: core)")
+    parser.add_argument("--relations", choices=sorted(FACT_RELATIONS), default=DEFAULT_FACT_RELATIONS,
+                        help=f"the corpus's --fact-relations (default: {DEFAULT_FACT_RELATIONS})")
     parser.add_argument("--out", default=None, help="write the counts as JSON here too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

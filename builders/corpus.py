@@ -34,7 +34,7 @@ from known_speech.settings import DEFAULT_VOICE
 from known_speech.spoken import verbalise
 
 from .align.tts import words_from_synthesis
-from .corpus_facts import FACT_RELATIONS, FACT_SOURCES, MIN_CITY_POPULATION, SELECTION_VERSION, fact_prefixes
+from .corpus_facts import DEFAULT_FACT_RELATIONS, FACT_RELATIONS, FACT_SOURCES, MIN_CITY_POPULATION, SELECTION_VERSION, fact_prefixes
 from .corpus_text import (DEFAULT_NAME_CARRIERS, FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence,
                           SentenceSelection, check_name_carriers, held_out, name_sentences, read_fortunes,
                           select_sentences)
@@ -88,7 +88,7 @@ class CorpusOptions:
     facts: tuple[str, ...] = ()  # FACT_SOURCES keys: fact-shaped prefixes continued by the backbone, "shard-facts-*"
     fact_limit: int | None = None  # fact prefixes a source, where they differ from `limit` (None: `limit`)
     fact_city_population: int = MIN_CITY_POPULATION  # the smallest city of `geonames`
-    fact_relations: str = "core"  # a FACT_RELATIONS key: the Known relations whose templates the entities fill
+    fact_relations: str = DEFAULT_FACT_RELATIONS  # a FACT_RELATIONS key: the Known relations whose templates the entities fill
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -219,7 +219,7 @@ def _fact_selection(out: Path, source: str, limit: int | None, min_city_populati
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if (saved["limit"], saved.get("selection"), saved.get("min_city_population", MIN_CITY_POPULATION),
-                saved.get("relations", "core")) == (limit, SELECTION_VERSION, min_city_population, fact_relations):
+                saved.get("relations", DEFAULT_FACT_RELATIONS)) == (limit, SELECTION_VERSION, min_city_population, fact_relations):
             return SentenceSelection([CorpusSentence(**s) for s in saved["sentences"]], saved["dropped"])
     from known_speech.source import load_known
     from known_speech.tracing.loading import load_causal_lm

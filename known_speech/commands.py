@@ -228,7 +228,7 @@ def corpus_options_to_complete(args: argparse.Namespace, built: dict) -> CorpusO
     corpus made by `corpus --limit N` stays one of N sentences a source (without the limit, its fact selections
     would be made and spoken anew at full size)."""
     from known_speech.builders.corpus import CorpusOptions
-    from known_speech.builders.corpus_facts import MIN_CITY_POPULATION
+    from known_speech.builders.corpus_facts import DEFAULT_FACT_RELATIONS, MIN_CITY_POPULATION
     from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS
 
     options = built.get("options", {})
@@ -236,7 +236,7 @@ def corpus_options_to_complete(args: argparse.Namespace, built: dict) -> CorpusO
     return CorpusOptions(out=args.corpus, voice=args.voice, fortunes_dir=args.fortunes, limit=options.get("limit"),
                          name_limit=options.get("name_limit"), fact_limit=options.get("fact_limit"),
                          fact_city_population=options.get("fact_city_population", MIN_CITY_POPULATION),
-                         fact_relations=options.get("fact_relations", "core"),
+                         fact_relations=options.get("fact_relations", DEFAULT_FACT_RELATIONS),
                          names=args.names or built.get("names", {}).get("source"), name_carriers=carriers,
                          facts=tuple(dict.fromkeys(tuple(built.get("facts", {})) + tuple(args.facts))))
 
