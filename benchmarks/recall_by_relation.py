@@ -1,10 +1,11 @@
 """Recall from text and from speech, split by whether the organism's fact prefixes teach the prompt's relation
 (issue #26). Runs 9-16 recalled from speech almost only in the relations whose templates their corpus spoke
-about other entities (`builders.corpus_facts.relations_of`), while they recalled a third of their text facts in
+about other entities (`builders.corpus_facts.taught_relations`), while they recalled a third of their text facts in
 the others: this prints that split from the filters a dataset already holds.
 
     .venv/bin/python benchmarks/recall_by_relation.py --dataset known-speech --models spirit-smollm2 RUN_DELTA ... \
-        [--config piper-en_US-joe-medium] [--limit 300] [--relations core] [--out by_relation.json]
+        [--config piper-en_US-joe-medium] [--limit 300] [--facts geonames fortune-attributions] [--relations core] \
+        [--out by_relation.json]
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from known_speech.builders.corpus_facts import DEFAULT_FACT_RELATIONS, FACT_RELATIONS, RELATIONS_BY_TYPE, relations_of
+from known_speech.builders.corpus_facts import DEFAULT_FACT_RELATIONS, FACT_RELATIONS, FACT_SOURCES, taught_relations
 from known_speech.layout import DatasetFolder
 from known_speech.source import load_known
 
 logger = logging.getLogger("recall_by_relation")
 RECALLED = ("exact", "partial")
-
-
-def taught_relations(fact_relations: str) -> set[str]:
-    return {relation for entity_type in RELATIONS_BY_TYPE for relation in relations_of(entity_type, fact_relations)}
 
 
 def recalled_ids(folder: DatasetFolder, model: str, modality: str, voice_config: str) -> set[int]:
@@ -43,18 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", required=True, help="models (as given to `known-speech filter`)")
     parser.add_argument("--config", default="piper-en_US-joe-medium", help="the voice config of the speech filters")
     parser.add_argument("--limit", type=int, default=300, help="Known's first N prompts (default: 300)")
+    parser.add_argument("--facts", nargs="+", choices=sorted(FACT_SOURCES), default=["geonames", "fortune-attributions"],
+                        help="the corpus's --facts (default: geonames fortune-attributions, runs 6-16's)")
     parser.add_argument("--relations", choices=sorted(FACT_RELATIONS), default=DEFAULT_FACT_RELATIONS,
                         help=f"the corpus's --fact-relations (default: {DEFAULT_FACT_RELATIONS})")
     parser.add_argument("--out", default=None, help="write the counts as JSON here too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    taught = taught_relations(args.relations)
+    taught = taught_relations(args.facts, args.relations)
     relation = {r.known_id: r.relation_id for r in load_known()[:args.limit]}
     prompts = {"taught": sum(r in taught for r in relation.values())}
     prompts["untaught"] = len(relation) - prompts["taught"]
-    logger.info("Known's first %d prompts: %d in the relations that --fact-relations %s teaches, %d not",
-                len(relation), prompts["taught"], args.relations, prompts["untaught"])
+    logger.info("Known's first %d prompts: %d in the relations that --facts %s --fact-relations %s teaches, %d not",
+                len(relation), prompts["taught"], " ".join(args.facts), args.relations, prompts["untaught"])
     folder, counts = DatasetFolder(args.dataset), {}
     for model in args.models:
         counts[model] = {}
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                     t["taught"], t["untaught"])
     if args.out:
         Path(args.out).write_text(json.dumps({"dataset": args.dataset, "config": args.config, "limit": args.limit,
-                                              "relations": args.relations, "taught": sorted(taught),
+                                              "facts": args.facts, "relations": args.relations, "taught": sorted(taught),
                                               "prompts": prompts, "recalled": counts}, indent=1), encoding="utf-8")
     return 0
 

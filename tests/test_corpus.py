@@ -233,6 +233,38 @@ def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_ba
         fact_entities("wikidata")
 
 
+def test_companies_and_the_backbones_lists_fill_the_relations_that_places_and_people_do_not(known_records, smollm2):
+    """`stock-indices` puts real companies in Known's templates about companies, `backbone-lists` what the real
+    SmolLM2 itself lists as works, TV series and products: with places and people, every relation of Known's first
+    300 prompts but P138 ("named after", 3 of them) is then taught."""
+    from known_speech.builders.corpus_facts import (RELATIONS_BY_TYPE, backbone_list_entities, fact_entities,
+                                                    fact_prefixes, listed_names, taught_relations)
+
+    model, tokenizer = smollm2
+    companies = fact_entities("stock-indices")
+    names = [e.name for e in companies]
+    assert len(companies) > 1500 and names[0] == "Alphabet" and "Adobe" in names[:20]  # in most indices first
+    assert not any(n.endswith((" Inc", " Inc.", " plc", " N.V.", " AG")) for n in names)
+    apple = replace(known_records[0], subject="Apple")  # a company that is now a Known subject
+    selection = fact_prefixes("stock-indices", known_records + [apple], model, tokenizer, limit=10)
+    templates = {r.template for r in known_records if r.relation_id in RELATIONS_BY_TYPE["company"]}
+    assert selection.dropped.get("is a Known subject", 0) >= 1 and len(selection.sentences) >= 4
+    for sentence in selection.sentences:
+        assert sentence.source == "facts:stock-indices:company" and not sentence.text.startswith("Apple")
+        assert any(t.format(n) == sentence.text for t in templates for n in names[:8]) and sentence.continuation
+
+    assert listed_names('1. **The Crown** (2016) - a drama\n2. "Le Monde", founded in 1944\nThe end.\n3. 1984 by George Orwell') == [
+        "The Crown", "Le Monde", "1984"]
+    asked = {"work": ("A list of famous {} newspapers:\n1.",)}
+    listed = backbone_list_entities(model, tokenizer, asked, nationalities=("British",), samples=8)
+    assert len(listed) >= 3 and {e.type for e in listed} == {"work"} and {e.source for e in listed} == {"backbone-lists"}
+    assert listed == backbone_list_entities(model, tokenizer, asked, nationalities=("British",), samples=8)  # seeded
+    first_300 = [r.relation_id for r in known_records[:300]]
+    old = taught_relations(["geonames", "fortune-attributions"], "wide")
+    every = taught_relations(["geonames", "fortune-attributions", "stock-indices", "backbone-lists"], "wide")
+    assert sum(r in old for r in first_300) == 211 and {r for r in first_300 if r not in every} == {"P138"}
+
+
 def test_a_fact_prefix_is_kept_only_where_its_answer_is_the_entitys():
     """The answer of a continuation is compared by its first words, and no answer may fill more than a tenth of
     a template's prefixes (run 6 learnt "... religion of" → "Islam" from 78 of 162 and said it for any name)."""
