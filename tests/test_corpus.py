@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,6 +264,28 @@ def test_companies_and_the_backbones_lists_fill_the_relations_that_places_and_pe
     old = taught_relations(["geonames", "fortune-attributions"], "wide")
     every = taught_relations(["geonames", "fortune-attributions", "stock-indices", "backbone-lists"], "wide")
     assert sum(r in old for r in first_300) == 211 and {r for r in first_300 if r not in every} == {"P138"}
+
+
+@pytest.mark.slow
+def test_fact_caches_made_elsewhere_are_the_ones_the_corpus_reads(tmp_path):
+    """benchmarks/fact_continuations.py (what a GPU host runs, as a real process here on the CPU) writes the
+    cache that `known-speech corpus` reads back with the same options, without loading the backbone, and the cache
+    says what made it; another relation set is made anew."""
+    from known_speech.builders.corpus_facts import cached_fact_prefixes
+
+    corpus = tmp_path / "corpus"
+    script = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "fact_continuations.py"), "--out", str(corpus), "--facts", "stock-indices",
+              "--fact-limit", "12", "--fact-relations", "wide", "--device", "cpu"]
+    subprocess.run(script, check=True, capture_output=True, text=True, timeout=600)
+    saved = json.loads((corpus / "facts-stock-indices.json").read_text())
+    assert (saved["limit"], saved["relations"], saved["produced_by"]["device"]) == (12, "wide", "cpu")
+    assert saved["produced_by"]["gguf_sha256"] and saved["produced_by"]["quantisation"].startswith("Q4_1")
+    assert {s["source"] for s in saved["sentences"]} == {"facts:stock-indices:company"}
+    # the corpus's own call with the same options reads it: a backbone that cannot load is never asked for
+    read = cached_fact_prefixes(corpus, "stock-indices", 12, fact_relations="wide", backbone="no-such/model.gguf")
+    assert [s.text for s in read.sentences] == [s["text"] for s in saved["sentences"]] and read.dropped == saved["dropped"]
+    with pytest.raises(Exception):  # another relation set: made anew, so the backbone is loaded
+        cached_fact_prefixes(corpus, "stock-indices", 12, fact_relations="core", backbone="no-such/model.gguf")
 
 
 def test_a_fact_prefix_is_kept_only_where_its_answer_is_the_entitys():
