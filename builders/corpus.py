@@ -36,7 +36,7 @@ from known_speech.spoken import verbalise
 from .align.tts import words_from_synthesis
 from .corpus_facts import DEFAULT_FACT_RELATIONS, FACT_RELATIONS, FACT_SOURCES, MIN_CITY_POPULATION, cached_fact_prefixes
 from .corpus_text import (DEFAULT_NAME_CARRIERS, FORTUNES_DIR, FORTUNES_LICENCE, NAME_SOURCES, CorpusSentence,
-                          SentenceSelection, check_name_carriers, held_out, name_sentences, read_fortunes,
+                          check_name_carriers, held_out, name_sentences, read_fortunes,
                           select_sentences)
 
 __all__ = ["CorpusOptions", "build_corpus", "corpus_features", "read_corpus_stats", "load_corpus", "SHARD_SENTENCES",

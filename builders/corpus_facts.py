@@ -44,8 +44,8 @@ from .corpus_text import FORTUNES_DIR, CorpusSentence, SentenceSelection, _Known
 
 __all__ = ["FACT_SOURCES", "FACT_RELATIONS", "DEFAULT_FACT_RELATIONS", "RELATIONS_BY_TYPE", "TYPES_BY_SOURCE",
            "WIDE_RELATIONS", "relations_of", "taught_relations", "Entity", "fact_entities", "listed_names",
-           "backbone_list_entities", "fact_prefixes", "cached_fact_prefixes", "continue_as_text", "answer_key", "cap_common_answers",
-           "SELECTION_VERSION", "SAME_ANSWER", "COMMON_ANSWER"]
+           "backbone_list_entities", "fact_prefixes", "cached_fact_prefixes", "continue_as_text", "answer_key",
+           "cap_common_answers", "SELECTION_VERSION", "SAME_ANSWER", "COMMON_ANSWER"]
 
 logger = logging.getLogger(__name__)
 
