@@ -285,6 +285,37 @@ def test_the_output_loss_in_checkpointed_chunks_equals_the_whole():
         torch.testing.assert_close(whole, chunked)
 
 
+def test_a_spoken_entity_is_read_by_the_written_words_after_it(tokenizer):
+    """spoken_entity: the entity alone spoken, the words around it written, its tail (the written words after
+    the entity and the continuation) the same tokens as the teacher's and distilled position by position;
+    drawn from the entity_state pool."""
+    from known_speech.evaluation.organism.train import TrainOptions, _Batches
+
+    builder = SequenceBuilder(tokenizer, speech_weight=0.2)
+    fact = Utterance(**{**_utterance("fact_prefix", "The mother tongue of Grand Duchy of Finland is", "Finnish.").__dict__,
+                        "entity": (21, 43)})
+    sequence = builder.spoken_entity(fact, 25.0)
+    # golden: "Grand Duchy of Finland" is words 4-7, whose frames hold units 5..8 and the silences after each
+    # (the silence after "Finland" up to "is" goes with it)
+    assert tokenizer.decode(sequence.ids) == ("[Text]The mother tongue of[Speech][Hu5][Hu0][Hu6][Hu0][Hu7][Hu0][Hu8][Hu0]"
+                                              "[Text] is Finnish.")
+    assert tokenizer.decode(sequence.teacher_ids) == "The mother tongue of Grand Duchy of Finland is Finnish."
+    tail = tokenizer(" is", add_special_tokens=False).input_ids + tokenizer(" Finnish.", add_special_tokens=False).input_ids
+    assert sequence.distill_last == len(tail) and sequence.ids[-len(tail):] == sequence.teacher_ids[-len(tail):] == tail
+    units = [i for i, token in enumerate(sequence.ids) if token >= builder.unit_base]
+    assert {sequence.weights[i] for i in units} == {0.2} and sequence.weights[-1] == 1.0
+    assert not sequence.state_pairs and sequence.utterance_kind == "fact_prefix"
+    # an entity that opens the prefix: no written words before it, the leading silence spoken with it
+    first = Utterance(**{**_utterance("fact_prefix", "Lyon is located in the country of", "France").__dict__, "entity": (0, 4)})
+    assert tokenizer.decode(builder.spoken_entity(first, 25.0).ids) == "[Speech][Hu0][Hu1][Hu0][Text] is located in the country of France"
+    with pytest.raises(ValueError, match="neither a name sentence nor a fact prefix"):
+        builder.spoken_entity(_utterance(), 25.0)
+    options = TrainOptions("", "", batch_tokens=4096, pool_size=64, mix={"spoken_entity": 0.5, "speech_to_text": 0.5})
+    drawn = _Batches(builder, [_utterance(), fact], 25.0, options, random.Random(0), num_units=10)
+    assert {s.kind for batch in drawn.queue or [drawn.draw()] for s in batch} <= {"spoken_entity", "speech_to_text"}
+    assert _Batches(builder, [_utterance()], 25.0, options, random.Random(0)).mix == {"speech_to_text": 1.0}
+
+
 def test_a_cpu_run_measures_the_names_and_the_fact_prefixes_states_apart(tmp_path):
     """Two training steps of the real trainer on SmolLM2 (CPU) from a bundle of fortunes, names and fact prefixes:
     entity_state draws from both, and each evaluation logs the held-out state distance of names (the figure runs 8
@@ -310,10 +341,14 @@ def test_a_cpu_run_measures_the_names_and_the_fact_prefixes_states_apart(tmp_pat
                  np.random.default_rng(0).standard_normal((10, 576)).astype(np.float32), {})
     record = train(TrainOptions(str(tmp_path / "bundle"), str(tmp_path / "run"), device="cpu", max_steps=2,
                                 eval_every=1, eval_sequences=8, transcribe=1, batch_tokens=1024, pool_size=16,
-                                warmup_steps=1, mix={"speech_to_text": 0.5, "entity_state": 0.5}))
+                                warmup_steps=1, mix={"speech_to_text": 0.4, "entity_state": 0.3, "spoken_entity": 0.3}))
     assert [e["step"] for e in record["evaluations"]] == [1, 2]
     for evaluation in record["evaluations"]:
         assert 0 < evaluation["held_out_entity_state"] < 2 and 0 < evaluation["held_out_fact_entity_state"] < 2
+        # the spoken entities' held-out CE is logged beside the held-out loss, which stays the earlier kinds' mean
+        by_kind = evaluation["held_out_ce_by_kind"]
+        assert by_kind["spoken_entity"] > 0 and evaluation["held_out_ce"] == pytest.approx(
+            np.mean([v for k, v in by_kind.items() if k != "spoken_entity"]))
     assert record["options"]["entity_sources"] == "names,facts"
     assert json.loads((tmp_path / "run" / "training.json").read_text())["evaluations"] == record["evaluations"]
 

@@ -16,6 +16,11 @@ de-duplicated units.
   states at the name's (the entity's) last unit are pulled, layer by layer, to the backbone's at its last token
   read as text. A fact prefix is a Known template around another entity, so there the state is pulled at the very
   place a Known S→T prompt's subject ends.
+- `spoken_entity`: the same utterances interleaved at the entity's edges, the entity alone spoken and the rest
+  written: "<words before>[Speech]<the entity's units>[Text]<the words after> <continuation>", distilled from the
+  backbone reading it all as text. Spirit LM's word-level interleaving (§3.2) cut where the subject ends, so that
+  the written relation has to read the entity from its units, the reading that recall from speech lacks
+  (`listening.py --measures patch`: a text-like state at the subject's last unit recovers 34 of 84 facts).
   Run 8 heard 20 of Known's first 100 subjects whole (run 7: 8) and recalled no more facts from speech: hearing
   a name is not yet reaching the entity, whose facts the backbone reads from the subject's last token
   (ROME's finding, the tracer's subject).
@@ -39,12 +44,13 @@ from known_speech.units import SPEECH_MARKER, TEXT_MARKER, dedup_span, deduplica
 
 from .vocabulary import end_of_text_id, unit_token
 
-__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "last_unit_of", "Kind", "KINDS", "CONTINUATIONS", "ASR_CUE", "check_mix", "parse_mix"]
+__all__ = ["Utterance", "TrainingSequence", "SequenceBuilder", "last_unit_of", "Kind", "KINDS", "ENTITY_KINDS", "CONTINUATIONS", "ASR_CUE", "check_mix", "parse_mix"]
 
 Kind = Literal["speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text",
-               "entity_state"]
+               "entity_state", "spoken_entity"]
 KINDS: tuple[Kind, ...] = ("speech_to_text", "continuation", "fact_continuation", "interleaved", "speech_only", "text",
-                           "entity_state")
+                           "entity_state", "spoken_entity")
+ENTITY_KINDS = ("entity_state", "spoken_entity")  # the kinds drawn from utterances with an entity span
 CONTINUATIONS = ("continuation", "fact_continuation")
 ASR_CUE = "Transcribe the speech:"
 
@@ -192,14 +198,37 @@ class SequenceBuilder:
         """A name sentence or fact prefix spoken, its state at the entity's last unit paired with the backbone's
         at the entity's last token. The teacher's text is tokenized in two pieces cut at the entity's end, so
         that its last token is a token of its own (BPE pieces start at a space or a punctuation mark there anyway)."""
+        first, last, end = self._entity_words(utterance)
+        sequence = self._join("entity_state", [("speech", [self.speech_id] + self.utterance_unit_ids(utterance))])
+        name = self.text_ids(utterance.text[:end])
+        sequence.teacher_ids = name + self.text_ids(utterance.text[end:])
+        sequence.state_pairs = [(1 + last_unit_of(utterance, first, last, rate_hz), len(name) - 1)]
+        sequence.utterance_kind = utterance.kind
+        return sequence
+
+    def _entity_words(self, utterance: Utterance) -> tuple[int, int, int]:
+        """The entity's first and last word and its end in characters (ValueError without an entity span)."""
         if utterance.entity is None:
             raise ValueError(f"{utterance.utterance_id}: neither a name sentence nor a fact prefix (no entity span)")
         start, end = utterance.entity
         words = [i for i, (a, b) in enumerate(utterance.word_spans) if a < end and b > start]
-        sequence = self._join("entity_state", [("speech", [self.speech_id] + self.utterance_unit_ids(utterance))])
-        name = self.text_ids(utterance.text[:end])
-        sequence.teacher_ids = name + self.text_ids(utterance.text[end:])
-        sequence.state_pairs = [(1 + last_unit_of(utterance, words[0], words[-1], rate_hz), len(name) - 1)]
+        return words[0], words[-1], end
+
+    def spoken_entity(self, utterance: Utterance, rate_hz: float) -> TrainingSequence:
+        """The entity's words spoken between the written words around it, then the continuation written; the
+        teacher reads the same text cut at the entity's end (as `entity_state`'s), so the written tail after the
+        entity is the same tokens in both and is distilled position by position."""
+        first, last, end = self._entity_words(utterance)
+        before = utterance.text[:utterance.word_spans[first][0]].rstrip()
+        tail = self.text_ids(utterance.text[end:])
+        if utterance.continuation:
+            tail = tail + self.text_ids(" " + utterance.continuation)
+        parts = [("text", [self.text_id] + self.text_ids(before))] if before else []
+        parts += [("speech", [self.speech_id] + self.unit_ids(self._frames(utterance, rate_hz, first, last + 1))),
+                  ("text", [self.text_id] + tail)]
+        sequence = self._join("spoken_entity", parts)
+        sequence.teacher_ids = self.text_ids(utterance.text[:end]) + tail
+        sequence.distill_last = len(tail)
         sequence.utterance_kind = utterance.kind
         return sequence
 
