@@ -4,7 +4,7 @@ weights that change, so that the backbone's facts survive (a full fine-tune on o
 
     python -m known_speech.evaluation.organism.train --bundle BUNDLE_DIR --out RUN_DIR [--minutes 16]
 
-Each step draws a batch of sequences of the seven kinds (`sequences`) by `--mix`; text tokens count 1 in
+Each step draws a batch of sequences of the eight kinds (`sequences`) by `--mix`; text tokens count 1 in
 the loss, unit tokens `--speech-weight`. Continuations and plain text replay add the KL divergence from
 the frozen backbone's next-token distributions on the same words as text (`--distill-weight`; SALAD's
 cross-modal distillation, arXiv 2510.13632), and continuations the distance of the model's states, layer by
