@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--lr-embeddings", type=_positive_float, default=trained.lr_embeddings,
                           help="new token rows' learning rate (default: %(default)s)")
     organism.add_argument("--entity-sources", type=_entity_sources, default=trained.entity_sources, metavar="names,facts",
-                          help="what the entity_state kind draws from: name sentences, fact prefixes (their entity's "
+                          help="what the entity_state and spoken_entity kinds draw from: name sentences, fact prefixes (their entity's "
                                "span since bundle version 3), or both (default: %(default)s; run 9 had names alone)")
     organism.add_argument("--state-teacher", choices=STATE_TEACHERS, default=trained.state_teacher,
                           help="whose text states the state terms pull the spoken ones towards: the frozen backbone's "

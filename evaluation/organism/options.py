@@ -57,7 +57,7 @@ class TrainOptions:
     init_from: str = ""  # a run folder or a packaged delta to go on from (its LoRA and token rows); "" starts fresh
     init_units: str = "same"  # "fresh": keep only the LoRA and markers of init_from, for a delta of another tokenizer
     keep_last: bool = False  # also write the last step's weights (delta-last/): the held-out loss is not recall
-    entity_sources: str = "names,facts"  # what entity_state draws from (ENTITY_SOURCES; run 9: names alone)
+    entity_sources: str = "names,facts"  # what entity_state and spoken_entity draw from (ENTITY_SOURCES; run 9: names alone)
     state_teacher: str = "backbone"  # whose text states the state terms pull towards: STATE_TEACHERS
     state_layers: str = ""  # the decoder layers the state terms count, e.g. "8-16" or "4,8,12" ("": every one)
 
@@ -95,5 +95,5 @@ class TrainOptions:
 
     @property
     def entity_kinds(self) -> set[str]:
-        """The utterance kinds that entity_state draws from."""
+        """The utterance kinds that entity_state and spoken_entity draw from."""
         return {ENTITY_SOURCES[source] for source in self.entity_sources.split(",")}

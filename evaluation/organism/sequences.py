@@ -16,14 +16,14 @@ de-duplicated units.
   states at the name's (the entity's) last unit are pulled, layer by layer, to the backbone's at its last token
   read as text. A fact prefix is a Known template around another entity, so there the state is pulled at the very
   place a Known S→T prompt's subject ends.
+  Run 8 heard 20 of Known's first 100 subjects whole (run 7: 8) and recalled no more facts from speech: hearing
+  a name is not yet reaching the entity, whose facts the backbone reads from the subject's last token
+  (ROME's finding, the tracer's subject).
 - `spoken_entity`: the same utterances interleaved at the entity's edges, the entity alone spoken and the rest
   written: "<words before>[Speech]<the entity's units>[Text]<the words after> <continuation>", distilled from the
   backbone reading it all as text. Spirit LM's word-level interleaving (§3.2) cut where the subject ends, so that
   the written relation has to read the entity from its units, the reading that recall from speech lacks
   (`listening.py --measures patch`: a text-like state at the subject's last unit recovers 34 of 84 facts).
-  Run 8 heard 20 of Known's first 100 subjects whole (run 7: 8) and recalled no more facts from speech: hearing
-  a name is not yet reaching the entity, whose facts the backbone reads from the subject's last token
-  (ROME's finding, the tracer's subject).
 
 Every sequence says, per position, how much its next-token loss counts (text 1, speech `speech_weight`:
 the model is for listening, not for speaking), and a continuation also carries the backbone's view of

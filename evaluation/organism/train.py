@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-last", action="store_true",
                         help="also write the last step's weights to delta-last/ (delta/ holds the best held-out loss)")
     parser.add_argument("--entity-sources", default=defaults.entity_sources,
-                        help="what entity_state draws from: names, facts (fact prefixes, bundle version 3), or both")
+                        help="what entity_state and spoken_entity draw from: names, facts (fact prefixes, bundle version 3), or both")
     parser.add_argument("--state-teacher", default=defaults.state_teacher, choices=STATE_TEACHERS,
                         help="whose text states the state terms pull towards: the frozen backbone's, or the model's own "
                              "text path (LoRA on, no gradient)")
