@@ -3,6 +3,7 @@ committed cache, then the repository writer. Resumable: committed items are reus
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -12,6 +13,7 @@ from pathlib import Path
 import datasets
 from tqdm.auto import tqdm
 
+from known_speech.atomic import atomic_write_text
 from known_speech.layout import DatasetFolder
 from known_speech.progress import bars_disabled
 from known_speech.source import KNOWN_URL, KnownRecord, bundled_source_path, file_sha256, load_known
@@ -25,7 +27,9 @@ from .summary import BuildSummary, summarise
 from .tts.licences import voice_licence
 from .writer import write_config
 
-__all__ = ["BuildResult", "BuildStats", "build_items", "build_dataset"]
+__all__ = ["BuildResult", "BuildStats", "build_items", "build_dataset", "save_options", "saved_options"]
+
+OPTIONS_FILE = "options.json"
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +59,11 @@ class BuildStats:
         return {**self.summary.to_dict(), **{k: v for k, v in asdict(self).items() if k != "summary"}}
 
 
-def build_items(records: list[KnownRecord], options: BuildOptions, cache: ItemCache) -> BuildSummary:
+def build_items(records: list[KnownRecord], options: BuildOptions, cache: ItemCache, config: str = "") -> BuildSummary:
     """Build every record not yet in `cache`, or whose inputs changed since (failed ones again with
-    `retry_failed`), then summarise; the summary counts why items were rebuilt."""
+    `retry_failed`), then summarise (as `config`, by default the voice's); the summary counts why items were
+    rebuilt."""
+    config = config or options.voice_config
     started = time.perf_counter()
     inputs = ItemInputs.of(options)
     fingerprints = {record.known_id: item_fingerprint(record, inputs) for record in records}
@@ -72,17 +78,37 @@ def build_items(records: list[KnownRecord], options: BuildOptions, cache: ItemCa
         if changed or (outcome.status == "failed" and options.retry_failed):
             pending.append(record)
             rebuilt.update(changed or ["retry_failed"])
-    progress = tqdm(total=len(pending), desc=f"building {options.voice_config}", unit="item", disable=bars_disabled())
+    progress = tqdm(total=len(pending), desc=f"building {config}", unit="item", disable=bars_disabled())
     for outcome, audio in build_outcomes(pending, options):
         outcome.fingerprint = fingerprints[outcome.known_id]
         cache.put(outcome, audio)
         outcomes[outcome.known_id] = outcome
         progress.update(1)
     progress.close()
-    summary = summarise(options.voice_config, records, outcomes, built=len(pending))
+    summary = summarise(config, records, outcomes, built=len(pending))
     summary.rebuilt = dict(rebuilt)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def save_options(folder: DatasetFolder, options: BuildOptions) -> None:
+    """What the voice config is built with, in its work folder (not published: it may hold local paths), so that
+    other prompts can be spoken later exactly as its items were (evaluation's probes)."""
+    path = folder.work_dir / options.voice_config / OPTIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({k: v for k, v in asdict(options).items() if k not in ("source", "limit")},
+                                       indent=2))
+
+
+def saved_options(folder: DatasetFolder, voice_config: str) -> BuildOptions:
+    """The options a voice config was built with: saved by its build, else (a folder from the Hub) its engine, voice
+    and ASR model from build_stats.json with the default aligners."""
+    path = folder.work_dir / voice_config / OPTIONS_FILE
+    if path.exists():
+        return BuildOptions(**json.loads(path.read_text(encoding="utf-8")))
+    folder.check_voice_config(voice_config)
+    entry = json.loads(folder.build_stats.read_text(encoding="utf-8"))[voice_config]
+    return BuildOptions(engine=entry["engine"], voice=entry["voice"], asr_model=entry["asr_model"])
 
 
 def build_dataset(out_dir: str | Path = "known-speech", **options: object) -> BuildResult:
@@ -99,6 +125,7 @@ def build_dataset(out_dir: str | Path = "known-speech", **options: object) -> Bu
 def _build(folder: DatasetFolder, options: BuildOptions, source: Path, records: list[KnownRecord],
            started: float) -> BuildResult:
     cache = ItemCache(folder.item_cache(options.voice_config))
+    save_options(folder, options)
     summary = build_items(records, options, cache)
     dataset = None  # no item built: the statistics and the card still say why
     if summary.failed < summary.items:

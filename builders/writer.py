@@ -111,11 +111,22 @@ def _filter_configs(out_dir: Path) -> dict[str, dict]:
     return configs
 
 
+def _recall_figures(out_dir: Path) -> list[dict]:
+    """Each filter's recall figures per split (`filters/<model>/<name>.recall.json`, written with its views by
+    `known-speech filter`): recalled, subject-dependent, follows-subject and the relation prior, with 95 % intervals."""
+    found = []
+    for folder in DatasetFolder(out_dir).filter_dirs():
+        for path in sorted(folder.glob("*.recall.json")):
+            found.append({"config_name": f"filter-{folder.name}", **json.loads(path.read_text(encoding="utf-8"))})
+    return found
+
+
 def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: list[dict] | None = None) -> DatasetCard:
     """README.md with the YAML `configs:` block listing every voice config and recall filter in `out_dir`."""
     out_dir = Path(out_dir)
     stats = read_build_stats(out_dir)
     config_names = DatasetFolder(out_dir).voice_configs()
+    probe_names = DatasetFolder(out_dir).probe_configs()
     filter_configs = _filter_configs(out_dir)
     # the prompts are MIT; the audio follows each voice (its Hub licence id where its card states one)
     voice_ids = {entry.get("voice_licence", {}).get("hub_id") for entry in stats.values()}
@@ -139,6 +150,9 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
             }
             for index, name in enumerate(config_names)
         ] + [
+            {"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*.parquet"}]}
+            for name in probe_names
+        ] + [
             {"config_name": name, "data_files": [{"split": "train", "path": config["path"]}]}
             for name, config in filter_configs.items()
         ],
@@ -156,13 +170,15 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
 
     card_data.dataset_info = [
         info(name, record_features(), stats[name]["num_bytes"], stats[name]["num_examples"], stats[name]["download_size"])
-        for name in config_names
+        for name in config_names + probe_names
     ] + [
         info(name, config["features"], config["num_bytes"], config["num_examples"], config["num_bytes"])
         for name, config in filter_configs.items()
     ]
     template = files("known_speech.cards").joinpath("dataset_card.md").read_text(encoding="utf-8")
-    voices = [{"config_name": name, **stats[name]} for name in sorted(stats)]  # failed builds too, with why
+    # failed builds too, with why
+    voices = [{"config_name": name, **stats[name]} for name in sorted(stats) if not stats[name].get("probes_of")]
+    probes = [{"config_name": name, **stats[name]} for name in probe_names]
     card = DatasetCard.from_template(
         card_data,
         template_str=template,
@@ -174,6 +190,8 @@ def render_card(out_dir: str | Path, repo_id: str = "known-speech", versions: li
         source_url=KNOWN_URL,
         source_sha256=voices[0].get("source_sha256", "") if voices else "",
         filters=[{"config_name": name, "num_examples": config["num_examples"]} for name, config in filter_configs.items()],
+        probes=probes,
+        recall=_recall_figures(out_dir),
         versions=versions if versions is not None else read_versions(out_dir),
     )
     atomic_write_text(DatasetFolder(out_dir).card, str(card))

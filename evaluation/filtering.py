@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from .matching import classify_answer, first_answer
 from .model_input import Modality, ModelInput
 from .setting_differences import setting_differences
 
-__all__ = ["FilterRow", "filter_settings", "run_filter", "read_filter"]
+__all__ = ["FilterRow", "filter_settings", "run_filter", "read_filter", "prepared_batches", "generate_halving"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,19 @@ class FilterRow:
     swapped_with: int = -1
     swapped_generation: str = ""
     swapped_match: str = ""
+    # the probes of a recalled fact (evaluation.subject_dependence): the prompt with made-up names (their keys,
+    # generations and matches against this fact's attribute) and with counterfactual subjects of the relation (their
+    # known_ids, keys, generations and matches against each one's own attribute); both flags None where not probed
+    probe_seed: int = -1
+    blind_probe_ids: list[int] = field(default_factory=list)
+    blind_generations: list[str] = field(default_factory=list)
+    blind_matches: list[str] = field(default_factory=list)
+    counterfactual_known_ids: list[int] = field(default_factory=list)
+    counterfactual_probe_ids: list[int] = field(default_factory=list)
+    counterfactual_generations: list[str] = field(default_factory=list)
+    counterfactual_matches: list[str] = field(default_factory=list)
+    subject_dependent: bool | None = None  # recalled, and from none of the made-up names
+    follows_subject: bool | None = None  # subject-dependent, and names a counterfactual subject's own attribute
 
 
 def read_filter(path: Path) -> dict[int, FilterRow]:
@@ -90,7 +103,7 @@ class _Batch:
     failed: dict[int, str]  # known_id -> why its input could not be made
 
 
-def _prepared_batches(adapter: Adapter, records: list[dict], modality: Modality, max_new_tokens: int,
+def prepared_batches(adapter: Adapter, records: list[dict], modality: Modality, max_new_tokens: int,
                       batch_size: int | None) -> Iterator[_Batch]:
     """Inputs made a window at a time (not all held at once), generated in batches of similar length."""
     window = 4 * MAX_BATCH
@@ -112,7 +125,7 @@ def _prepared_batches(adapter: Adapter, records: list[dict], modality: Modality,
             position += size
 
 
-def _generate(adapter: Adapter, inputs: list[ModelInput], max_new_tokens: int) -> list[str]:
+def generate_halving(adapter: Adapter, inputs: list[ModelInput], max_new_tokens: int) -> list[str]:
     """A batch that runs out of device memory is generated again in halves."""
     try:
         return adapter.generate_batch(inputs, max_new_tokens)
@@ -122,7 +135,7 @@ def _generate(adapter: Adapter, inputs: list[ModelInput], max_new_tokens: int) -
         torch.cuda.empty_cache()
         logger.info("a batch of %d ran out of memory: halving it", len(inputs))
         half = len(inputs) // 2
-        return _generate(adapter, inputs[:half], max_new_tokens) + _generate(adapter, inputs[half:], max_new_tokens)
+        return generate_halving(adapter, inputs[:half], max_new_tokens) + generate_halving(adapter, inputs[half:], max_new_tokens)
 
 
 def run_filter(
@@ -152,12 +165,12 @@ def run_filter(
             handle.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
             done[known_id] = row
 
-        for batch in _prepared_batches(adapter, todo, modality, max_new_tokens, batch_size):
+        for batch in prepared_batches(adapter, todo, modality, max_new_tokens, batch_size):
             for known_id, error in batch.failed.items():
                 logger.warning("known_id=%d: %s", known_id, error)
                 write(known_id, "", error)
             if batch.inputs:
-                for model_input, generation in zip(batch.inputs, _generate(adapter, batch.inputs, max_new_tokens)):
+                for model_input, generation in zip(batch.inputs, generate_halving(adapter, batch.inputs, max_new_tokens)):
                     write(model_input.known_id, generation)
             handle.flush()  # a batch's rows reach the file together: a stop loses at most the batch running
             bar.update(len(batch.inputs) + len(batch.failed))
@@ -183,7 +196,7 @@ def _swap_subjects(adapter: Adapter, records: list[dict], done: dict[int, Filter
             if partner is None:
                 continue
             known_id = int(record["known_id"])
-            generation = _generate(adapter, [swapped], max_new_tokens)[0]
+            generation = generate_halving(adapter, [swapped], max_new_tokens)[0]
             row = replace(done[known_id], swapped_with=int(partner["known_id"]), swapped_generation=generation,
                           swapped_match=classify_answer(generation, record["attribute"]))
             handle.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")

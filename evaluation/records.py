@@ -46,12 +46,18 @@ def filter_rows(dataset: str | Path, model: str, modality: Modality, voice_confi
 
 
 def recalled_records(records: list[dict], dataset: str | Path, model: str, modality: Modality,
-                     voice_config: str = "") -> list[dict]:
-    """The records the model's recall filter found recalled (exact or partial)."""
+                     voice_config: str = "", subject_dependent: bool = False) -> list[dict]:
+    """The records the model's recall filter found recalled (exact or partial); with `subject_dependent`, only
+    those whose recall rests on the subject (evaluation.subject_dependence: the `_subject` views)."""
     rows = filter_rows(dataset, model, modality, voice_config)
+    command = f"known-speech filter --model {model} --modality {modality}{' --config ' + voice_config if voice_config else ''}"
     if rows is None:
-        raise ValueError(
-            f"no recall filter of {model} for {modality} in {dataset}: run `known-speech filter --model {model} "
-            f"--modality {modality}{' --config ' + voice_config if voice_config else ''}` first (or pass --unfiltered)")
+        raise ValueError(f"no recall filter of {model} for {modality} in {dataset}: run `{command}` first (or pass "
+                         "--unfiltered)")
     recalled = {known_id for known_id, row in rows.items() if row["match"] != "none"}
+    if subject_dependent:
+        if recalled and all(rows[k].get("subject_dependent") is None for k in recalled):
+            raise ValueError(f"the recall filter of {model} for {modality} in {dataset} has no probes (made with "
+                             f"--no-probes, or by an older known-speech): run `{command}` again without --no-probes")
+        recalled = {k for k in recalled if rows[k].get("subject_dependent")}
     return [record for record in records if int(record["known_id"]) in recalled]

@@ -27,9 +27,11 @@ MIN_PROMPTS_FOR_INTERVAL = 5  # below this a bootstrap interval is the spread of
 
 
 def selection_label(config) -> str:
-    """The recall filter that selected a run's prompts: Known-t2t, Known-s2t or Known-both."""
+    """The recall filter that selected a run's prompts: Known-t2t, Known-s2t or Known-both, `(subject)` where only
+    the subject-dependent facts were traced."""
     selecting = getattr(config, "recalled_in", None) or config.modality
-    return "Known-" + {"text": "t2t", "speech": "s2t"}.get(selecting, selecting)
+    subject = " (subject)" if getattr(config, "subject_dependent", False) else ""
+    return "Known-" + {"text": "t2t", "speech": "s2t"}.get(selecting, selecting) + subject
 
 
 @dataclass
@@ -49,7 +51,8 @@ class ReportRun:
     def label(self) -> str:
         direction = "T→T" if self.config.modality == "text" else f"S→T {self.config.voice_config}"
         metric = self.config.trace.metric
-        selected = getattr(self.config, "recalled_in", None) not in (None, self.config.modality)
+        selected = getattr(self.config, "recalled_in", None) not in (None, self.config.modality) or \
+            getattr(self.config, "subject_dependent", False)
         return (f"{self.config.model} {direction}" + (f" ({selection_label(self.config)})" if selected else "")
                 + (f", {metric}" if metric != "prob" else ""))
 

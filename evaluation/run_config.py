@@ -30,6 +30,7 @@ class TraceRunConfig:
     unfiltered: bool = False  # trace every record, not only those the model recalls
     recalled_in: Modality | Literal["both"] | None = None  # the filter that selects (default: the run's own);
     # both: the facts recalled from text and from speech, the prompts a paired S→T − T→T comparison shares
+    subject_dependent: bool = False  # only the facts whose recall rests on the subject (the `_subject` views)
     dtype: str = "auto"  # bfloat16 on CUDA, float32 on CPU
     adapter_options: dict = field(default_factory=dict)  # e.g. qwen2-audio's text_suffix
 
@@ -49,20 +50,23 @@ class TraceRunConfig:
         if self.recalled_in in ("speech", "both") and not self.voice_config:
             raise ValueError(f"recalled_in={self.recalled_in} needs the voice config (--config) whose recall filter "
                              "selects, e.g. piper-en_US-joe-medium")
-        if self.unfiltered and self.recalled_in:
-            raise ValueError("--unfiltered traces every record; --recalled-in selects by a filter: give one of them")
+        if self.unfiltered and (self.recalled_in or self.subject_dependent):
+            raise ValueError("--unfiltered traces every record; --recalled-in and --subject-dependent select by a "
+                             "filter: give one of them")
         if self.trace.noise_factor <= 0:
             raise ValueError(f"noise_factor={self.trace.noise_factor}: must be positive")
 
     @property
     def run_name(self) -> str:
         """text or speech-<voice config>; the filter that selects, where it is another modality's or both (with
-        the voice, for text); the metric where it is not ROME's P(answer)."""
+        the voice, for text); `-subject` for the subject-dependent facts; the metric where it is not ROME's P(answer)."""
         name = selection_name(self.modality, self.voice_config)
         if self.recalled_in and self.recalled_in != self.modality:
             name += f"-recalled-in-{self.recalled_in}"
             if self.modality == "text" and self.recalled_in in ("speech", "both"):
                 name += f"-{self.voice_config}"  # the voice whose filter selects
+        if self.subject_dependent:
+            name += "-subject"
         return name if self.trace.metric == "prob" else f"{name}-{self.trace.metric}"
 
     def run_dir(self, out: str | Path) -> Path:

@@ -43,16 +43,17 @@ def select_records(config: TraceRunConfig) -> list[dict]:
     selecting = config.recalled_in or config.modality
     for modality in ("text", "speech") if selecting == "both" else (selecting,):
         records = recalled_records(records, config.dataset, config.model, modality,
-                                   config.voice_config if modality == "speech" else "")
+                                   config.voice_config if modality == "speech" else "", config.subject_dependent)
     return records
 
 
 def calibration_records(config: TraceRunConfig, selection: list[dict]) -> list[dict]:
-    """The records sigma is calibrated on: the selection, except for `recalled_in=both`, whose runs keep the
-    sigma of the traced modality's own filter, so that their traces equal the plain run's on the same prompt."""
-    if config.recalled_in != "both":
+    """The records sigma is calibrated on: the selection, except for `recalled_in=both` and the subject-dependent
+    facts, whose runs keep the sigma of the traced modality's own filter, so that their traces equal the plain
+    run's on the same prompt."""
+    if config.recalled_in != "both" and not config.subject_dependent:
         return selection
-    return select_records(replace(config, recalled_in=None))
+    return select_records(replace(config, recalled_in=None, subject_dependent=False))
 
 
 def calibration_digest(records: list[dict]) -> str:

@@ -6,22 +6,28 @@
     known_s2t-<model>   the facts recalled from speech, with the voice config's audio, words and spans
     known_both-<model>  the facts recalled from both (per voice config), with both answers and the audio:
                         the prompts the paper's paired T→T vs S→T comparison runs on
+    known_t2t_subject-<model>, known_s2t_subject-<model>, known_both_subject-<model>
+                        the same, of the subject-dependent facts only (evaluation.subject_dependence)
 A view with no row is not written (nor listed in the card): `load_dataset` cannot open an empty config.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
 
-from known_speech.atomic import atomic_path
-from known_speech.layout import DatasetFolder
+from known_speech.atomic import atomic_path, atomic_write_text
+from known_speech.layout import VIEWS, DatasetFolder, model_slug
 from known_speech.progress import follow_terminal
 from known_speech.schema import KNOWN_COLUMNS, both_view_features, filter_features, speech_view_features
 
 from .filtering import FilterRow, read_filter
+from .recall_summary import recall_figures
 from .records import load_records
+from .relation_prior import RelationPrior, relation_prior
+from .subject_dependence import PROBES_SUFFIX
 
 __all__ = ["write_filter_views"]
 
@@ -62,8 +68,23 @@ def _voice_rows(dataset_dir: Path, voice_config: str, keep: dict[int, dict], fea
     return rows.cast(features)
 
 
+def _recalled(rows: dict[int, FilterRow], subject: bool) -> dict[int, FilterRow]:
+    """The recalled facts; with `subject`, only the subject-dependent ones."""
+    return {k: r for k, r in rows.items() if r.match != "none" and (r.subject_dependent or not subject)}
+
+
+def _write_recall_figures(target: Path, rows: dict[int, FilterRow], prior: RelationPrior) -> Path:
+    first = next(iter(rows.values()))
+    figures = {"model": first.model, "adapter": first.adapter, "modality": first.modality,
+               "voice_config": first.voice_config, "figures": [f.to_dict() for f in recall_figures(rows, prior)]}
+    path = target.with_name(target.stem + ".recall.json")
+    atomic_write_text(path, json.dumps(figures, indent=2))
+    return path
+
+
 def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
-    """The model's filter tables and views, from the filter runs' rows; returns the files written."""
+    """The model's filter tables, their recall figures (`<table>.recall.json`) and views, from the filter runs'
+    rows; returns the files written."""
     import datasets
 
     follow_terminal()
@@ -73,8 +94,9 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
     text_rows: dict[int, FilterRow] = {}
     text_records: dict[int, dict] = {}
     speech_rows: dict[str, dict[int, FilterRow]] = {}
+    prior = relation_prior(load_records("text", dataset_dir))
     for rows_file in sorted(work.glob("*.jsonl")):
-        rows = read_filter(rows_file)
+        rows = {} if rows_file.name.endswith(PROBES_SUFFIX) else read_filter(rows_file)
         if not rows:
             continue
         first = next(iter(rows.values()))
@@ -82,6 +104,7 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
         table = _table(_known_rows(rows, records))
         target = folder.filter_table(model, first.modality, first.voice_config)
         written.append(_to_parquet(table, target))
+        written.append(_write_recall_figures(target, rows, prior))
         settings = rows_file.with_suffix(".json")
         if settings.exists():
             shutil.copyfile(settings, target.with_suffix(".json"))
@@ -89,27 +112,29 @@ def write_filter_views(dataset_dir: str | Path, model: str) -> list[Path]:
             text_rows, text_records = rows, records
         else:
             speech_rows[first.voice_config] = rows
-    views: dict[str, list] = {"known_t2t": [], "known_s2t": [], "known_both": []}  # view -> its parts
-    recalled_text = {k: r for k, r in text_rows.items() if r.match != "none"}
-    if recalled_text:
-        views["known_t2t"].append(_table(_known_rows(recalled_text, text_records)))
-    for voice_config, rows in speech_rows.items():
-        recalled = {k: {name: value for name, value in vars(r).items() if name != "known_id"}
-                    for k, r in rows.items() if r.match != "none"}
-        if recalled:
-            views["known_s2t"].append(_voice_rows(folder.root, voice_config, recalled, speech_view_features()))
-        paired = {k: {"model": r.model, "adapter": r.adapter, "voice_config": voice_config,
-                      "text_generation": text_rows[k].generation,
-                      "text_answer": text_rows[k].answer, "text_match": text_rows[k].match,
-                      "speech_generation": r.generation, "speech_answer": r.answer, "speech_match": r.match}
-                  for k, r in rows.items() if r.match != "none" and k in text_rows and text_rows[k].match != "none"}
-        if paired:
-            views["known_both"].append(_voice_rows(folder.root, voice_config, paired, both_view_features()))
+    views: dict[str, list] = {view: [] for view in VIEWS}  # view -> its parts
+    for suffix, subject in (("", False), ("_subject", True)):
+        recalled_text = _recalled(text_rows, subject)
+        if recalled_text:
+            views[f"known_t2t{suffix}"].append(_table(_known_rows(recalled_text, text_records)))
+        for voice_config, rows in speech_rows.items():
+            recalled = {k: {name: value for name, value in vars(r).items() if name != "known_id"}
+                        for k, r in _recalled(rows, subject).items()}
+            if recalled:
+                views[f"known_s2t{suffix}"].append(_voice_rows(folder.root, voice_config, recalled,
+                                                                speech_view_features()))
+            paired = {k: {"model": r.model, "adapter": r.adapter, "voice_config": voice_config,
+                          **{f"{modality}_{name}": getattr(row, name) for modality, row in (("text", recalled_text[k]),
+                                                                                           ("speech", r))
+                             for name in ("generation", "answer", "match", "subject_dependent", "follows_subject")}}
+                      for k, r in _recalled(rows, subject).items() if k in recalled_text}
+            if paired:
+                views[f"known_both{suffix}"].append(_voice_rows(folder.root, voice_config, paired, both_view_features()))
     for view, parts in views.items():
         path = folder.view_file(view, model)
         if parts:
             written.append(_to_parquet(datasets.concatenate_datasets(parts), path))
         else:  # no row: no config (`load_dataset` cannot open an empty parquet config), nor one left from before
             path.unlink(missing_ok=True)
-            logger.info("%s-%s: the model recalls none of these facts; no view written", view, model)
+            logger.info("%s-%s: no fact of these filters belongs in it; no view written", view, model_slug(model))
     return written

@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     MIN_CITY_POPULATION)
     from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS, FORTUNES_DIR, NAME_CARRIERS, NAME_SOURCES
     from known_speech.builders.options import BuildOptions
+    from known_speech.evaluation.subject_probes import DEFAULT_COUNTERFACTUALS, DEFAULT_PROBE_SEED
 
     build_defaults = _defaults(BuildOptions)
     parser = argparse.ArgumentParser(prog="known-speech", description=DESCRIPTION, parents=[_output_options(False)])
@@ -222,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="speech: generate every fact recalled from speech again with another prompt's subject "
                               "units in the subject's place (same relation, other answer), to tell recall that follows "
                               "the subject from the spoken template's prior (columns swapped_*; unit-based adapters)")
+    filter_.add_argument("--no-probes", dest="probes", action="store_false",
+                         help="do not ask the recalled facts again with made-up names and counterfactual subjects "
+                              "(then the subject_dependent and follows_subject flags and the _subject views stay empty)")
+    filter_.add_argument("--counterfactuals", type=_positive_int, default=DEFAULT_COUNTERFACTUALS,
+                         help="other Known subjects of the relation asked per recalled fact "
+                              f"(default: {DEFAULT_COUNTERFACTUALS})")
+    filter_.add_argument("--probe-seed", type=_non_negative_int, default=DEFAULT_PROBE_SEED,
+                         help=f"the seed of the counterfactual subjects' draw (default: {DEFAULT_PROBE_SEED})")
     filter_.set_defaults(handler=commands.filter_)
 
     trace = command("trace", help="causal tracing over the recalled facts, resumable; runs under torchrun")
@@ -234,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "inputs of the facts recalled from text), or by both (Known-both: the prompts that a "
                             "paired S→T − T→T comparison shares; sigma stays the traced modality's own); default: "
                             "the traced modality's")
+    trace.add_argument("--subject-dependent", action="store_true",
+                       help="trace only the facts whose recall rests on the subject (recalled, and not from made-up "
+                            "names: the known_*_subject views); the run folder's name ends in -subject")
     trace.add_argument("--retry-failed", action="store_true", help="trace items that failed before again")
     trace.add_argument("--out", default="results", help="results folder (default: results)")
     trace.set_defaults(handler=commands.trace)

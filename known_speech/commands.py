@@ -38,8 +38,10 @@ def filter_(args: argparse.Namespace) -> int:
     from known_speech.builders.writer import render_card
     from known_speech.evaluation.adapter import adapter_class, adapter_for
     from known_speech.evaluation.filtering import run_filter
-    from known_speech.evaluation.views import write_filter_views
+    from known_speech.evaluation.recall_summary import recall_figures
     from known_speech.evaluation.records import load_records
+    from known_speech.evaluation.relation_prior import relation_prior
+    from known_speech.evaluation.views import write_filter_views
     from known_speech.layout import DatasetFolder
 
     folder = DatasetFolder(args.dataset)
@@ -49,29 +51,56 @@ def filter_(args: argparse.Namespace) -> int:
 
         check_swappable(adapter_cls, args.modality)
     records = load_records(args.modality, args.dataset, args.voice_config)[: args.limit]
+    pool = load_records("text", args.dataset)  # the whole source: counterfactual subjects and the relation prior
     adapter_cls.check_modality(args.modality)
     path = folder.filter_file(args.model, args.modality, args.voice_config)
     with folder.writing(f"filter {args.model} {args.modality}"):
         adapter = adapter_cls(args.model, device=args.device, dtype=args.dtype, **args.adapter_options)
         rows = run_filter(adapter, records, args.modality, path, voice_config=args.voice_config,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, subject_swap=args.subject_swap)
+        if args.probes:
+            rows = _probe(args, adapter, rows, records, pool, path)
         write_filter_views(args.dataset, args.model)
         card = render_card(args.dataset)
     counts = {match: sum(row.match == match for row in rows.values()) for match in ("exact", "partial", "none")}
     errors = sum(bool(row.error) for row in rows.values())
     print(f"{args.model} ({args.modality}): {len(rows)} items, exact {counts['exact']}, partial {counts['partial']}, "
           f"none {counts['none']} ({errors} could not be run)")
+    label = "S→T" if args.modality == "speech" else "T→T"
+    for figures in recall_figures(rows, relation_prior(pool)):
+        if figures.asked:
+            print(figures.describe(f"{args.model} {label}"))
     swapped = [row for row in rows.values() if row.swapped_with >= 0]
     if swapped:
         print(f"subject swap: of {len(swapped)} recalled from speech, {sum(r.swapped_match == 'none' for r in swapped)} "
-              f"lose the answer with another subject's units (recall that follows the subject), "
-              f"{sum(r.swapped_match != 'none' for r in swapped)} keep it (the spoken template)")
+              f"lose the answer with another subject's units, {sum(r.swapped_match != 'none' for r in swapped)} keep it "
+              f"(the spoken template)")
     listed = {info["config_name"]: info["splits"][0]["num_examples"] for info in card.data.dataset_info}
     configs = [name for name in folder.model_configs(args.model) if name in listed]
     if configs:
         print(f"configs of {args.dataset}: " + ", ".join(f"{name} ({listed[name]} rows)" for name in configs))
         print(f"load one with: datasets.load_dataset({str(args.dataset)!r}, {configs[-1]!r}, split='train')")
     return 0
+
+
+def _probe(args: argparse.Namespace, adapter, rows: dict, records: list[dict], pool: list[dict], path: Path) -> dict:
+    """The recalled facts asked again with made-up names and counterfactual subjects (spoken in the voice config's
+    voice for speech), and their rows flagged."""
+    from known_speech.evaluation.subject_dependence import apply_probes, probe_recalled, to_probe
+    from known_speech.evaluation.subject_probes import unique_probes
+
+    settings = {"counterfactuals": args.counterfactuals, "seed": args.probe_seed}
+    plans = to_probe(rows, records, pool, **settings)
+    if not plans:
+        return rows
+    probe_records = unique_probes(plans)
+    if args.modality == "speech":
+        from known_speech.builders.probes import speak_probes
+
+        probe_records = speak_probes(args.dataset, args.voice_config, list(probe_records.values()))
+    generations = probe_recalled(adapter, plans, probe_records, args.modality, path, voice_config=args.voice_config,
+                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **settings)
+    return apply_probes(rows, plans, generations, path)
 
 
 def trace(args: argparse.Namespace) -> int:
@@ -86,7 +115,7 @@ def trace(args: argparse.Namespace) -> int:
     config = TraceRunConfig(
         model=args.model, modality=args.modality, adapter=args.adapter or "", dataset=args.dataset,
         voice_config=args.voice_config, control=not args.no_control, limit=args.limit, unfiltered=args.unfiltered,
-        recalled_in=args.recalled_in,
+        recalled_in=args.recalled_in, subject_dependent=args.subject_dependent,
         dtype=args.dtype, adapter_options=args.adapter_options,
         trace=TraceOptions(kinds=args.kinds, samples=args.samples, window=args.window,
                            noise_factor=args.noise_factor, metric=args.metric),

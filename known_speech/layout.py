@@ -4,11 +4,14 @@
     <root>/build_stats.json                    per voice config: what built it and how it went
     <root>/versions.json                       published versions (known-speech publish)
     <root>/<voice config>/train-*.parquet      one config per voice
+    <root>/probes-<voice config>/train-*.parquet   prompts a recall filter asked beside the facts (made-up and
+                                               counterfactual subjects), spoken in that voice
     <root>/filters/<model>/text.parquet        a model's recall filter, per modality and voice config, with
     <root>/filters/<model>/speech-<voice config>.parquet     its settings beside it (<name>.json)
     <root>/views/known_t2t-<model>.parquet     the recalled facts: Known-t2t, Known-s2t (with audio), and
     <root>/views/known_s2t-<model>.parquet     Known-both (recalled from text and from speech)
     <root>/views/known_both-<model>.parquet
+    <root>/views/known_t2t_subject-<model>.parquet   the same views of the subject-dependent facts only
     <root>/.build/<voice config>/items/        the resumable item cache (not published)
     <root>/.build/filters/<model>/<name>.jsonl the resumable filter rows (not published)
     <root>/.lock, <root>/.writer.json          one writer at a time (build, filter, publish)
@@ -26,14 +29,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["DatasetFolder", "model_slug", "selection_name", "BUILD_STATS_FILE", "VERSIONS_FILE", "CARD_FILE", "WORK_DIR"]
+__all__ = ["DatasetFolder", "model_slug", "selection_name", "probes_config", "VIEWS", "SUBJECT_VIEWS", "BUILD_STATS_FILE",
+           "VERSIONS_FILE", "CARD_FILE", "WORK_DIR"]
 
 BUILD_STATS_FILE = "build_stats.json"
 VERSIONS_FILE = "versions.json"
 CARD_FILE = "README.md"
 WORK_DIR = ".build"
 LOCK_FILE, WRITER_FILE = ".lock", ".writer.json"
-VIEWS = ("known_t2t", "known_s2t", "known_both")
+PAPER_VIEWS = ("known_t2t", "known_s2t", "known_both")  # the paper's: recalled (exact or partial)
+SUBJECT_VIEWS = tuple(f"{view}_subject" for view in PAPER_VIEWS)  # recalled, and not from made-up names
+VIEWS = PAPER_VIEWS + SUBJECT_VIEWS
 
 
 def model_slug(model: str) -> str:
@@ -45,6 +51,11 @@ def model_slug(model: str) -> str:
 def selection_name(modality: str, voice_config: str = "") -> str:
     """`text`, or `speech-<voice config>`: the name of a modality's records, for filter files and trace runs."""
     return modality if modality == "text" else f"speech-{voice_config}"
+
+
+def probes_config(voice_config: str) -> str:
+    """The config of the probe prompts spoken in a voice: `probes-<voice config>`."""
+    return f"probes-{voice_config}"
 
 
 @dataclass(frozen=True)
@@ -70,10 +81,17 @@ class DatasetFolder:
     def work_dir(self) -> Path:
         return self.root / WORK_DIR
 
+    def _stats(self) -> dict[str, dict]:
+        return json.loads(self.build_stats.read_text(encoding="utf-8")) if self.build_stats.exists() else {}
+
     def voice_configs(self) -> list[str]:
         """The voice configs built with rows (build_stats.json also keeps builds whose every item failed)."""
-        stats = json.loads(self.build_stats.read_text(encoding="utf-8")) if self.build_stats.exists() else {}
-        return sorted(name for name, entry in stats.items() if entry.get("num_examples"))
+        return sorted(name for name, entry in self._stats().items()
+                      if entry.get("num_examples") and not entry.get("probes_of"))
+
+    def probe_configs(self) -> list[str]:
+        """The configs of spoken probes (`probes-<voice config>`) with rows."""
+        return sorted(name for name, entry in self._stats().items() if entry.get("num_examples") and entry.get("probes_of"))
 
     def check_voice_config(self, voice_config: str) -> None:
         """Refuse a voice config that is not built here, naming those that are and how to make one."""

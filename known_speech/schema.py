@@ -11,7 +11,7 @@ from datasets import Audio, Features, List, Value
 from .audio import TARGET_SAMPLE_RATE
 
 __all__ = ["record_features", "filter_features", "speech_view_features", "both_view_features", "KNOWN_COLUMNS",
-           "FILTER_COLUMNS", "SWAP_COLUMNS"]
+           "FILTER_COLUMNS", "SWAP_COLUMNS", "PROBE_COLUMNS"]
 
 
 def record_features() -> Features:
@@ -95,6 +95,20 @@ FILTER_COLUMNS = ("model", "adapter", "modality", "voice_config", "generation", 
 # `filter --subject-swap` (evaluation.subject_swap): for a fact recalled from speech, the generation with another
 # prompt's subject units in the subject's place, and its match against this fact's attribute ("" where not run)
 SWAP_COLUMNS = {"swapped_with": Value("int32"), "swapped_generation": Value("string"), "swapped_match": Value("string")}
+# the probes of a recalled fact (evaluation.subject_dependence): made-up names in the subject's place, and other
+# Known subjects of the relation; the two flags are null where the fact was not probed (not recalled)
+PROBE_COLUMNS = {
+    "probe_seed": Value("int32"),
+    "blind_probe_ids": List(Value("int64")),
+    "blind_generations": List(Value("string")),
+    "blind_matches": List(Value("string")),
+    "counterfactual_known_ids": List(Value("int32")),
+    "counterfactual_probe_ids": List(Value("int64")),
+    "counterfactual_generations": List(Value("string")),
+    "counterfactual_matches": List(Value("string")),
+    "subject_dependent": Value("bool"),
+    "follows_subject": Value("bool"),
+}
 KNOWN_COLUMNS = ("subject", "attribute", "template", "prompt", "relation_id", "prediction")
 
 
@@ -102,17 +116,20 @@ def filter_features() -> Features:
     """A model's recall filter row (evaluation.filtering.FilterRow; match is exact / partial / none), with the
     Known record it was asked about."""
     return Features({"known_id": Value("int32"), **{name: Value("string") for name in KNOWN_COLUMNS + FILTER_COLUMNS},
-                     **SWAP_COLUMNS})
+                     **SWAP_COLUMNS, **PROBE_COLUMNS})
 
 
 def speech_view_features() -> Features:
     """A speech view row: the voice config's row (audio, words, spans) and the model's answer to it."""
-    return Features({**record_features(), **{name: Value("string") for name in FILTER_COLUMNS}, **SWAP_COLUMNS})
+    return Features({**record_features(), **{name: Value("string") for name in FILTER_COLUMNS}, **SWAP_COLUMNS,
+                     **PROBE_COLUMNS})
 
 
 def both_view_features() -> Features:
     """A fact recalled from text and from speech: the voice config's row and both answers."""
     answers = {f"{modality}_{name}": Value("string") for modality in ("text", "speech")
                for name in ("generation", "answer", "match")}
+    answers |= {f"{modality}_{flag}": Value("bool") for modality in ("text", "speech")
+                for flag in ("subject_dependent", "follows_subject")}
     return Features({**record_features(), **{name: Value("string") for name in ("model", "adapter", "voice_config")},
                      **answers})

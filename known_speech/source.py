@@ -11,12 +11,14 @@ from importlib.resources import files
 from pathlib import Path
 
 __all__ = [
+    "HELD_OUT_FROM",
     "KNOWN_SHA256",
     "KNOWN_URL",
     "KnownRecord",
     "KnownSourceError",
     "bundled_source_path",
     "file_sha256",
+    "known_split",
     "load_known",
     "subject_start",
     "subject_starts",
@@ -36,6 +38,16 @@ _REQUIRED_FIELDS: dict[str, type] = {
     "prompt": str,
     "relation_id": str,
 }
+
+
+# Known prompts with known_id >= HELD_OUT_FROM are held out: nothing is chosen or tuned on them (no model, setting,
+# bound or recipe); each shipped model's figures on them are measured once. Development uses known_id < 600.
+HELD_OUT_FROM = 600
+
+
+def known_split(known_id: int) -> str:
+    """"dev" (known_id < 600: develop, tune and choose here) or "held-out" (known_id >= 600: report only)."""
+    return "dev" if int(known_id) < HELD_OUT_FROM else "held-out"
 
 
 class KnownSourceError(ValueError):

@@ -24,10 +24,14 @@ pytestmark = pytest.mark.slow
 VOICE = "piper-en_US-joe-medium"
 
 
-def _rows(folder: DatasetFolder, modality: str, matches: dict[int, str], voice_config: str = "", model: str = "m") -> None:
+def _rows(folder: DatasetFolder, modality: str, matches: dict[int, str], voice_config: str = "", model: str = "m",
+          subject: frozenset[int] = frozenset()) -> None:
+    """Filter rows with the given matches; the recalled facts in `subject` are subject-dependent, the others not."""
     path = folder.filter_file(model, modality, voice_config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [FilterRow(known_id, model, "hf-text", modality, voice_config, f" {match} answer", f"{match} answer", match)
+    rows = [FilterRow(known_id, model, "hf-text", modality, voice_config, f" {match} answer", f"{match} answer", match,
+                      subject_dependent=known_id in subject if match != "none" else None,
+                      follows_subject=known_id in subject if match != "none" else None)
             for known_id, match in matches.items()]
     path.write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
 
@@ -36,11 +40,14 @@ def test_views_are_parquet_configs_with_the_known_record_and_the_audio(spoken_da
     out = tmp_path / "known-speech"
     shutil.copytree(spoken_dataset, out)
     folder = DatasetFolder(out)
-    _rows(folder, "text", {0: "none", 3: "exact", 21: "exact", 65: "partial"})
-    _rows(folder, "speech", {0: "exact", 3: "none", 21: "partial", 65: "none", 182: "exact"}, VOICE)
+    _rows(folder, "text", {0: "none", 3: "exact", 21: "exact", 65: "partial"}, subject=frozenset({21, 65}))
+    _rows(folder, "speech", {0: "exact", 3: "none", 21: "partial", 65: "none", 182: "exact"}, VOICE,
+          subject=frozenset({21}))
     written = write_filter_views(out, "m")
     assert {path.name for path in written} == {"text.parquet", f"speech-{VOICE}.parquet", "known_t2t-m.parquet",
-                                               "known_s2t-m.parquet", "known_both-m.parquet"}
+                                               "known_s2t-m.parquet", "known_both-m.parquet", "text.recall.json",
+                                               f"speech-{VOICE}.recall.json", "known_t2t_subject-m.parquet",
+                                               "known_s2t_subject-m.parquet", "known_both_subject-m.parquet"}
     render_card(out)
     t2t = load_dataset(str(out), "known_t2t-m", split="train")
     assert sorted(t2t["known_id"]) == [3, 21, 65] and "audio" not in t2t.column_names
@@ -60,6 +67,16 @@ def test_views_are_parquet_configs_with_the_known_record_and_the_audio(spoken_da
     configs = {c["config_name"]: c["data_files"][0]["path"] for c in card.data.configs}
     assert configs["known_s2t-m"] == "views/known_s2t-m.parquet" and configs["filter-m"] == "filters/m/*.parquet"
     assert "| `known_both-m` | 1 |" in card.text
+    # the subject views: the subject-dependent facts only, with both flags in Known-both
+    assert load_dataset(str(out), "known_t2t_subject-m", split="train")["known_id"] == [21, 65]
+    assert load_dataset(str(out), "known_s2t_subject-m", split="train")["known_id"] == [21]
+    both_subject = load_dataset(str(out), "known_both_subject-m", split="train")
+    assert both_subject["known_id"] == [21] and both_subject[0]["speech_subject_dependent"] is True
+    assert "| `filter-m` | text |  | dev | 4 | 3 [" in card.text  # the recall figures, per split, in the card
+    subject = TraceRunConfig(model="m", adapter="hf-text", modality="text", dataset=str(out), subject_dependent=True)
+    assert [int(r["known_id"]) for r in select_records(subject)] == [21, 65] and subject.run_name == "text-subject"
+    assert sorted(int(r["known_id"]) for r in calibration_records(subject, select_records(subject))) == [3, 21, 65]
+    assert selection_label(subject) == "Known-t2t (subject)"
     # `trace --recalled-in both` selects the view's facts in either modality; sigma stays the modality's own
     speech = TraceRunConfig(model="m", adapter="hf-text", modality="speech", dataset=str(out), voice_config=VOICE,
                             recalled_in="both")
