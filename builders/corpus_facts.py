@@ -15,8 +15,9 @@ name, on entities that Known does not ask about:
   Italian newspapers:"), for the relations of Known's subjects that no other offline source gives (Apache 2.0,
   as the backbone). Those it names in two samples or more are kept, as a name listed once is often made up.
 
-An entity that is a Known subject is dropped, as is a prefix that is a Known prompt and any prefix whose
-continuation names a Known subject beside its attribute (the corpus's own check, `corpus_text._KnownFacts`).
+An entity that is a Known subject or another name of one ("Hungary" for "Kingdom of Hungary") is dropped, as is a prefix that is a Known prompt and any prefix whose
+continuation names a Known subject, or another name of one, beside its attribute (the corpus's own check,
+`corpus_leaks.KnownFacts`).
 
 A prefix is kept only where the backbone's answer depends on the entity: the same template around a partner
 entity of the same type must be answered otherwise ("Niger ... religion of" → "Islam" as for Libya is dropped;
@@ -40,7 +41,8 @@ from pathlib import Path
 
 from known_speech.source import KnownRecord
 
-from .corpus_text import FORTUNES_DIR, CorpusSentence, SentenceSelection, _KnownFacts, _normalised, _sentence_id
+from .corpus_leaks import KnownFacts, normalised
+from .corpus_text import FORTUNES_DIR, CorpusSentence, SentenceSelection, _sentence_id
 
 __all__ = ["FACT_SOURCES", "FACT_RELATIONS", "DEFAULT_FACT_RELATIONS", "RELATIONS_BY_TYPE", "TYPES_BY_SOURCE",
            "WIDE_RELATIONS", "relations_of", "taught_relations", "Entity", "fact_entities", "listed_names",
@@ -305,16 +307,20 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
     from known_speech.spoken import verbalise
 
     templates = _templates(known)
-    facts = _KnownFacts(known)
+    facts = KnownFacts(known)
     dropped: dict[str, int] = {}
 
     def drop(reason: str) -> None:
         dropped[reason] = dropped.get(reason, 0) + 1
 
     found = fact_entities(source, fortunes_dir, min_city_population, model, tokenizer)
-    entities = [e for e in found if _normalised(e.name) not in facts.attributes]  # keyed by Known's subjects
-    if len(found) > len(entities):
-        dropped["is a Known subject"] = len(found) - len(entities)
+    entities = []
+    for entity in found:
+        reason = facts.names_subject(entity.name)  # a Known subject, or another name of one ("Hungary")
+        if reason:
+            drop(reason)
+        else:
+            entities.append(entity)
     by_type: dict[str, list[Entity]] = {}
     for entity in entities:
         by_type.setdefault(entity.type, []).append(entity)
@@ -336,7 +342,7 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
     for (entity, template, prompt, _), continuation, partner in zip(prompts, continuations, partners):
         if not re.search(r"[A-Za-z]", continuation):
             reason = "no continuation"
-        elif _normalised(prompt) in seen:
+        elif normalised(prompt) in seen:
             reason = "duplicate"
         elif answer_key(continuation) == answer_key(partner):
             reason = SAME_ANSWER
@@ -350,7 +356,7 @@ def fact_prefixes(source: str, known: list[KnownRecord], model, tokenizer, limit
         if reason:
             drop(reason)
             continue
-        seen.add(_normalised(prompt))
+        seen.add(normalised(prompt))
         kept.append((template, CorpusSentence(_sentence_id(prompt), prompt, f"facts:{source}:{entity.type}", continuation)))
     sentences = cap_common_answers(kept, dropped)
     return SentenceSelection(sorted(sentences, key=lambda s: s.sentence_id), dict(sorted(dropped.items())))

@@ -6,8 +6,9 @@ rare words, which a tokenizer of speech needs. Each fortune is split into senten
 is kept when it is plain English prose of `min_words`..`max_words` words that verbalise can read.
 
 The corpus must not teach the facts that Known asks: a sentence that holds a Known prompt, or a Known
-subject beside its attribute, is dropped (and counted), so that recall from speech measures what carried
-over from the backbone's text training. Names alone are kept: the model must learn to hear them.
+subject (or another name of it: `corpus_leaks`) beside its attribute, is dropped (and counted), so that recall
+from speech measures what carried over from the backbone's text training. Names alone are kept: the model must
+learn to hear them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from known_speech.source import KnownRecord
+
+from .corpus_leaks import KnownFacts, normalised
 
 __all__ = ["CorpusSentence", "SentenceSelection", "FORTUNES_DIR", "FORTUNES_LICENCE", "read_fortunes",
            "select_sentences", "held_out", "NAME_SOURCES", "NAME_CARRIERS", "DEFAULT_NAME_CARRIERS",
@@ -77,34 +80,6 @@ def _sentence_id(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
-def _normalised(text: str) -> str:
-    return _SPACES.sub(" ", re.sub(r"[^a-z0-9 ]", " ", text.lower())).strip()
-
-
-class _KnownFacts:
-    """Known prompts and subjects by their normalised words, looked up by a sentence's word n-grams."""
-
-    def __init__(self, records: list[KnownRecord]):
-        self.prompts = {_normalised(r.prompt) for r in records}
-        self.attributes: dict[str, set[str]] = {}
-        for record in records:
-            self.attributes.setdefault(_normalised(record.subject), set()).add(_normalised(record.attribute))
-        self.longest = max((len(key.split()) for key in self.prompts | set(self.attributes)), default=0)
-
-    def reason(self, sentence: str) -> str | None:
-        """Why the sentence would teach a Known fact: it holds a prompt, or a subject with its attribute."""
-        words = _normalised(sentence).split()
-        padded = f" {' '.join(words)} "
-        for length in range(1, min(self.longest, len(words)) + 1):
-            for start in range(len(words) - length + 1):
-                gram = " ".join(words[start:start + length])
-                if gram in self.prompts:
-                    return "holds a Known prompt"
-                if any(f" {attribute} " in padded for attribute in self.attributes.get(gram, ())):
-                    return "holds a Known subject beside its attribute"
-        return None
-
-
 def select_sentences(fortunes: list[tuple[str, str]], known: list[KnownRecord], min_words: int = 5,
                      max_words: int = 25) -> SentenceSelection:
     """Clean, distinct sentences of `min_words`..`max_words` words, none teaching a Known fact."""
@@ -115,7 +90,7 @@ def select_sentences(fortunes: list[tuple[str, str]], known: list[KnownRecord], 
     segmenter = pysbd.Segmenter(language="en", clean=False)
     dropped: dict[str, int] = {}
     seen: set[str] = set()
-    facts = _KnownFacts(known)
+    facts = KnownFacts(known)
     kept: list[CorpusSentence] = []
 
     def drop(reason: str) -> None:
@@ -131,7 +106,7 @@ def select_sentences(fortunes: list[tuple[str, str]], known: list[KnownRecord], 
             if not _PLAIN.match(sentence) or _MARKUP.match(sentence) or sentence.count('"') % 2:
                 drop("not plain prose")
                 continue
-            key = _normalised(sentence)
+            key = normalised(sentence)
             if key in seen:
                 drop("duplicate")
                 continue
@@ -177,13 +152,13 @@ def name_sentences(source: str, known: list[KnownRecord], carriers: int = DEFAUL
     if source not in NAME_SOURCES:
         raise ValueError(f"--names {source!r}: choose from {', '.join(NAME_SOURCES)}")
     check_name_carriers(carriers)
-    facts, kept, seen, dropped = _KnownFacts(known), [], set(), {}
+    facts, kept, seen, dropped = KnownFacts(known), [], set(), {}
     for name in dict.fromkeys(r.subject.strip() for r in known):
         start = int(_sentence_id(name), 16) % len(NAME_CARRIERS)
         chosen = [NAME_CARRIERS[(start + i) % len(NAME_CARRIERS)] for i in range(carriers)]
         for text in [name.rstrip(".") + "."] + [carrier.format(name=name) for carrier in chosen]:
-            reason = None if _normalised(text) not in seen else "duplicate"
-            seen.add(_normalised(text))
+            reason = None if normalised(text) not in seen else "duplicate"
+            seen.add(normalised(text))
             reason = reason or facts.reason(text)
             if reason is None:
                 try:

@@ -18,22 +18,30 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from known_speech.atomic import atomic_write_text
 from known_speech.progress import bars_disabled
+from known_speech.tracing.prompts import answer_token
 
 from .adapter import Adapter
 from .filtering import FilterRow, filter_settings, generate_halving, prepared_batches
 from .matching import classify_answer
-from .model_input import Modality
+from .model_input import Modality, ModelInput
 from .setting_differences import setting_differences
-from .subject_probes import BLIND_NAMES, DEFAULT_COUNTERFACTUALS, DEFAULT_PROBE_SEED, FactProbes, plan_probes
+from .subject_probes import (BLIND_NAMES, DEFAULT_COUNTERFACTUALS, DEFAULT_PROBE_SEED, FactProbes, plan_probes,
+                             unique_probes)
 
-__all__ = ["PROBES_SUFFIX", "probes_file", "probe_settings", "to_probe", "probe_recalled", "apply_probes"]
+__all__ = ["PROBES_SUFFIX", "probes_file", "probe_settings", "to_probe", "probe_recalled", "apply_probes",
+           "probe_filter", "Speaker", "AnswerShift", "answer_shifts"]
+
+# speaks probe records (Known-format dicts) in the filter's voice and returns its rows of them by key
+Speaker = Callable[[list[dict]], dict[int, dict]]
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +158,81 @@ def apply_probes(rows: dict[int, FilterRow], plans: list[FactProbes], generation
             handle.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
             rows[plan.known_id] = row
     return rows
+
+
+def probe_filter(adapter: Adapter, rows: dict[int, FilterRow], records: list[dict], pool: list[dict],
+                 modality: Modality, rows_file: Path, speak: Speaker | None = None, voice_config: str = "",
+                 max_new_tokens: int = 12, batch_size: int | None = None,
+                 counterfactuals: int = DEFAULT_COUNTERFACTUALS, seed: int = DEFAULT_PROBE_SEED) -> dict[int, FilterRow]:
+    """Every recalled fact of a filter's `rows` not yet flagged, probed and flagged: its probes planned, spoken by
+    `speak` for speech (builders.probes.speak_probes in the filter's voice), generated and matched."""
+    plans = to_probe(rows, records, pool, counterfactuals, seed)
+    if not plans:
+        return rows
+    probe_records = unique_probes(plans)
+    if modality == "speech":
+        if speak is None:
+            raise ValueError("probing speech needs the probes spoken: pass speak (builders.probes.speak_probes)")
+        probe_records = speak(list(probe_records.values()))
+    generations = probe_recalled(adapter, plans, probe_records, modality, rows_file, voice_config, max_new_tokens,
+                                 batch_size, counterfactuals, seed)
+    return apply_probes(rows, plans, generations, rows_file)
+
+
+@dataclass(frozen=True)
+class AnswerShift:
+    """How far one counterfactual subject moves the model's answer, in log P of each attribute's first token at the
+    prompt's end: toward the counterfactual's own attribute, and away from the fact's. A model that reads the
+    subject moves both ways; one that answers from the template alone moves neither (both near 0)."""
+
+    known_id: int
+    counterfactual_known_id: int
+    toward_counterfactual: float  # log P(its attribute | its prompt) − log P(its attribute | the fact's prompt)
+    toward_fact: float  # log P(the fact's attribute | the fact's prompt) − log P(it | the counterfactual prompt)
+
+    @property
+    def total(self) -> float:
+        return self.toward_counterfactual + self.toward_fact
+
+
+@torch.no_grad()
+def _last_log_probs(adapter: Adapter, model_input: ModelInput) -> torch.Tensor:
+    embeddings = adapter.input_embeddings(model_input)[None]
+    return adapter.decoder(inputs_embeds=embeddings).logits[0, -1].float().log_softmax(-1)
+
+
+def answer_shifts(adapter: Adapter, plans: list[FactProbes], records: dict[int, dict], probe_records: dict[int, dict],
+                  modality: Modality) -> list[AnswerShift]:
+    """One `AnswerShift` per counterfactual of each plan (`records`: the facts by known_id; `probe_records`: the
+    probes by key, spoken rows for speech); a pair whose input cannot be made is left out. Each prompt runs once."""
+    cache: dict[tuple[str, int], tuple[ModelInput, torch.Tensor]] = {}
+
+    def scored(kind: str, record: dict) -> tuple[ModelInput, torch.Tensor]:
+        key = (kind, int(record["known_id"]))
+        if key not in cache:
+            model_input = adapter.prepare(record, modality)
+            cache[key] = model_input, _last_log_probs(adapter, model_input)
+        return cache[key]
+
+    def log_p(scored_input: tuple[ModelInput, torch.Tensor], attribute: str) -> float:
+        model_input, log_probs = scored_input
+        answer = answer_token(adapter.tokenizer, model_input.prompt_text, attribute, model_input.answer_separator)
+        return float(log_probs[answer.id])
+
+    shifts = []
+    for plan in tqdm(plans, desc=f"answer shifts {adapter.model_name} ({modality})", unit="fact",
+                     disable=bars_disabled()):
+        for probe in plan.counterfactual:
+            if probe.probe_id not in probe_records:
+                continue
+            try:
+                fact = scored("fact", records[plan.known_id])
+                other = scored("probe", probe_records[probe.probe_id])
+                shifts.append(AnswerShift(
+                    plan.known_id, probe.source_known_id,
+                    log_p(other, probe.attribute) - log_p(fact, probe.attribute),
+                    log_p(fact, plan.attribute) - log_p(other, plan.attribute)))
+            except (ValueError, KeyError) as err:
+                logger.warning("known_id=%d, counterfactual %d: no answer shift (%s)", plan.known_id,
+                               probe.source_known_id, err)
+    return shifts

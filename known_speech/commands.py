@@ -86,21 +86,18 @@ def filter_(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace, adapter, rows: dict, records: list[dict], pool: list[dict], path: Path) -> dict:
     """The recalled facts asked again with made-up names and counterfactual subjects (spoken in the voice config's
     voice for speech), and their rows flagged."""
-    from known_speech.evaluation.subject_dependence import apply_probes, probe_recalled, to_probe
-    from known_speech.evaluation.subject_probes import unique_probes
+    from functools import partial
 
-    settings = {"counterfactuals": args.counterfactuals, "seed": args.probe_seed}
-    plans = to_probe(rows, records, pool, **settings)
-    if not plans:
-        return rows
-    probe_records = unique_probes(plans)
+    from known_speech.evaluation.subject_dependence import probe_filter
+
+    speak = None
     if args.modality == "speech":
         from known_speech.builders.probes import speak_probes
 
-        probe_records = speak_probes(args.dataset, args.voice_config, list(probe_records.values()))
-    generations = probe_recalled(adapter, plans, probe_records, args.modality, path, voice_config=args.voice_config,
-                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **settings)
-    return apply_probes(rows, plans, generations, path)
+        speak = partial(speak_probes, args.dataset, args.voice_config)
+    return probe_filter(adapter, rows, records, pool, args.modality, path, speak, voice_config=args.voice_config,
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                        counterfactuals=args.counterfactuals, seed=args.probe_seed)
 
 
 def trace(args: argparse.Namespace) -> int:

@@ -44,6 +44,26 @@ def test_sentences_drop_known_facts_but_keep_names(tmp_path):
     assert all(len(s.sentence_id) == 12 for s in selection.sentences)
 
 
+def test_a_known_fact_said_with_another_name_of_its_subject_is_refused(known_records):
+    """Known's "Kingdom of Hungary" → Budapest and "United Kingdom of the Netherlands" → Amsterdam: no exact string
+    of either subject is in these sentences, yet they teach the facts; the check refuses them by the subject's other
+    names, and refuses those names as fact-prefix entities. A name without its attribute, or the attribute alone,
+    is kept."""
+    from known_speech.builders.corpus_leaks import HOLDS_ALIAS, IS_ALIAS, IS_SUBJECT, KnownFacts, subject_aliases
+
+    facts_of = {(r.subject, r.attribute) for r in known_records}
+    assert {("Kingdom of Hungary", "Budapest"), ("United Kingdom of the Netherlands", "Amsterdam")} <= facts_of
+    facts = KnownFacts(known_records)
+    assert facts.reason("The capital city of Hungary is Budapest.") == HOLDS_ALIAS
+    assert facts.reason("The capital of The Netherlands is Amsterdam, they say.") == HOLDS_ALIAS
+    assert facts.reason("Hungary is a country in Europe.") is None and facts.reason("Budapest has bridges.") is None
+    assert facts.names_subject("Hungary") == IS_ALIAS and facts.names_subject("Kingdom of Hungary") == IS_SUBJECT
+    assert facts.names_subject("Shanghai") is None
+    assert {"hungary"} <= subject_aliases("Kingdom of Hungary")
+    assert "netherlands" in subject_aliases("United Kingdom of the Netherlands")
+    assert subject_aliases("Massachusetts Institute of Technology") == {"massachusetts institute of technology"}
+
+
 @pytest.mark.skipif(not (FORTUNES_DIR / "fortunes.dat").exists(), reason="Debian's fortunes is not installed")
 def test_the_debian_fortunes_give_over_ten_thousand_sentences(known_records):
     fortunes = read_fortunes()
@@ -70,8 +90,8 @@ def test_names_are_spoken_alone_and_in_carriers_that_state_no_fact(known_records
     """Each Known subject gives "<name>." and DEFAULT_NAME_CARRIERS carrier sentences, with the name first in
     some and last in others (as Known's prompts have it); none holds a Known attribute or prompt, and an
     unknown source or carrier count is refused by name."""
-    from known_speech.builders.corpus_text import (DEFAULT_NAME_CARRIERS, NAME_CARRIERS, _KnownFacts,
-                                                   name_sentences, name_span)
+    from known_speech.builders.corpus_leaks import KnownFacts
+    from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS, NAME_CARRIERS, name_sentences, name_span
 
     selection = name_sentences("known-subjects", known_records)
     subjects = list(dict.fromkeys(r.subject.strip() for r in known_records))
@@ -80,7 +100,7 @@ def test_names_are_spoken_alone_and_in_carriers_that_state_no_fact(known_records
     assert len(texts) == len(selection.sentences) == per_name * len(subjects) - sum(selection.dropped.values())
     alone = [f"{name.rstrip('.')}." for name in subjects]
     assert sum(t in texts for t in alone) >= 0.95 * len(subjects)
-    facts = _KnownFacts(known_records)
+    facts = KnownFacts(known_records)
     assert not [t for t in texts if facts.reason(t)]
     carried = [t for t in texts if t not in alone]
     possible = {carrier.format(name=name): carrier for carrier in NAME_CARRIERS for name in subjects}
@@ -187,7 +207,8 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     saved = json.loads(cache.read_text())
     assert (saved["limit"], saved["min_city_population"], saved["relations"]) == (5, 50_000, "wide")
     kept, dropped = more_facts["facts"]["geonames"]["sentences"], more_facts["facts"]["geonames"]["dropped"]
-    assert kept + sum(n for reason, n in dropped.items() if reason != "is a Known subject") == 5
+    entity_level = ("is a Known subject", "is another name of a Known subject")  # not among the 5 prefixes
+    assert kept + sum(n for reason, n in dropped.items() if reason not in entity_level) == 5
     assert more_facts["utterances"] == 6 + 4 + kept and shard.read_bytes() == before and names_shard.read_bytes() == names_before
     completed = corpus_options_to_complete(args, read_corpus_stats(options.out))
     assert (completed.fact_limit, completed.fact_city_population, completed.fact_relations) == (5, 50_000, "wide")
@@ -198,7 +219,7 @@ def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_ba
     entity that is no Known subject, its continuation what SmolLM2 writes after it alone; a Known subject among
     the entities is dropped and counted; people come from the fortunes' attribution lines."""
     from known_speech.builders.corpus_facts import fact_entities, fact_prefixes
-    from known_speech.builders.corpus_text import _normalised
+    from known_speech.builders.corpus_leaks import normalised as _normalised
 
     model, tokenizer = smollm2
     shanghai = replace(known_records[0], subject="Shanghai")  # the largest city, now a Known subject

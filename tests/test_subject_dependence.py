@@ -86,7 +86,7 @@ def test_flags_tell_a_fact_from_a_template_answer_on_smollm2(tmp_path, pool, cap
     from known_speech.evaluation.adapter import adapter_class
     from known_speech.evaluation.filtering import read_filter, run_filter
     from known_speech.evaluation.input_controls import controlled
-    from known_speech.evaluation.subject_dependence import apply_probes, probe_recalled, to_probe
+    from known_speech.evaluation.subject_dependence import probe_filter
 
     dataset = tmp_path / "ds"
     assert cli_main(["filter", "--model", "smollm2", "--modality", "text", "--dataset", str(dataset),
@@ -111,10 +111,7 @@ def test_flags_tell_a_fact_from_a_template_answer_on_smollm2(tmp_path, pool, cap
     template = controlled(adapter_class("hf-text")("smollm2"), "template_only", modality="text")
     path = tmp_path / "template" / "text.jsonl"
     records = pool[:24]
-    template_rows = run_filter(template, records, "text", path)
-    plans = to_probe(template_rows, records, pool)
-    template_rows = apply_probes(template_rows, plans, probe_recalled(template, plans, unique_probes(plans), "text",
-                                                                      path), path)
+    template_rows = probe_filter(template, run_filter(template, records, "text", path), records, pool, "text", path)
     answered = [r for r in template_rows.values() if r.match != "none"]
     print(f"template only: recalled {len(answered)}, subject-dependent "
           f"{sum(bool(r.subject_dependent) for r in answered)}")

@@ -118,6 +118,7 @@ class SubjectUnitEffect:
     subject: float  # ... with the subject's units corrupted
     control: float  # ... with as many units of other words corrupted
     shifted: float  # ... with the subject's span moved to the next word
+    spans: tuple[tuple[int, int], ...] = ()  # the subject's, the control's and the moved span's unit positions
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -184,9 +185,8 @@ def subject_unit_effects(adapter, records: list[dict]) -> list[SubjectUnitEffect
     effects = []
     for record in records:
         model_input = adapter.prepare(record, "speech")
-        control = model_input.control_span()
         next_span = _next_word_span(model_input, record)
-        if control is None or next_span is None:
+        if next_span is None:
             continue
         next_word = next_span[0]
         start_char, end_char = record["subject_char_span"]
@@ -198,15 +198,29 @@ def subject_unit_effects(adapter, records: list[dict]) -> list[SubjectUnitEffect
         ids = cue + model_input.input_ids + written
         offset, (start, end) = len(cue), model_input.subject_range
         width = end - start
-        if next_word + width > len(model_input.input_ids) - 1:
+        last = len(model_input.input_ids) - 1  # the closing [Text]
+        control = _control_start(start, next_word, width, last)
+        if next_word + width > last or control is None:
             continue
         target = through_subject[len(written)]
         effects.append(SubjectUnitEffect(
             int(record["known_id"]), scorer.log_p(ids, target),
             scorer.log_p(ids, target, (offset + start, offset + end)),
-            scorer.log_p(ids, target, (offset + control[1][0], offset + control[1][0] + width)),
-            scorer.log_p(ids, target, (offset + next_word, offset + next_word + width))))
+            scorer.log_p(ids, target, (offset + control, offset + control + width)),
+            scorer.log_p(ids, target, (offset + next_word, offset + next_word + width)),
+            ((start, end), (control, control + width), (next_word, next_word + width))))
     return effects
+
+
+def _control_start(subject_start: int, moved_start: int, width: int, last: int) -> int | None:
+    """Where the control span of `width` units starts: after the moved span (the subject's span moved by a word)
+    where it fits before the closing marker, else before the subject after the opening one; it overlaps neither the
+    subject nor the moved span, so the two measures are apart. None where neither fits."""
+    if moved_start + 2 * width <= last:
+        return moved_start + width
+    if subject_start - width >= 1:
+        return subject_start - width
+    return None
 
 
 def _next_word_span(model_input, record: dict) -> tuple[int, int] | None:
