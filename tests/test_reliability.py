@@ -265,7 +265,7 @@ def test_errors_name_the_input_and_the_fix_in_one_line(tmp_path, capsys, monkeyp
     assert cli_main(["build", "--engine", "kokoro", "--voice", "af_sarah", "--out", str(tmp_path / "k"), "--limit", "1",
                      "--workers", "1"]) == 2
     err = capsys.readouterr().err
-    assert "pip install kokoro-onnx" in err and err.count("\n") == 1
+    assert "pip install 'known-speech[kokoro]'" in err and err.count("\n") == 1
     run = tmp_path / "run" / "items"
     run.mkdir(parents=True)
     (run.parent / "run.json").write_text(json.dumps({"config": {"model": "m", "adapter": "hf-text"}, "noise_std": 1.0}))
