@@ -335,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     organism.add_argument("--k", type=_positive_int, default=500, help="units (default: 500)")
     organism.add_argument("--fit-utterances", type=_positive_int, default=3000,
                           help="utterances k-means is fitted on (default: 3000)")
+    organism.add_argument("--kind", choices=("discrete", "continuous"), default="discrete",
+                          help="discrete: spirit-smollm2 (unit tokens); continuous: whisper-smollm2 (Whisper's encoder, a "
+                               "projector and LoRA, as a Voxtral instance; --minutes is then its LoRA stage, after "
+                               "--projector-minutes) (default: discrete)")
+    organism.add_argument("--projector-minutes", type=_positive_float, default=5.0,
+                          help="continuous: the projector-only stage before LoRA (default: %(default)s)")
     organism.add_argument("--stage", choices=("bundle", "train", "package"), default="package",
                           help="stop after this stage: bundle (CPU), train (GPU), package (default: all)")
     organism.add_argument("--device", default=trained.device, help="training device (default: %(default)s)")

@@ -267,8 +267,49 @@ def corpus_options_to_complete(args: argparse.Namespace, built: dict) -> CorpusO
                          facts=tuple(dict.fromkeys(tuple(built.get("facts", {})) + tuple(args.facts))))
 
 
+def _continuous_organism(args: argparse.Namespace) -> int:
+    """whisper-smollm2: the corpus, its bundle (no held-out voice), the training on a GPU, the delta folder."""
+    import datasets
+
+    from known_speech.builders.corpus import build_corpus, load_corpus, read_corpus_stats, waveform
+    from known_speech.evaluation.organism.continuous import package_continuous
+    from known_speech.evaluation.organism.continuous_data import write_bundle
+    from known_speech.settings import bundled_smollm2_gguf, bundled_whisper_dir, check_training_voice
+    from known_speech.tracing.loading import load_causal_lm
+
+    out = Path(args.out)
+    build_corpus(corpus_options_to_complete(args, read_corpus_stats(args.corpus)))
+    bundle_dir = out / "bundle" / "continuous"
+    if not (bundle_dir / "bundle.json").exists():
+        corpus = load_corpus(args.corpus).cast_column("audio", datasets.Audio(decode=False))
+        for voice in {(row["engine"], row["voice"]) for row in corpus["voice"]}:
+            check_training_voice(*voice)
+        rows = ({**{k: row[k] for k in ("utterance_id", "split", "kind", "text")}, "waveform": waveform(row)}
+                for row in corpus)
+        write_bundle(rows, bundle_dir, load_causal_lm("smollm2")[1], bundled_whisper_dir() / "model.bin",
+                     bundled_smollm2_gguf())
+    print(f"bundle: {bundle_dir}")
+    if args.stage == "bundle":
+        return 0
+    from known_speech.evaluation.organism.continuous_train import ContinuousTrainOptions, train_continuous
+
+    run_dir = out / "runs" / f"continuous-seed{args.seed}"
+    record = train_continuous(ContinuousTrainOptions(bundle=str(bundle_dir), gguf=str(bundled_smollm2_gguf()),
+                                                     out=str(run_dir), minutes_projector=args.projector_minutes,
+                                                     minutes_lora=args.minutes, seed=args.seed, device=args.device))
+    print(f"trained: {record['steps']} steps; {run_dir}")
+    if args.stage == "train":
+        return 0
+    delta = out / "whisper-smollm2"
+    package_continuous(run_dir, delta)
+    print(f"delta: {delta} (use it with --model {delta})")
+    return 0
+
+
 def organism(args: argparse.Namespace) -> int:
     """Every stage that is not done yet: corpus, unit tokenizer, its units, bundle, training, delta folder."""
+    if args.kind == "continuous":
+        return _continuous_organism(args)
     from known_speech.builders.corpus import build_corpus, read_corpus_stats
     from known_speech.builders.corpus_units import corpus_units, fit_corpus_phone_tokenizer, fit_corpus_tokenizer
     from known_speech.evaluation.organism.bundle import BUNDLE_VERSION, make_bundle, paired_init_label, read_bundle

@@ -25,6 +25,15 @@ DEFAULT_ASR_MODEL = "tiny.en"
 DEFAULT_CTC_MODEL = "facebook/hubert-large-ls960-ft"  # the paper's CTC aligner
 ALIGNERS = ("tts", "ctc", "whisper")
 DEFAULT_ALIGNERS = ("tts", "whisper")  # the CTC model is Hub-only: ask for it with --aligner ctc
+# voices that no organism is trained on: what the shipped figures report as held out (engine, voice)
+HELD_OUT_VOICES = (("espeak-ng", "en-us"), ("kokoro", "jm_kumo"))
+
+
+def check_training_voice(engine: str, voice: str) -> None:
+    """Refuse a held-out voice for an organism's training data, naming the voices that may be used."""
+    if (engine, Path(voice).name.removesuffix(".onnx")) in HELD_OUT_VOICES:
+        raise ValueError(f"voice {engine} {voice}: held out of every organism's training (the held-out voices: "
+                         f"{', '.join(f'{e} {v}' for e, v in HELD_OUT_VOICES)}); train on Piper or another Kokoro voice")
 
 
 class OfflineModelMissing(ImportError):

