@@ -177,6 +177,17 @@ def train_continuous(options: ContinuousTrainOptions) -> dict:
               "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "versions": {"torch": torch.__version__}}
 
+    def evaluate(stage: str) -> None:
+        """Held-out losses; the weights of the lowest held-out speech distillation loss go to delta/, the last to
+        delta-last/ (a held-out loss is not recall: both are kept)."""
+        losses = _held_out(student, teacher, batches, encoded, vocabulary)
+        evaluations.append({"step": step, "stage": stage, **losses})
+        best = min((e["speech_distill"] for e in evaluations[:-1] if e["speech_distill"] is not None), default=None)
+        if losses["speech_distill"] is not None and (best is None or losses["speech_distill"] <= best):
+            save_delta(student, vocabulary, out / "delta")
+            record["best_step"] = step
+        save_delta(student, vocabulary, out / "delta-last")
+
     def write(finished: bool) -> None:
         atomic_write_text(out / "training.json", json.dumps({**record, "steps": step, "history": history,
                                                              "evaluations": evaluations, "finished": finished,
@@ -200,12 +211,10 @@ def train_continuous(options: ContinuousTrainOptions) -> dict:
             step += 1
             history.append({"step": step, "stage": stage, "kind": kind, "loss": round(loss.item(), 4)})
             if step % options.eval_every == 0:
-                evaluations.append({"step": step, "stage": stage, **_held_out(student, teacher, batches, encoded, vocabulary)})
-                save_delta(student, vocabulary, out / "delta")
+                evaluate(stage)
                 write(False)
-    evaluations.append({"step": step, "stage": "end", **_held_out(student, teacher, batches, encoded, vocabulary)})
+    evaluate("end")
     record["transcripts"] = batches.transcripts(student, encoded, options.transcript_tokens, options.transcripts)
-    save_delta(student, vocabulary, out / "delta")
     write(True)
     return json.loads((out / "training.json").read_text(encoding="utf-8"))
 
