@@ -27,6 +27,7 @@ class TraceRunConfig:
     trace: TraceOptions = field(default_factory=TraceOptions)
     control: bool = True
     limit: int | None = None
+    known_ids: tuple[int, ...] = ()  # trace only these of the selection (sigma is still the whole selection's)
     unfiltered: bool = False  # trace every record, not only those the model recalls
     recalled_in: Modality | Literal["both"] | None = None  # the filter that selects (default: the run's own);
     # both: the facts recalled from text and from speech, the prompts a paired S→T − T→T comparison shares
@@ -43,6 +44,7 @@ class TraceRunConfig:
             raise ValueError(f"modality={self.modality!r}: choose text or speech")
         if self.modality == "speech" and not self.voice_config:
             raise ValueError("modality=speech needs the voice config (--config), e.g. piper-en_US-joe-medium")
+        self.known_ids = tuple(int(k) for k in self.known_ids)
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit={self.limit}: need a positive number of items, or none for all")
         if self.recalled_in not in (None, "text", "speech", "both"):

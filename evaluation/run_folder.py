@@ -99,11 +99,11 @@ class RunFolder:
 
     def resume(self, config: TraceRunConfig) -> RunSettings | None:
         """The saved settings of a run to resume, or None for a new one; refused if they differ (but for
-        `limit`, which may grow: the noise level stays that of the first selection)."""
+        `limit` and `known_ids`, which choose among the selection: the noise level stays that of the whole selection)."""
         if not self.settings_file.exists():
             return None
         saved = self.settings()
-        differing = setting_differences(saved.config.to_dict(), config.to_dict(), ignore=("limit",))
+        differing = setting_differences(saved.config.to_dict(), config.to_dict(), ignore=("limit", "known_ids"))
         if differing:
             raise ValueError(f"{self.path} holds a run with other settings ({differing}); use another --out")
         return saved

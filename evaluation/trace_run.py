@@ -47,6 +47,32 @@ def select_records(config: TraceRunConfig) -> list[dict]:
     return records
 
 
+def _chosen(config: TraceRunConfig, selection: list[dict]) -> list[dict]:
+    """The items traced: the selection's first `limit`, or those of `known_ids`; an empty choice is refused with why
+    and what to do, before the model loads."""
+    if config.known_ids:
+        ids = {int(r["known_id"]) for r in selection}
+        missing = [k for k in config.known_ids if k not in ids]
+        if missing:
+            raise ValueError(f"--known-id {' '.join(map(str, missing))}: not among the {len(selection)} prompts "
+                             f"{_selected_by(config)}; pass --unfiltered to trace them anyway, or --recalled-in text")
+        return [r for r in selection if int(r["known_id"]) in set(config.known_ids)]
+    if not selection:
+        asked = len(load_records(config.modality, config.dataset, config.voice_config))
+        raise ValueError(f"0 of {asked} prompts {_selected_by(config)}: trace the facts recalled from text with "
+                         f"--recalled-in text, every prompt with --unfiltered, chosen ones with --known-id, or filter a "
+                         f"larger build")
+    return selection[: config.limit]
+
+
+def _selected_by(config: TraceRunConfig) -> str:
+    if config.unfiltered:
+        return f"of {config.dataset}"
+    selecting = config.recalled_in or config.modality
+    how = {"text": "from text", "speech": "from speech", "both": "from both text and speech"}[selecting]
+    return f"recalled {how} by {config.model}" + (" that rest on the subject" if config.subject_dependent else "")
+
+
 def calibration_records(config: TraceRunConfig, selection: list[dict]) -> list[dict]:
     """The records sigma is calibrated on: the selection, except for `recalled_in=both` and the subject-dependent
     facts, whose runs keep the sigma of the traced modality's own filter, so that their traces equal the plain
@@ -167,7 +193,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     if saved and saved.calibration_digest not in ("", calibration_digest(calibration)):
         raise ValueError(f"{folder.path}: sigma was calibrated on {saved.calibrated_on} items, and the selection has "
                          f"changed since (now {len(calibration)}, e.g. after a new filter); use another --out")
-    by_id = {int(record["known_id"]): record for record in selection[: config.limit]}
+    by_id = {int(record["known_id"]): record for record in _chosen(config, selection)}
     shares = None
     if dist.rank == 0:
         costs = {known_id: 0.0 if folder.finished(known_id, config.control, retry_failed)

@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "inputs of the facts recalled from text), or by both (Known-both: the prompts that a "
                             "paired S→T − T→T comparison shares; sigma stays the traced modality's own); default: "
                             "the traced modality's")
+    trace.add_argument("--known-id", dest="known_ids", type=int, nargs="+", default=(), metavar="ID",
+                       help="trace only these prompts (their known_id) of the selection; sigma stays the whole "
+                            "selection's")
     trace.add_argument("--subject-dependent", action="store_true",
                        help="trace only the facts whose recall rests on the subject (recalled, and not from made-up "
                             "names: the known_*_subject views); the run folder's name ends in -subject")

@@ -111,7 +111,8 @@ def trace(args: argparse.Namespace) -> int:
 
     config = TraceRunConfig(
         model=args.model, modality=args.modality, adapter=args.adapter or "", dataset=args.dataset,
-        voice_config=args.voice_config, control=not args.no_control, limit=args.limit, unfiltered=args.unfiltered,
+        voice_config=args.voice_config, control=not args.no_control, limit=args.limit, known_ids=tuple(args.known_ids),
+        unfiltered=args.unfiltered,
         recalled_in=args.recalled_in, subject_dependent=args.subject_dependent,
         dtype=args.dtype, adapter_options=args.adapter_options,
         trace=TraceOptions(kinds=args.kinds, samples=args.samples, window=args.window,

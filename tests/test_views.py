@@ -103,6 +103,13 @@ def test_every_listed_view_loads_and_a_view_with_no_row_is_not_listed(tmp_path, 
     assert configs == ["filter-m", "filter-n", "known_t2t-m"]
     rows = {name: load_dataset(str(out), name, split="train") for name in configs}
     assert rows["known_t2t-m"]["known_id"] == [21] and len(rows["filter-n"]) == 2
+    # an empty selection, or a prompt that is not in it, is refused with why and what to do, before a model loads
+    trace = ["trace", "--model", "n", "--adapter", "hf-text", "--modality", "text", "--dataset", str(out)]
+    assert cli_main(trace) == 2
+    assert ("0 of 1209 prompts recalled from text by n: trace the facts recalled from text with --recalled-in text, "
+            "every prompt with --unfiltered, chosen ones with --known-id") in capsys.readouterr().err
+    assert cli_main([*trace[:2], "m", *trace[3:], "--known-id", "3", "21"]) == 2
+    assert "--known-id 3: not among the 1 prompts recalled from text by m; pass --unfiltered" in capsys.readouterr().err
     for command in ("filter", "trace"):
         for config in ([], ["--config", VOICE]):
             assert cli_main([command, "--model", "m", "--modality", "speech", "--dataset", str(out), *config]) == 2
