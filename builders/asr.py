@@ -17,7 +17,7 @@ from known_speech.settings import DEFAULT_ASR_MODEL, bundled_whisper_dir
 from known_speech.wer import normalise_text, word_error_rate
 
 __all__ = ["AsrCheck", "TimedWord", "WhisperChecker", "normalise_text", "word_error_rate", "contains_phrase",
-           "shared_words", "heard_other_speech"]
+           "shared_words", "heard_other_speech", "voiced_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,14 @@ def heard_other_speech(reference: str, hypothesis: str) -> bool:
     if shared_words(reference, hypothesis):
         return False
     return difflib.SequenceMatcher(None, normalise_text(reference), normalise_text(hypothesis)).ratio() < FOREIGN_BELOW
+
+
+def voiced_seconds(samples_16k: np.ndarray) -> float:
+    """Seconds of voice activity in 16 kHz audio, by the Silero VAD that faster-whisper ships (its default options):
+    what tells speech that Whisper mishears from audio that holds none."""
+    from faster_whisper.vad import get_speech_timestamps
+
+    return sum(span["end"] - span["start"] for span in get_speech_timestamps(np.asarray(samples_16k, np.float32))) / 16_000
 
 
 def contains_phrase(text: str, phrase: str) -> bool:

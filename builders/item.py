@@ -25,7 +25,7 @@ from .align.qc import compare_alignments
 from .align.result import Alignment, AlignmentResult, EstimatedAlignment
 from .align.tts import words_from_synthesis
 from .align.whisper import words_from_whisper
-from .asr import AsrCheck, heard_other_speech
+from .asr import AsrCheck, heard_other_speech, voiced_seconds
 from .cache import ItemOutcome
 from .options import BuildOptions
 from .tts.base import VoiceInfo
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 UNIT_SPAN = "hubert-25hz"  # the speech_token_spans entry the unit tokenizer fills
 SILENT_PEAK = 1e-3  # audio whose peak stays below this (-60 dBFS) holds no speech
+MIN_VOICED_SHARE = 0.2  # audio whose voice activity covers less of it holds no speech (Known prompts: about 0.6-0.9)
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,15 @@ class ItemBuilder:
             stage = "asr"
             asr = self.asr.check(samples, spoken.text, spoken.spoken_text_in(*subject_chars))
             if heard_other_speech(spoken.text, asr.transcript):
-                raise ValueError(f"Whisper heard {asr.transcript!r}, no word of the prompt nor anything like it: the "
-                                 f"audio may hold no speech, or other speech, and an alignment of it would be invented")
+                # with the synthesiser's own word times a misheard voice is still the prompt spoken (espeak-ng:
+                # "Alexa Internet's owner," -> "Let's get into next order."); only audio without voice activity fails
+                if synthesis.word_times_s is None:
+                    raise ValueError(f"Whisper heard {asr.transcript!r}, no word of the prompt nor anything like it: the "
+                                     f"audio may hold no speech, or other speech, and an alignment of it would be invented")
+                voiced = voiced_seconds(samples)
+                if voiced < MIN_VOICED_SHARE * duration:
+                    raise ValueError(f"Whisper heard {asr.transcript!r} and the audio holds {voiced:.2f} s of voice "
+                                     f"activity in {duration:.2f} s: no speech")
             stage = "alignment"
             aligned = self._align(spoken, synthesis, asr, samples, subject_chars)
             subject_time = time_span_of_chars(aligned.words, *subject_chars)

@@ -52,10 +52,25 @@ def test_two_voices_load_as_two_configs_and_the_first_is_untouched(two_voices):
     assert "| `espeak-ng-en-us` | espeak-ng 1.51 |" in card.text
 
 
-def test_engines_without_durations_are_aligned_by_whisper_and_with_durations_scored_against_it(two_voices):
+def test_engines_with_their_own_durations_are_aligned_by_them_and_scored_against_whisper(two_voices):
+    """espeak-ng's phoneme events (its C library) and Piper's sample counts both give the words' times; Whisper's
+    estimate is kept beside them with its boundary error. A misheard robotic voice is kept where it holds voice
+    activity (faster-whisper's Silero VAD), silence is not."""
+    import numpy as np
+
+    from known_speech.audio import waveform_of
+    from known_speech.builders.asr import voiced_seconds
+
     out, first, second, _ = two_voices
     espeak = load_dataset(str(out), first.voice_config, split="train")
-    assert {row["alignment"]["method"] for row in espeak} == {"whisper"}
+    for row in espeak:
+        assert row["alignment"]["method"] == "tts" and row["phonemes"]
+        starts = [w["start_s"] for w in row["words"]]
+        assert starts == sorted(starts) and row["words"][-1]["end_s"] <= row["duration_s"] + 1e-6
+        assert voiced_seconds(waveform_of(row["audio"])) > 0.4 * row["duration_s"]
+    assert voiced_seconds(np.zeros(32_000, np.float32)) == 0
+    errors = [e["mean_boundary_error_ms"] for row in espeak for e in row["estimated_alignments"] if e["method"] == "whisper"]
+    assert len(errors) == len(IDS) and np.median(errors) < 200, errors  # a wrong rate or offset: seconds apart
     piper = load_dataset(str(out), second.voice_config, split="train")
     for row in piper:
         assert row["alignment"]["method"] == "tts"
