@@ -20,6 +20,8 @@ __all__ = ["STAGES_VERSION", "ItemInputs", "item_fingerprint", "changed_parts"]
 
 # bump when a stage makes a different row from the same inputs
 STAGES_VERSION = 4  # 4: rows hold the synthesiser's phoneme times
+# bump an engine's when it makes different rows from the same inputs (its items alone are made again)
+ENGINE_REVISIONS = {"espeak-ng": 1}  # 1: word and phoneme times from its C library's events, not Whisper's
 
 
 def _digest(value: object) -> str:
@@ -55,6 +57,8 @@ class ItemInputs:
     def of(cls, options: BuildOptions) -> "ItemInputs":
         voice_file = Path(options.voice)
         voice = [options.engine, options.voice, _files_digest(voice_file) if voice_file.exists() else ""]
+        if ENGINE_REVISIONS.get(options.engine):  # an engine whose rows changed: its items are made again
+            voice.append(ENGINE_REVISIONS[options.engine])
         aligners = [sorted(options.aligners), options.ctc_model if "ctc" in options.aligners else ""]
         units = _files_digest(options.unit_tokenizer) if options.unit_tokenizer else ""
         return cls(_digest(voice), _digest(options.asr_model), _digest(aligners), units,
