@@ -39,7 +39,7 @@ from .corpus_text import (DEFAULT_NAME_CARRIERS, FORTUNES_DIR, FORTUNES_LICENCE,
                           check_name_carriers, held_out, name_sentences, read_fortunes,
                           select_sentences)
 
-__all__ = ["CorpusOptions", "build_corpus", "corpus_features", "read_corpus_stats", "load_corpus", "SHARD_SENTENCES",
+__all__ = ["CorpusOptions", "build_corpus", "corpus_voices", "corpus_features", "read_corpus_stats", "load_corpus", "SHARD_SENTENCES",
            "MIN_PREFIX_WORDS"]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class CorpusOptions:
     fact_relations: str = DEFAULT_FACT_RELATIONS  # a FACT_RELATIONS key: the Known relations whose templates the entities fill
 
     def __post_init__(self) -> None:
+        corpus_voices(self.voice)  # a malformed or held-out voice is refused before anything is spoken
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit {self.limit}: give at least 1 sentence")
         if self.name_limit is not None and self.name_limit < 1:
@@ -116,17 +117,37 @@ def _prefix_length(sentence: CorpusSentence, num_words: int) -> int:
     return random.Random(sentence.sentence_id).randint(MIN_PREFIX_WORDS, num_words - 1)
 
 
+def corpus_voices(spec: str) -> list[tuple[str, str]]:
+    """(engine, voice) of each voice of a `--voice` spec: comma-separated `engine:voice` (a bare name is a Piper
+    voice), e.g. "piper:en_US-joe-medium,kokoro:jf_alpha"; the held-out voices are refused (no organism trains on
+    them)."""
+    from known_speech.settings import check_training_voice
+
+    from .tts import ENGINES
+
+    voices = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        engine, _, voice = part.partition(":") if ":" in part and part.split(":", 1)[0] in ENGINES else ("piper", "", part)
+        check_training_voice(engine, voice)
+        voices.append((engine, voice))
+    if not voices:
+        raise ValueError(f"--voice {spec!r}: give at least one voice, e.g. piper:en_US-joe-medium,kokoro:jf_alpha")
+    return voices
+
+
 class _Speaker:
-    """One worker's Piper voice, making the rows of one sentence."""
+    """One worker's voices, making the rows of one sentence in the voice its id draws (whole and prefix alike)."""
 
     def __init__(self, voice: str, held_out_fraction: float):
-        from .tts.piper import PiperEngine
+        from .tts import create_engine
 
-        self.engine = PiperEngine(voice)
+        self.engines = [create_engine(engine, name) for engine, name in corpus_voices(voice)]
         self.held_out_fraction = held_out_fraction
+        self.engine = self.engines[0]
 
     def utterance(self, sentence: CorpusSentence, kind: str, text: str, continuation: str) -> dict:
         spoken = verbalise(text)
+        self.engine = self.engines[int(sentence.sentence_id[:8], 16) % len(self.engines)]
         synthesis = self.engine.synthesize(spoken)
         samples, _ = normalise_peak(to_mono_16k(synthesis.samples, synthesis.sample_rate))
         flac = encode_flac(samples)
@@ -231,6 +252,9 @@ def build_corpus(options: CorpusOptions) -> dict:
     if names and name_limit:
         names.sentences = names.sentences[:name_limit]
     out.mkdir(parents=True, exist_ok=True)
+    spoken_by = read_corpus_stats(out).get("voice")
+    if spoken_by and spoken_by != options.voice and any((out / "data").glob("shard-*.json")):
+        raise ValueError(f"{out} was spoken by --voice {spoken_by!r}, not {options.voice!r}: give another --out")
     facts = {source: cached_fact_prefixes(out, source, options.fact_limit or options.limit, options.fact_city_population,
                                          options.fact_relations, options.fortunes_dir) for source in options.facts}
     fact_sentences = [s for selection in facts.values() for s in selection.sentences]
@@ -260,7 +284,8 @@ def build_corpus(options: CorpusOptions) -> dict:
         **({"names": {"source": options.names, "about": NAME_SOURCES[options.names], **names.to_dict()}} if names else {}),
         **({"facts": {source: {"about": FACT_SOURCES[source], **selection.to_dict()} for source, selection in facts.items()}}
            if facts else {}),
-        "voice": options.voice, "piper_tts": metadata.version("piper-tts"),
+        "voice": options.voice, "voices": [f"{engine}:{voice}" for engine, voice in corpus_voices(options.voice)],
+        "piper_tts": metadata.version("piper-tts"),
         "utterances": sum(s["utterances"] for s in shards),
         "failed": [f for s in shards for f in s["failed"]],
         "audio_hours": sum(s["audio_s"] for s in shards) / 3600,

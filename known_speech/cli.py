@@ -281,8 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     corpus = command("corpus", help="the speech corpus spirit-smollm2 learns to listen on: Piper speech "
                                     "of Debian's fortune sentences with exact word and phoneme times (resumable)")
     corpus.add_argument("--out", default="corpus", help="corpus folder (default: corpus)")
-    corpus.add_argument("--voice", default=build_defaults["voice"], help=f"Piper voice name or .onnx path "
-                        f"(default: {build_defaults['voice']})")
+    corpus.add_argument("--voice", default=build_defaults["voice"],
+                        help="the voices that speak it, comma-separated ENGINE:VOICE (a bare name: Piper), each sentence "
+                             "in one of them, e.g. piper:en_US-joe-medium,kokoro:jf_alpha; the held-out voices are "
+                             f"refused (default: {build_defaults['voice']})")
     corpus.add_argument("--limit", type=_positive_int, default=None, help="only the first N sentences")
     corpus.add_argument("--name-limit", type=_positive_int, default=None,
                         help="only the first N sentences of names (default: --limit), so that a corpus of few "
@@ -317,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     organism = command("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
                                       "corpus: unit tokenizer, bundle, training on a GPU, the delta folder")
     organism.add_argument("--corpus", default="corpus", help="corpus folder, built first if missing (default: corpus)")
-    organism.add_argument("--voice", default=build_defaults["voice"], help="Piper voice of a corpus still to build")
+    organism.add_argument("--voice", default=build_defaults["voice"],
+                          help="voices of a corpus still to build (see corpus --voice)")
     organism.add_argument("--fortunes", default=str(FORTUNES_DIR), help="its sentences' fortune files")
     organism.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
                           help="names in the corpus still to build (see corpus --names)")

@@ -214,6 +214,36 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     assert (completed.fact_limit, completed.fact_city_population, completed.fact_relations) == (5, 50_000, "wide")
 
 
+@pytest.mark.slow
+def test_a_corpus_is_spoken_by_a_mix_of_voices_never_by_a_held_out_one(tmp_path):
+    """--voice piper:en_US-joe-medium,kokoro:jf_alpha: each sentence (whole and prefix) in the voice its id draws,
+    both voices used, exact word times from either engine; a held-out voice, and another voice for a spoken corpus,
+    are refused by name."""
+    from known_speech.builders.corpus import CorpusOptions, build_corpus, load_corpus
+
+    (tmp_path / "fortunes").mkdir()
+    folder = _fortune_folder(tmp_path / "fortunes", [
+        "A fool and his money are soon parted, said the old man.",
+        "Whenever you find yourself on the side of the majority, pause and reflect.",
+        "The sun is shining today, and the birds are singing.",  # its id draws the first voice, the others the second
+    ])
+    options = CorpusOptions(out=str(tmp_path / "corpus"), workers=1, fortunes_dir=str(folder),
+                            voice="piper:en_US-joe-medium,kokoro:jf_alpha")
+    stats = build_corpus(options)
+    assert stats["voices"] == ["piper:en_US-joe-medium", "kokoro:jf_alpha"] and not stats["failed"]
+    rows = list(load_corpus(options.out))
+    by_sentence = {}
+    for row in rows:
+        by_sentence.setdefault(row["sentence_id"], set()).add(row["voice"]["voice"])
+        assert row["words"] and row["words"][-1]["end_s"] <= row["duration_s"] + 1e-3
+    assert all(len(voices) == 1 for voices in by_sentence.values())  # whole and prefix in one voice
+    assert {row["voice"]["engine"] for row in rows} == {"piper", "kokoro"}
+    with pytest.raises(ValueError, match="voice kokoro jm_kumo: held out of every organism's training"):
+        CorpusOptions(out=str(tmp_path / "other"), voice="kokoro:jm_kumo")
+    with pytest.raises(ValueError, match="was spoken by --voice 'piper:en_US-joe-medium,kokoro:jf_alpha'"):
+        build_corpus(replace(options, voice="en_US-joe-medium"))
+
+
 def test_fact_prefixes_are_other_entities_in_known_templates_continued_by_the_backbone(known_records, smollm2, tmp_path):
     """Cities in Known's templates, continued by the real SmolLM2: each prefix is a Known template around an
     entity that is no Known subject, its continuation what SmolLM2 writes after it alone; a Known subject among
