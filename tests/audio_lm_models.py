@@ -10,19 +10,19 @@ audio item as `<|audio_bos|><|AUDIO|><|audio_eos|>` / `<|audio_start|><|audio_pa
 Qwen chat turn, with the default system prompt where the release has one).
 
 Voxtral has no chat template: its processor encodes conversations through mistral-common's tokenizer, read from a
-tekken.json. The tests write one (`write_tekken`): the byte-level BPE of SmolLM2's merges in mistral-common's
-format (the 256 bytes first, then each merge's bytes by rank), the special tokens where Voxtral's processor and
-mistral-common look for them ([AUDIO] at id 24, processing_voxtral.py:86), and the release's audio section (16 kHz,
+tekken.json. The tests write one with the package's `write_tekken` (evaluation/organism/continuous.py): the
+byte-level BPE of SmolLM2's merges in mistral-common's format (the 256 bytes first, then each merge's bytes by
+rank), the special tokens where Voxtral's processor and mistral-common look for them ([AUDIO] at id 24, processing_voxtral.py:86), and the release's audio section (16 kHz,
 12.5 tokens a second, 128 mel bins, hop 160, window 400, 30 s chunks).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
 
 import torch
+
+from known_speech.evaluation.organism.continuous import encoder_audio_section, write_tekken
 
 __all__ = ["FAMILIES", "save_tiny_audio_lm", "CHAT_TEMPLATES", "write_tekken", "TEKKEN_AUDIO"]
 
@@ -128,40 +128,9 @@ _TOKENS = {
 }
 FAMILIES = (*_TOKENS, "voxtral")
 
-# mistral-common's tekken.json: GPT-2's split pattern (SmolLM2's byte-level pre-tokenizer), few special tokens
-_GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-_NUM_SPECIAL = 64
-TEKKEN_AUDIO = {"sampling_rate": 16000, "frame_rate": 12.5, "chunk_length_s": 30.0,
-          "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400}}
-
-
-def write_tekken(smollm2_tokenizer, path: Path) -> Path:
-    """A tekken.json (mistral_common/tokens/tokenizers/tekken.py: `ModelData`, `Tekkenizer.from_file`) of SmolLM2's
-    BPE; version v7, the first that takes audio (mistral.py: `MistralTokenizer.from_file`)."""
-    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    byte_of = {character: byte for byte, character in bytes_to_unicode().items()}
-    vocab = [bytes([byte]) for byte in range(256)]
-    known = set(vocab)
-    for left, right in json.loads(smollm2_tokenizer.backend_tokenizer.to_str())["model"]["merges"]:
-        merged = bytes(byte_of[c] for c in left) + bytes(byte_of[c] for c in right)
-        if merged not in known:
-            known.add(merged)
-            vocab.append(merged)
-    specials = [token["token_str"] for token in Tekkenizer.DEPRECATED_SPECIAL_TOKENS]  # <unk> <s> </s> [INST] ...
-    specials += [f"<SPECIAL_{rank}>" for rank in range(len(specials), _NUM_SPECIAL)]
-    specials[24:27] = ["[AUDIO]", "[BEGIN_AUDIO]", "[TRANSCRIBE]"]
-    data = {
-        "config": {"pattern": _GPT2_PATTERN, "num_vocab_tokens": len(vocab), "default_vocab_size": len(vocab) + _NUM_SPECIAL,
-                   "default_num_special_tokens": _NUM_SPECIAL, "version": "v7"},
-        "vocab": [{"rank": rank, "token_bytes": base64.b64encode(token).decode("ascii"),
-                   "token_str": token.decode("utf-8", errors="replace")} for rank, token in enumerate(vocab)],
-        "special_tokens": [{"rank": rank, "token_str": token, "is_control": True} for rank, token in enumerate(specials)],
-        "audio": TEKKEN_AUDIO,
-    }
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
+# mistral-common's tekken.json of SmolLM2's BPE, with the release's audio section (128 mel bins): the package's own
+# writer (whisper-smollm2 carries one; evaluation/organism/continuous.py)
+TEKKEN_AUDIO = encoder_audio_section(128)
 
 
 def _tokenizer(smollm2_tokenizer, folder: Path, family: str):
