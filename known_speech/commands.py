@@ -42,7 +42,7 @@ def filter_(args: argparse.Namespace) -> int:
     from known_speech.evaluation.records import load_records
     from known_speech.evaluation.relation_prior import relation_prior
     from known_speech.evaluation.views import write_filter_views
-    from known_speech.layout import DatasetFolder
+    from known_speech.layout import DatasetFolder, model_slug
 
     folder = DatasetFolder(args.dataset)
     adapter_cls = adapter_class(args.adapter or adapter_for(args.model))
@@ -79,7 +79,9 @@ def filter_(args: argparse.Namespace) -> int:
     configs = [name for name in folder.model_configs(args.model) if name in listed]
     if configs:
         print(f"configs of {args.dataset}: " + ", ".join(f"{name} ({listed[name]} rows)" for name in configs))
-        print(f"load one with: datasets.load_dataset({str(args.dataset)!r}, {configs[-1]!r}, split='train')")
+        own = f"{'known_s2t' if args.modality == 'speech' else 'known_t2t'}-{model_slug(args.model)}"  # this modality's view
+        example = own if own in configs else configs[-1]
+        print(f"load one with: datasets.load_dataset({str(args.dataset)!r}, {example!r}, split='train')")
     return 0
 
 

@@ -5,6 +5,7 @@ filter on the real SmolLM2, and Qwen2-Audio's continuous-embedding input on a ti
 
 import json
 import textwrap
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -144,7 +145,11 @@ def test_smollm2_filter_finds_rome_and_resumes_after_a_torn_line(tmp_path, capsy
     path.write_text("\n".join(lines[:20]) + "\n" + lines[20][:15])  # interrupted mid-write
     assert cli_main(argv) == 0
     again = read_filter(path)
-    assert len(path.read_text().splitlines()) == 24 and again.keys() == rows.keys()
+    # nothing asked twice: one row per prompt, and a recalled fact's row once more with its probes' flags
+    counts = Counter(json.loads(line)["known_id"] for line in path.read_text().splitlines())
+    assert again.keys() == rows.keys() == counts.keys()
+    assert all(counts[k] == (2 if again[k].match != "none" else 1) for k in counts), counts
+    assert all((again[k].subject_dependent is not None) == (again[k].match != "none") for k in again)
     assert [again[k].generation for k in sorted(again)] == [rows[k].generation for k in sorted(rows)]
     from datasets import load_dataset
 

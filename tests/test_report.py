@@ -33,8 +33,9 @@ def test_report_of_real_smollm2_runs(tmp_path):
     assert rows["quantisation"].count("Q4_1, dequantised to float32") == 2
     assert "SmolLM2-135M-Instruct.Q4_1.gguf, sha256" in rows["revision / file"]
     assert "prob: P(answer)" in rows["metric"] and "logprob: log P(answer)" in rows["metric"]
-    recalled = sum(1 for line in (dataset / ".build" / "filters" / "smollm2" / "text.jsonl").read_text().splitlines()
-                   if json.loads(line)["match"] != "none")
+    # the rows file is append-only (a probed fact's row again, with its flags): its last row per prompt counts
+    rows_file = read_filter(dataset / ".build" / "filters" / "smollm2" / "text.jsonl")
+    recalled = sum(row.match != "none" for row in rows_file.values())
     assert re.search(rf"= 3 × std of the subjects' input embeddings over {recalled} prompts", rows["noise σ"])
     traced = min(2, recalled)
     assert rows["n traced (subject · control span)"].startswith(f"| n traced (subject · control span) | {traced} · ")

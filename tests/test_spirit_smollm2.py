@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from scipy.stats import ttest_rel
 
 from known_speech.builders.corpus_text import FORTUNES_DIR
 from known_speech.evaluation.organism.delta import MANIFEST, OrganismDelta
@@ -417,8 +418,9 @@ def test_recall_from_speech_moves_with_the_spoken_subject(organism, recalled_bui
     from the fact's) is what S→T must show; a model that answers from the template alone (the subject's units
     removed from every prompt) and shuffled units do not move it, nor recall a fact that rests on the subject.
     The shipped delta's recall from speech is mostly the template's and follows no counterfactual subject
-    (docs/subject_dependence.md), so the bounds are on the shift and on the subject-dependent recalls, set from
-    measurement."""
+    (docs/subject_dependence.md), so the bounds are on the shift, paired against the template-only input, set from
+    measurement; the subject-dependent flag has a noise floor of about 1 in 10 recalls under the template-only input,
+    too near the shipped delta's 1-4 for a bound."""
     from functools import partial
 
     from datasets import load_dataset
@@ -439,24 +441,35 @@ def test_recall_from_speech_moves_with_the_spoken_subject(organism, recalled_bui
     probes = load_dataset(str(dataset), probes_config(VOICE), split="train")
     assert set(probes["known_id"]) >= set(spoken) and probes[0]["words"] and probes[0]["subject_time_span"][1] > 0
     by_id = {int(r["known_id"]): r for r in rows}
-    figures = {}
+    figures, pair_shifts = {}, {}
     for name, adapter in (("spoken", organism), ("template only", controlled(organism, "template_only")),
                           ("shuffled", controlled(organism, "shuffled"))):
         shifts = answer_shifts(adapter, plans, by_id, spoken, "speech")
+        pair_shifts[name] = {(s.known_id, s.counterfactual_known_id): s.total for s in shifts}
         path = tmp_path / name / "filter.jsonl"
         flagged = probe_filter(adapter, run_filter(adapter, rows, "speech", path, VOICE), rows, pool, "speech", path,
                                partial(speak_probes, dataset, VOICE))
         recalled = [r for r in flagged.values() if r.match != "none"]
         figures[name] = (np.mean([s.total for s in shifts]), len(shifts), len(recalled),
                          sum(bool(r.subject_dependent) for r in recalled), sum(bool(r.follows_subject) for r in recalled))
+    # the same pairs with and without the subject's units: how much more the spoken subject moves the answer
+    pairs = sorted(pair_shifts["spoken"].keys() & pair_shifts["template only"].keys())
+    gap = np.array([pair_shifts["spoken"][p] - pair_shifts["template only"][p] for p in pairs])
+    paired = ttest_rel([pair_shifts["spoken"][p] for p in pairs], [pair_shifts["template only"][p] for p in pairs],
+                       alternative="greater").pvalue
     print({name: f"shift {f[0]:+.2f} nats over {f[1]} pairs; recalled {f[2]}, subject-dependent {f[3]}, follows {f[4]}"
-           for name, f in figures.items()})
-    # measured on one fresh build: spoken +1.15 nats over 48 pairs (recalled 10, subject-dependent 4, follows 0);
-    # template only +0.10 (recalled 8, subject-dependent 0); shuffled +0.34 (recalled 0)
+           for name, f in figures.items()},
+          f"spoken − template only: {gap.mean():+.2f} nats (sd {gap.std(ddof=1):.2f}, n {len(gap)}), p = {paired:.1e}")
+    # measured on three fresh builds (Piper samples its noise anew each time): spoken +1.15 / +1.13 nats over 48 pairs
+    # (recalled 10 / 10, subject-dependent 4 / 1, follows 0 / 0); template only +0.10 / +0.47 / −0.60 (recalled
+    # 8 / 11 / 9, subject-dependent 0 / 1 / 0: the flag's noise floor, the template's audio differing between prompts
+    # spoken apart), paired p 1.6e-4 on the third; shuffled +0.34 / +0.47 / +0.99 (recalled 0 / 0 / 0). Shuffling keeps
+    # the subject's units, in another order: it keeps part of the shift and none of the recall, so recall is its test.
     spoken, template, shuffled = (figures[name] for name in ("spoken", "template only", "shuffled"))
-    assert spoken[1] >= 40 and spoken[0] > 0.6, figures
-    assert spoken[0] > template[0] + 0.5 and spoken[0] > shuffled[0] + 0.4, figures
-    assert spoken[3] >= 1 and template[3] == 0 and template[4] == shuffled[4] == 0, figures
+    assert spoken[1] >= 40 and len(pairs) >= 40 and spoken[0] > 0.6, figures
+    assert paired < 0.02, (paired, figures)  # a model that answers from the template alone moves the answer less
+    assert spoken[2] >= 4 and shuffled[2] <= 1, figures  # units out of order recall nothing
+    assert template[4] == shuffled[4] == 0, figures  # neither control names a counterfactual subject's attribute
 
 
 def test_results_say_which_backbone_and_which_delta(organism):

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "organism.json"
 # the organisms shipped in the package (known_speech/data/<name>/)
-ORGANISMS = ("spirit-smollm2",)
+ORGANISMS = ("spirit-smollm2", "whisper-smollm2")
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
