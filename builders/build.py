@@ -3,6 +3,7 @@ committed cache, then the repository writer. Resumable: committed items are reus
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -11,11 +12,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import datasets
-from tqdm.auto import tqdm
 
-from known_speech.atomic import atomic_write_text
+from known_speech.atomic import atomic_write_bytes, atomic_write_text
 from known_speech.layout import DatasetFolder
-from known_speech.progress import bars_disabled
+from known_speech.progress import bars_disabled, progress
 from known_speech.source import KNOWN_URL, KnownRecord, bundled_source_path, file_sha256, load_known
 
 from .builder import KnownSpeech
@@ -25,7 +25,7 @@ from .options import BuildOptions
 from .pool import build_outcomes
 from .summary import BuildSummary, summarise
 from .tts.licences import voice_licence
-from .writer import write_config
+from .writer import read_build_stats, write_config
 
 __all__ = ["BuildResult", "BuildStats", "build_items", "build_dataset", "save_options", "saved_options"]
 
@@ -78,13 +78,13 @@ def build_items(records: list[KnownRecord], options: BuildOptions, cache: ItemCa
         if changed or (outcome.status == "failed" and options.retry_failed):
             pending.append(record)
             rebuilt.update(changed or ["retry_failed"])
-    progress = tqdm(total=len(pending), desc=f"building {config}", unit="item", disable=bars_disabled())
+    bar = progress(total=len(pending), desc=f"building {config}", unit="item", disable=bars_disabled())
     for outcome, audio in build_outcomes(pending, options):
         outcome.fingerprint = fingerprints[outcome.known_id]
         cache.put(outcome, audio)
         outcomes[outcome.known_id] = outcome
-        progress.update(1)
-    progress.close()
+        bar.update(1)
+    bar.close()
     summary = summarise(config, records, outcomes, built=len(pending))
     summary.rebuilt = dict(rebuilt)
     summary.seconds = time.perf_counter() - started
@@ -96,7 +96,7 @@ def save_options(folder: DatasetFolder, options: BuildOptions) -> None:
     other prompts can be spoken later exactly as its items were (evaluation's probes)."""
     path = folder.work_dir / options.voice_config / OPTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({k: v for k, v in asdict(options).items() if k not in ("source", "limit")},
+    atomic_write_text(path, json.dumps({k: v for k, v in asdict(options).items() if k not in ("source", "limit", "prune")},
                                        indent=2))
 
 
@@ -118,14 +118,55 @@ def build_dataset(out_dir: str | Path = "known-speech", **options: object) -> Bu
     folder = DatasetFolder(out_dir)
     source = Path(options.source) if options.source else bundled_source_path()
     records = load_known(source)[: options.limit]
+    _check_source(folder, options, source)
+    _check_shrink(folder, options, len(records))
     with folder.writing(f"build {options.voice_config}"):
         return _build(folder, options, source, records, started)
+
+
+def items_sha256(cache: ItemCache, records: list[KnownRecord]) -> str:
+    """What the config's rows are made of: each built item's fingerprint. A rebuild that changes no item keeps it, so
+    a recall filter made on the rows is stale exactly when it changes."""
+    built = [(record.known_id, outcome.fingerprint) for record in records
+             if (outcome := cache.get(record.known_id)) is not None and outcome.status == "ok"]
+    return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
+
+
+def _check_source(folder: DatasetFolder, options: BuildOptions, source: Path) -> None:
+    """One source per folder: another voice config built from another source would give one folder two sets of
+    facts. Building the same voice config from an edited source is a rebuild (its changed items are made again)."""
+    sha = file_sha256(source)
+    others = sorted(name for name, entry in read_build_stats(folder.root).items()
+                    if name != options.voice_config and entry.get("source_sha256") not in (None, sha))
+    if others:
+        raise ValueError(f"--source {source}: {folder.root} holds {', '.join(others)} built from another source "
+                         f"(its {folder.source.name}); build this one into another --out")
+
+
+def _keep_source(folder: DatasetFolder, source: Path) -> None:
+    """A copy of the source beside the configs: text filters, traces and a Hub user read the same prompts."""
+    data = source.read_bytes()
+    if not folder.source.is_file() or folder.source.read_bytes() != data:
+        atomic_write_bytes(folder.source, data)
+
+
+def _check_shrink(folder: DatasetFolder, options: BuildOptions, selected: int) -> None:
+    """A build of fewer records than the voice config holds would drop the others from it: refused unless
+    `prune` (a smaller `--limit` by mistake would otherwise shrink a published folder without a word)."""
+    if options.prune or not folder.build_stats.exists():
+        return
+    entry = json.loads(folder.build_stats.read_text(encoding="utf-8")).get(options.voice_config)
+    if entry and entry["items"] > selected:
+        asked = f"--limit {options.limit}" if options.limit else f"a source of {selected} records"
+        raise ValueError(f"{folder.root}: {options.voice_config} holds {entry['items']} items; {asked} would drop "
+                         f"{entry['items'] - selected}: pass --prune, or --out for another folder")
 
 
 def _build(folder: DatasetFolder, options: BuildOptions, source: Path, records: list[KnownRecord],
            started: float) -> BuildResult:
     cache = ItemCache(folder.item_cache(options.voice_config))
     save_options(folder, options)
+    _keep_source(folder, source)
     summary = build_items(records, options, cache)
     dataset = None  # no item built: the statistics and the card still say why
     if summary.failed < summary.items:
@@ -141,6 +182,7 @@ def _build(folder: DatasetFolder, options: BuildOptions, source: Path, records: 
     voice = Path(options.voice).name if Path(options.voice).exists() else options.voice
     stats = BuildStats(summary, options.engine, voice, options.asr_model, source.name, KNOWN_URL, file_sha256(source),
                        options.limit, voice_licence(options.engine, options.voice).to_dict())
-    shards = write_config(dataset, folder.root, options.voice_config, {**stats.to_dict(), "seconds": summary.seconds})
+    shards = write_config(dataset, folder.root, options.voice_config, {**stats.to_dict(), "seconds": summary.seconds,
+                                                                       "items_sha256": items_sha256(cache, records)})
     logger.info("wrote %d shard(s) of %s to %s", len(shards), options.voice_config, folder.root)
     return BuildResult(summary, options.voice_config, shards)

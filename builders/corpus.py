@@ -29,7 +29,7 @@ import numpy as np
 
 from known_speech.atomic import atomic_path, atomic_write_text
 from known_speech.audio import TARGET_SAMPLE_RATE, decode_audio, encode_flac, normalise_peak, to_mono_16k
-from known_speech.progress import bars_disabled
+from known_speech.progress import bars_disabled, progress
 from known_speech.settings import DEFAULT_VOICE
 from known_speech.spoken import verbalise
 
@@ -273,7 +273,7 @@ def build_corpus(options: CorpusOptions) -> dict:
     shard_dir.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(options.workers, initializer=_init_worker,
                              initargs=(options.voice, options.held_out_fraction)) as pool:
-        for _ in tqdm(pool.map(_build_shard, tasks), total=len(tasks), desc="speaking the corpus", unit="shard",
+        for _ in progress(pool.map(_build_shard, tasks), total=len(tasks), desc="speaking the corpus", unit="shard",
                       disable=bars_disabled()):
             pass
     shards = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(shard_dir.glob("shard-*.json"))]

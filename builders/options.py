@@ -26,6 +26,7 @@ class BuildOptions:
     unit_tokenizer: str | None = None  # Spirit LM's hubert_25hz folder, or a HubertModel folder with its quantizer
     max_words: int = 64  # an item with more spoken words fails before synthesis (Known prompts have at most 21)
     item_memory_gb: float | None = 4.0  # data memory a worker process may use; an item needing more fails
+    prune: bool = False  # a smaller selection than the config holds drops the items it leaves out (else refused)
 
     def __post_init__(self) -> None:
         from .tts import ENGINES

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import resource
+import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -35,6 +36,7 @@ _started = None  # a SimpleQueue of the known_ids this worker has started
 def _init_worker(options: BuildOptions, started) -> None:
     # an exception here would break every pool: keep it for the first item, which reports it
     global _worker, _worker_setup_error, _started
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process ends the build
     logging.basicConfig(level=logging.WARNING)
     _started = started
     try:
@@ -76,6 +78,9 @@ def _run_pool(records: Sequence[KnownRecord], options: BuildOptions, workers: in
                     yield outcome
         except BrokenProcessPool as err:
             err.started = _drain(started) - done
+            raise
+        except KeyboardInterrupt:  # the items in hand finish (their workers ignore it), the rest are not started
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
 
 

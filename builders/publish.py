@@ -83,7 +83,7 @@ def plan_publish(dataset_dir: str | Path, repo_id: str, tag: str, private: bool 
 def dataset_files(dataset_dir: Path, voice_configs: list[str]) -> list[Path]:
     """The dataset's own files: nothing hidden (no path part starting with "."), nothing outside them."""
     folder = DatasetFolder(dataset_dir)
-    candidates = [folder.card, folder.build_stats, folder.versions]
+    candidates = [folder.card, folder.build_stats, folder.source, folder.versions]
     for voice_config in voice_configs:
         candidates += sorted(folder.config_dir(voice_config).glob("train-*.parquet"))
     for filter_dir in folder.filter_dirs():

@@ -114,10 +114,13 @@ def _filter_configs(out_dir: Path) -> dict[str, dict]:
 def _recall_figures(out_dir: Path) -> list[dict]:
     """Each filter's recall figures per split (`filters/<model>/<name>.recall.json`, written with its views by
     `known-speech filter`): recalled, subject-dependent, follows-subject and the relation prior, with 95 % intervals."""
-    found = []
-    for folder in DatasetFolder(out_dir).filter_dirs():
+    found, dataset = [], DatasetFolder(out_dir)
+    for folder in dataset.filter_dirs():
         for path in sorted(folder.glob("*.recall.json")):
-            found.append({"config_name": f"filter-{folder.name}", **json.loads(path.read_text(encoding="utf-8"))})
+            settings = path.with_name(path.name.removesuffix(".recall.json") + ".json")
+            stale = settings.exists() and dataset.stale_filter(json.loads(settings.read_text(encoding="utf-8")))
+            found.append({"config_name": f"filter-{folder.name}", "stale": stale,
+                          **json.loads(path.read_text(encoding="utf-8"))})
     return found
 
 

@@ -10,9 +10,11 @@ pyproject.toml, so that this module imports none of the adapters that import it)
 
 from __future__ import annotations
 
+import difflib
 import logging
 from abc import ABC, abstractmethod
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -31,6 +33,8 @@ __all__ = [
     "adapter_class",
     "adapter_for",
     "available_adapters",
+    "bundled_models",
+    "check_model_name",
     "resolve_dtype",
 ]
 
@@ -162,8 +166,27 @@ def adapter_class(name: str) -> type[Adapter]:
     return ADAPTERS[name]
 
 
+def bundled_models() -> tuple[str, ...]:
+    """The model names that load offline from the package: the backbone and the organisms trained here."""
+    from .organism.delta import ORGANISMS
+
+    return ("smollm2", *ORGANISMS)
+
+
+def check_model_name(model: str) -> None:
+    """A bundled name mistyped is told so at once (before a Hub lookup or a load), with the name it is nearest."""
+    bundled = bundled_models()
+    if model in bundled or "/" in model or Path(model).exists():
+        return
+    near = difflib.get_close_matches(model, bundled, n=1, cutoff=0.7)
+    if near:
+        raise ValueError(f"--model {model!r}: no such model; did you mean {near[0]!r}? (bundled: {', '.join(bundled)}; "
+                         "or a local folder, a .gguf file, a Hub name)")
+
+
 def adapter_for(model: str) -> str:
     """The adapter whose `handles` accepts the model name or folder; hf-text for anything else."""
+    check_model_name(model)
     for name in available_adapters():
         if name != FALLBACK_ADAPTER and ADAPTERS[name].handles(model):
             return name

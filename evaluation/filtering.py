@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from known_speech.atomic import atomic_write_text
-from known_speech.progress import bars_disabled
+from known_speech.progress import bars_disabled, progress
 
 from .adapter import Adapter
 from .generation import MAX_BATCH, generation_batch_size
@@ -75,15 +74,19 @@ def read_filter(path: Path) -> dict[int, FilterRow]:
     return rows
 
 
-def filter_settings(adapter: Adapter, modality: Modality, voice_config: str, max_new_tokens: int) -> dict:
-    """What decides a filter row: the model, the generation settings and the banned tokens."""
+def filter_settings(adapter: Adapter, modality: Modality, voice_config: str, max_new_tokens: int,
+                    source_sha256: str | None = None, build_items_sha256: str | None = None) -> dict:
+    """What decides a filter row: the model, the generation settings, the banned tokens, and the dataset's own
+    source where it is not the bundled Known."""
     banned = adapter.banned_token_ids(modality)
     return {"model": adapter.model_name, "adapter": adapter.name, "modality": modality, "voice_config": voice_config,
             "generation": "greedy", "max_new_tokens": max_new_tokens,
             "dtype": str(adapter.dtype).removeprefix("torch."), "banned_tokens": len(banned),
             "banned_tokens_sha256": hashlib.sha256(json.dumps(banned).encode()).hexdigest(),
             "adapter_options": adapter.options, "provenance": adapter.describe(),
-            **({"model_generation": generation} if (generation := adapter.generation_settings()) else {})}
+            **({"model_generation": generation} if (generation := adapter.generation_settings()) else {}),
+            **({"source_sha256": source_sha256} if source_sha256 else {}),
+            **({"build_items_sha256": build_items_sha256} if build_items_sha256 else {})}
 
 
 def _check_settings(path: Path, settings: dict) -> None:
@@ -91,7 +94,8 @@ def _check_settings(path: Path, settings: dict) -> None:
     settings_path = path.with_suffix(".json")
     if settings_path.exists():
         saved = json.loads(settings_path.read_text(encoding="utf-8"))
-        differing = setting_differences(saved, settings)
+        # rows made before the build's digest was recorded are not refused for lacking it
+        differing = setting_differences(saved, settings, ignore=tuple(k for k in ("build_items_sha256",) if k not in saved))
         if differing and path.exists():
             raise ValueError(f"{path} was made with other settings ({differing}); delete it or use another --dataset")
     atomic_write_text(settings_path, json.dumps(settings, indent=2))
@@ -140,21 +144,23 @@ def generate_halving(adapter: Adapter, inputs: list[ModelInput], max_new_tokens:
 
 def run_filter(
     adapter: Adapter, records: list[dict], modality: Modality, path: Path, voice_config: str = "", max_new_tokens: int = 12,
-    batch_size: int | None = None, subject_swap: bool = False,
+    batch_size: int | None = None, subject_swap: bool = False, source_sha256: str | None = None,
+    build_items_sha256: str | None = None,
 ) -> dict[int, FilterRow]:
     """Generate for every record not yet in `path` (append-only JSON lines, so a stopped run resumes), many
     prompts per forward (`batch_size`, or as many as fit the device's memory); with `subject_swap`, generate again
     every fact recalled from speech with another prompt's subject units (`_swap_subjects`)."""
     adapter.check_modality(modality)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _check_settings(path, filter_settings(adapter, modality, voice_config, max_new_tokens))
+    _check_settings(path, filter_settings(adapter, modality, voice_config, max_new_tokens, source_sha256,
+                                          build_items_sha256))
     done = read_filter(path)
     # rewrite what was read, dropping any torn last line, before appending more
     atomic_write_text(path, "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in done.values()))
     todo = [record for record in records if int(record["known_id"]) not in done]
     by_id = {int(record["known_id"]): record for record in todo}
     with open(path, "a", encoding="utf-8") as handle, \
-            tqdm(total=len(todo), desc=f"filter {adapter.model_name} ({modality})", unit="item", disable=bars_disabled()) as bar:
+            progress(total=len(todo), desc=f"filter {adapter.model_name} ({modality})", unit="item", disable=bars_disabled()) as bar:
 
         def write(known_id: int, generation: str, error: str = "") -> None:
             row = FilterRow(
@@ -190,7 +196,7 @@ def _swap_subjects(adapter: Adapter, records: list[dict], done: dict[int, Filter
     todo = [by_id[k] for k, row in done.items() if row.modality == "speech" and row.match != "none"
             and row.swapped_with < 0 and k in by_id]
     with open(path, "a", encoding="utf-8") as handle:
-        for record, _, partner, swapped in tqdm(swapped_inputs(adapter, todo, records), total=len(todo),
+        for record, _, partner, swapped in progress(swapped_inputs(adapter, todo, records), total=len(todo),
                                                 desc=f"subject swap {adapter.model_name}", unit="item",
                                                 disable=bars_disabled()):
             if partner is None:

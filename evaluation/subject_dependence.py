@@ -23,10 +23,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from known_speech.atomic import atomic_write_text
-from known_speech.progress import bars_disabled
+from known_speech.progress import bars_disabled, progress
 from known_speech.tracing.prompts import answer_token
 
 from .adapter import Adapter
@@ -111,7 +110,7 @@ def probe_recalled(adapter: Adapter, plans: list[FactProbes], probe_records: dic
     missing = [key for key, record in asked.items() if record is None]
     todo = [record for record in asked.values() if record is not None]
     with open(path, "a", encoding="utf-8") as handle, \
-            tqdm(total=len(asked), desc=f"probes {adapter.model_name} ({modality})", unit="prompt",
+            progress(total=len(asked), desc=f"probes {adapter.model_name} ({modality})", unit="prompt",
                  disable=bars_disabled()) as bar:
 
         def write(key: int, generation: str, error: str = "") -> None:
@@ -220,7 +219,7 @@ def answer_shifts(adapter: Adapter, plans: list[FactProbes], records: dict[int, 
         return float(log_probs[answer.id])
 
     shifts = []
-    for plan in tqdm(plans, desc=f"answer shifts {adapter.model_name} ({modality})", unit="fact",
+    for plan in progress(plans, desc=f"answer shifts {adapter.model_name} ({modality})", unit="fact",
                      disable=bars_disabled()):
         for probe in plan.counterfactual:
             if probe.probe_id not in probe_records:

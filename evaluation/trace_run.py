@@ -13,9 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from known_speech.progress import bars_disabled
+from known_speech.progress import bars_disabled, progress
 from known_speech.tracing import CausalTracer, TraceOptions, TraceResult
 from known_speech.tracing.kernels import check_kernels
 from known_speech.tracing.noise import EmbeddingMoments
@@ -96,7 +95,7 @@ def _prepare(adapter: Adapter, record: dict, modality: Modality) -> ModelInput:
 def _prepare_all(adapter: Adapter, records: list[dict], modality: Modality, failed: dict[int, str]) -> dict[int, ModelInput]:
     """Inputs of the given items (a rank's own: its share of the run and of the calibration)."""
     prepared: dict[int, ModelInput] = {}
-    for record in tqdm(records, desc="prepare inputs", unit="item", disable=bars_disabled()):
+    for record in progress(records, desc="prepare inputs", unit="item", disable=bars_disabled()):
         try:
             prepared[int(record["known_id"])] = _prepare(adapter, record, modality)
         except ValueError as err:
@@ -228,7 +227,7 @@ def run_trace(config: TraceRunConfig, out: str | Path = "results", device: str =
     tracer = CausalTracer(adapter.decoder, model_name=config.model, compile=compile, kernels=kernels)
     folder.make_dirs()
     loop_started = time.perf_counter()
-    for known_id in tqdm(share, desc=f"trace {config.run_name} (rank {dist.rank})", unit="item", position=dist.rank,
+    for known_id in progress(share, desc=f"trace {config.run_name} (rank {dist.rank})", unit="item", position=dist.rank,
                          disable=bars_disabled()):
         if folder.finished(known_id, config.control, retry_failed):
             continue

@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=_positive_int, default=build_defaults["workers"],
                        help=f"processes (default: {build_defaults['workers']})")
     build.add_argument("--retry-failed", action="store_true", help="rebuild items that failed before")
+    build.add_argument("--prune", action="store_true",
+                       help="let a smaller --limit than the folder's voice config holds drop the other items")
     build.add_argument("--aligner", dest="aligners", action="append", choices=ALIGNERS, default=None,
                        help=f"alignments to record (repeatable; default: {' and '.join(build_defaults['aligners'])})")
     build.add_argument("--ctc-model", default=build_defaults["ctc_model"],
@@ -400,12 +402,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_progress(force=args.progress)
+    logging.getLogger("known_speech.progress").setLevel(logging.INFO)  # where there is no bar: a line every 30 s
     if not args.verbose:  # the Hub client's retry warnings: the error that ends them is reported below
         from huggingface_hub.utils import logging as hub_logging
 
         hub_logging.set_verbosity_error()
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        if args.verbose:
+            raise
+        where = next((f" in {value}" for name in ("out", "dataset", "run") if (value := getattr(args, name, None))), "")
+        print(f"known-speech: interrupted: {args.command} stopped; what it finished is kept{where}, and the same "
+              "command resumes from there", file=sys.stderr)
+        return 130
     except (ValueError, ImportError, OSError) as err:  # ours name the record, field or argument and the fix
         if args.verbose:
             raise

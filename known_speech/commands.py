@@ -20,7 +20,7 @@ def build(args: argparse.Namespace) -> int:
 
     options = {name: getattr(args, name) for name in ("engine", "voice", "asr_model", "source", "limit", "workers",
                                                        "retry_failed", "ctc_model", "unit_tokenizer", "max_words",
-                                                       "item_memory_gb")}
+                                                       "item_memory_gb", "prune")}
     result = build_dataset(args.out, **options, **({"aligners": tuple(args.aligners)} if args.aligners else {}))
     summary = result.summary
     print(summary.describe())
@@ -39,7 +39,7 @@ def filter_(args: argparse.Namespace) -> int:
     from known_speech.evaluation.adapter import adapter_class, adapter_for
     from known_speech.evaluation.filtering import run_filter
     from known_speech.evaluation.recall_summary import recall_figures
-    from known_speech.evaluation.records import load_records
+    from known_speech.evaluation.records import load_records, own_source_sha256
     from known_speech.evaluation.relation_prior import relation_prior
     from known_speech.evaluation.views import write_filter_views
     from known_speech.layout import DatasetFolder, model_slug
@@ -57,7 +57,9 @@ def filter_(args: argparse.Namespace) -> int:
     with folder.writing(f"filter {args.model} {args.modality}"):
         adapter = adapter_cls(args.model, device=args.device, dtype=args.dtype, **args.adapter_options)
         rows = run_filter(adapter, records, args.modality, path, voice_config=args.voice_config,
-                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, subject_swap=args.subject_swap)
+                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, subject_swap=args.subject_swap,
+                          source_sha256=own_source_sha256(args.dataset),
+                          build_items_sha256=folder.items_sha256(args.voice_config) if args.modality == "speech" else None)
         if args.probes:
             rows = _probe(args, adapter, rows, records, pool, path)
         write_filter_views(args.dataset, args.model)

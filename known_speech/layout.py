@@ -2,6 +2,7 @@
 
     <root>/README.md                           the dataset card (YAML configs block)
     <root>/build_stats.json                    per voice config: what built it and how it went
+    <root>/source.json                         the Known-format records it was built from: its text prompts
     <root>/versions.json                       published versions (known-speech publish)
     <root>/<voice config>/train-*.parquet      one config per voice
     <root>/probes-<voice config>/train-*.parquet   prompts a recall filter asked beside the facts (made-up and
@@ -30,9 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 __all__ = ["DatasetFolder", "model_slug", "selection_name", "probes_config", "VIEWS", "SUBJECT_VIEWS", "BUILD_STATS_FILE",
-           "VERSIONS_FILE", "CARD_FILE", "WORK_DIR"]
+           "SOURCE_FILE", "VERSIONS_FILE", "CARD_FILE", "WORK_DIR"]
 
 BUILD_STATS_FILE = "build_stats.json"
+SOURCE_FILE = "source.json"
 VERSIONS_FILE = "versions.json"
 CARD_FILE = "README.md"
 WORK_DIR = ".build"
@@ -68,6 +70,25 @@ class DatasetFolder:
     @property
     def build_stats(self) -> Path:
         return self.root / BUILD_STATS_FILE
+
+    @property
+    def source(self) -> Path:
+        return self.root / SOURCE_FILE
+
+    def source_records(self) -> Path:
+        """Where the folder's text prompts come from: the source it was built from, else the bundled Known."""
+        from known_speech.source import bundled_source_path
+
+        return self.source if self.source.is_file() else bundled_source_path()
+
+    def items_sha256(self, voice_config: str) -> str | None:
+        """The digest of a voice config's built items (build_stats.json), which a speech filter records."""
+        return self._stats().get(voice_config, {}).get("items_sha256")
+
+    def stale_filter(self, settings: dict) -> bool:
+        """A speech filter (its settings) made on items that a later build of its voice config changed."""
+        made_on, now = settings.get("build_items_sha256"), self.items_sha256(settings.get("voice_config", ""))
+        return settings.get("modality") == "speech" and made_on is not None and now is not None and made_on != now
 
     @property
     def versions(self) -> Path:

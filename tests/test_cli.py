@@ -65,3 +65,24 @@ def test_verbose_is_accepted_before_and_after_the_subcommand(tmp_path, position)
     argv = ["report", str(tmp_path / "no-runs")]
     with pytest.raises(ValueError, match="not a trace run folder"):
         main(["-v", *argv] if position == "before" else [*argv, "-v"])
+
+
+def test_progress_logs_items_rate_and_time_left_where_there_is_no_bar(caplog):
+    """Output that is no terminal (a log file, CI) gets a log line at least every `log_every` seconds instead of a
+    bar; a terminal's bar is tqdm's own."""
+    import io
+    import logging
+
+    from known_speech.progress import progress
+
+    with caplog.at_level(logging.INFO, logger="known_speech.progress"):
+        bar = progress(total=4, desc="filter m (text)", unit="item", file=io.StringIO(), log_every=0.0)
+        for _ in range(4):
+            bar.update(1)
+        bar.close()
+        assert list(progress(range(3), desc="trace", unit="item", file=io.StringIO(), log_every=0.0)) == [0, 1, 2]
+        quiet = progress(total=2, desc="build", unit="item", file=io.StringIO())  # every 30 s: no line yet
+        quiet.update(2)
+    lines = [record.getMessage() for record in caplog.records if record.name == "known_speech.progress"]
+    assert len(lines) == 7 and lines[0].startswith("filter m (text): 1/4 items, ") and " items/s, " in lines[0]
+    assert lines[3].endswith("0 min 0 s left") and lines[-1].startswith("trace: 3/3 items, ")

@@ -48,6 +48,8 @@ def test_publish_uploads_exactly_what_the_dry_run_lists(spoken_dataset, tmp_path
     assert hub.committed["piper-en_US-joe-medium/train-00000-of-00001.parquet"] == \
         (out / "piper-en_US-joe-medium" / "train-00000-of-00001.parquet").read_bytes()
     assert json.loads(hub.committed["versions.json"])[0]["tag"] == "v1.0.0" and hub.tags[0]["tag"] == "v1.0.0"
+    # the source it was built from travels with it: a Hub user's text prompts are the same facts
+    assert hub.committed["source.json"] == (out / "source.json").read_bytes()
     assert "v1.0.0" in hub.validated[0]  # the card sent for YAML validation carries the version
 
 

@@ -3,6 +3,7 @@ writer, silent audio, paths outside a manifest, malformed input, and the errors 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,7 +131,10 @@ def test_changed_inputs_rebuild_exactly_the_affected_items(tmp_path, known_recor
     stats = json.loads((out / "build_stats.json").read_text())["piper-en_US-joe-medium"]
     assert stats["rebuilt"] == {"aligners": 2} and stats["source"] == "source.json" and not stats["voice"].startswith("/")
     flac = (out / ".build" / "piper-en_US-joe-medium" / "items" / "21.flac").read_bytes()
-    smaller = build_dataset(out, source=str(changed), workers=1, aligners=("tts", "whisper"), limit=1)
+    with pytest.raises(ValueError, match="piper-en_US-joe-medium holds 2 items; --limit 1 would drop 1: pass --prune, "
+                                         "or --out for another folder"):
+        build_dataset(out, source=str(changed), workers=1, aligners=("tts", "whisper"), limit=1)
+    smaller = build_dataset(out, source=str(changed), workers=1, aligners=("tts", "whisper"), limit=1, prune=True)
     assert (smaller.summary.items, smaller.summary.built) == (1, 0)  # another --limit reuses, rewrites nothing
     assert (out / ".build" / "piper-en_US-joe-medium" / "items" / "21.flac").read_bytes() == flac
 
@@ -166,6 +170,30 @@ def test_a_second_writer_stops_with_a_message_naming_the_first(tmp_path):
         holder.wait()
     with DatasetFolder(folder).writing("filter"):  # released with its process
         assert json.loads((folder / ".writer.json").read_text())["command"] == "filter"
+
+
+def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tmp_path):
+    """Ctrl-C as a terminal sends it (SIGINT to the whole process group, build workers included) once the first item
+    is cached: one line, no traceback, exit 130; the same command then builds only what was left."""
+    folder = tmp_path / "ds"
+    argv = [sys.executable, "-m", "known_speech.cli", "build", "--engine", "espeak-ng", "--voice", "en-us",
+            "--out", str(folder), "--limit", "10", "--workers", "2"]
+    build = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    items = folder / ".build" / "espeak-ng-en-us" / "items"
+    deadline = time.time() + 240
+    while not list(items.glob("*.flac")) and build.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(build.pid, signal.SIGINT)
+    out, err = build.communicate(timeout=120)
+    assert build.returncode == 130, (out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"known-speech: interrupted: build stopped; what it finished is kept in {folder}, and the "
+                          "same command resumes from there")
+    kept = len(list(items.glob("*.flac")))
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    built, reused = map(int, re.search(r"\((\d+) built now, (\d+) reused\)", again.stdout).groups())
+    assert built + reused == 10 and built >= 1 and reused >= kept >= 1, again.stdout
 
 
 def test_silent_or_foreign_audio_fails_its_item_instead_of_inventing_an_alignment(tmp_path, known_records):
@@ -255,6 +283,12 @@ def test_errors_name_the_input_and_the_fix_in_one_line(tmp_path, capsys, monkeyp
                          "--dataset", str(tmp_path / "none")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err
+    for typed, meant in (("spirit-smolm2", "spirit-smollm2"), ("whispr-smollm2", "whisper-smollm2"),
+                         ("smolm2", "smollm2")):  # a bundled name mistyped: told at once, before a Hub lookup
+        assert cli_main(["filter", "--model", typed, "--modality", "text", "--dataset", str(tmp_path / "none")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--model {typed!r}: no such model; did you mean {meant!r}?" in err
+    assert not (tmp_path / "none").exists()
     with pytest.raises(SystemExit):
         cli_main(["trace", "--model", "smollm2", "--noise-factor", "-1", "--out", str(tmp_path)])
     assert "expected a positive number" in capsys.readouterr().err and not list(tmp_path.rglob("run.json"))
