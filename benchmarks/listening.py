@@ -73,7 +73,7 @@ def main() -> None:
                                                             subject_state_dose, subject_state_from_layer,
                                                             subject_state_patch,
                                                             subject_unit_effects)
-    from known_speech.tracing.loading import load_causal_lm
+    from known_speech.loading import load_causal_lm
     from known_speech.evaluation.records import recalled_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

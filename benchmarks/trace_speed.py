@@ -96,7 +96,7 @@ def build_model(name: str, device: str, dtype: torch.dtype, layers: int | None =
             finally:
                 torch.set_default_dtype(default)
         return model, None
-    from known_speech.tracing.loading import load_causal_lm
+    from known_speech.loading import load_causal_lm
 
     return load_causal_lm(name, dtype, device)
 

@@ -223,19 +223,6 @@ def fact_entities(source: str, fortunes_dir: str | Path = FORTUNES_DIR,
     return [e for e in dict.fromkeys(entities) if _PLAIN_NAME.match(e.name)]
 
 
-def fact_entity_span(text: str, templates: Iterable[str]) -> tuple[int, int] | None:
-    """The characters of the entity in a fact prefix, the Known template around it taken off (what the organism's
-    entity-state loss aligns, as a name sentence's name). Where several templates fit, the one with most
-    characters of its own decides ("{} is a part of the continent of" before "{} of"); None where none fits."""
-    best: tuple[int, tuple[int, int]] | None = None
-    for template in templates:
-        before, after = template.split("{}")
-        fixed = len(before) + len(after)
-        if len(text) > fixed and text.startswith(before) and text.endswith(after) and (best is None or fixed > best[0]):
-            best = (fixed, (len(before), len(text) - len(after)))
-    return best[1] if best else None
-
-
 def relations_of(entity_type: str, fact_relations: str = DEFAULT_FACT_RELATIONS) -> tuple[str, ...]:
     """The Known relations whose templates an entity of this type is put in."""
     if fact_relations not in FACT_RELATIONS:
@@ -263,7 +250,6 @@ def continue_as_text(prompts: list[str], model, tokenizer, max_new_tokens: int =
     the first line break or sentence end."""
     from tqdm import tqdm
 
-    from known_speech.evaluation.generation import greedy_new_tokens
     from known_speech.progress import bars_disabled
 
     if tokenizer.pad_token_id is None:
@@ -273,9 +259,9 @@ def continue_as_text(prompts: list[str], model, tokenizer, max_new_tokens: int =
                       disable=bars_disabled()):
         batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
                           padding_side="left").to(model.device)
-        rows = greedy_new_tokens(model, batch.attention_mask, max_new_tokens, tokenizer.pad_token_id,
-                                 input_ids=batch.input_ids)
-        for row in rows:
+        output = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        for row in output[:, batch.input_ids.shape[1]:].tolist():
             text = tokenizer.decode(row, skip_special_tokens=True).split("\n")[0]
             end = re.search(r"[.!?](\s|$)", text)
             continuations.append((text[:end.start() + 1] if end else text).strip())
@@ -378,7 +364,7 @@ def cached_fact_prefixes(out: str | Path, source: str, limit: int | None, min_ci
             return SentenceSelection([CorpusSentence(**s) for s in saved["sentences"]], saved["dropped"])
     from known_speech.atomic import atomic_write_text
     from known_speech.source import load_known
-    from known_speech.tracing.loading import load_causal_lm, model_provenance
+    from known_speech.loading import load_causal_lm, model_provenance
 
     model, tokenizer = load_causal_lm(backbone, device=device)
     selection = fact_prefixes(source, load_known(), model, tokenizer, limit, fortunes_dir,

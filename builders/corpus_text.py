@@ -19,13 +19,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from known_speech.corpus_spans import NAME_CARRIERS
 from known_speech.source import KnownRecord
 
 from .corpus_leaks import KnownFacts, normalised
 
 __all__ = ["CorpusSentence", "SentenceSelection", "FORTUNES_DIR", "FORTUNES_LICENCE", "read_fortunes",
-           "select_sentences", "held_out", "NAME_SOURCES", "NAME_CARRIERS", "DEFAULT_NAME_CARRIERS",
-           "check_name_carriers", "name_sentences", "name_span"]
+           "select_sentences", "held_out", "NAME_SOURCES", "DEFAULT_NAME_CARRIERS", "check_name_carriers",
+           "name_sentences"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +130,6 @@ def select_sentences(fortunes: list[tuple[str, str]], known: list[KnownRecord], 
 NAME_SOURCES = {"known-subjects": "the subjects of Known's 1,209 prompts (MIT, rome's known_1000.json)"}
 # carriers that state nothing about the name; a Known prompt puts its subject first as often as last, so half
 # the carriers do too (alternating, so that consecutive carriers put the name in both places)
-NAME_CARRIERS = ("I heard the name {name}.", "{name} is the next name on the list.", "We talked about {name} today.",
-                 "{name}, that is the name I heard.", "Have you heard of {name}?", "{name} came up again today.",
-                 "Say it once more: {name}.", "{name} was the name they wrote down.")
 DEFAULT_NAME_CARRIERS = 4
 
 
@@ -171,16 +169,6 @@ def name_sentences(source: str, known: list[KnownRecord], carriers: int = DEFAUL
             kept.append(CorpusSentence(_sentence_id(text), text, f"names:{source}"))
     kept.sort(key=lambda s: s.sentence_id)
     return SentenceSelection(kept, dict(sorted(dropped.items())))
-
-
-def name_span(text: str) -> tuple[int, int]:
-    """The characters of the name in a sentence of `name_sentences` (its carrier or the trailing full stop
-    around it): what the organism's entity-state loss aligns."""
-    for carrier in NAME_CARRIERS:
-        before, after = carrier.split("{name}")
-        if text.startswith(before) and text.endswith(after) and len(text) > len(before) + len(after):
-            return len(before), len(text) - len(after)
-    return 0, len(text) - 1 if text.endswith(".") else len(text)
 
 
 def held_out(sentence_id: str, fraction: float = 0.02) -> bool:

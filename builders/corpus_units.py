@@ -12,17 +12,14 @@ import numpy as np
 
 from known_speech.atomic import atomic_path
 from known_speech.audio import decode_audio
+from known_speech.corpus_spans import units_folder
 from known_speech.progress import bars_disabled
 
-__all__ = ["corpus_units", "units_folder", "fit_corpus_tokenizer", "fit_corpus_phone_tokenizer"]
+__all__ = ["corpus_units", "fit_corpus_tokenizer", "fit_corpus_phone_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
 _tokenizer = None
-
-
-def units_folder(corpus: str | Path, tokenizer_dir: str | Path) -> Path:
-    return Path(corpus) / "units" / Path(tokenizer_dir).name
 
 
 def _init_worker(tokenizer_dir: str) -> None:

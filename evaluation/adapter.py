@@ -102,7 +102,7 @@ class Adapter(ABC):
     def describe(self) -> dict:
         """What produced the results: the adapter, its options, the model's provenance, the toolkit."""
         from known_speech import __version__
-        from known_speech.tracing.loading import model_provenance
+        from known_speech.loading import model_provenance
 
         return {"adapter": self.name, "adapter_options": self.options, **model_provenance(self.model_name, self.decoder),
                 "known_speech": __version__}

@@ -5,7 +5,7 @@ Gemma get the BOS their own code adds, and GPT-2 or SmolLM2 none."""
 
 from __future__ import annotations
 
-from known_speech.tracing.loading import load_causal_lm
+from known_speech.loading import load_causal_lm
 
 from .adapter import Adapter, register_adapter
 from .model_input import Modality, ModelInput

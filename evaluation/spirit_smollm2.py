@@ -61,7 +61,7 @@ class SpiritSmolLM2Adapter(SpiritLMAdapter):
         installed file; quantisation from its header), the delta (its files' sha256, its training), and the
         unit tokenizer: what a result from these weights must say."""
         from known_speech.settings import bundled_smollm2_gguf
-        from known_speech.tracing.loading import gguf_quantisation
+        from known_speech.loading import gguf_quantisation
 
         manifest = self.delta.manifest
         described = super().describe()

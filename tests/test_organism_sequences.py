@@ -169,8 +169,7 @@ def test_a_fact_prefixs_entity_is_its_known_template_taken_off(known_records, tm
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from known_speech.builders.corpus_facts import fact_entity_span
-    from known_speech.builders.corpus_text import NAME_CARRIERS
+    from known_speech.corpus_spans import NAME_CARRIERS, fact_entity_span
     from known_speech.evaluation.organism.bundle import corpus_utterances
 
     templates = sorted({r.template for r in known_records})

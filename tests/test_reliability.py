@@ -314,7 +314,7 @@ def test_a_mistyped_model_fails_within_seconds_when_the_hub_cannot_be_reached(tm
     Timed after the imports, which a loaded machine makes slow."""
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub")}
     code = ("import time, datasets; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-            "from known_speech.tracing.loading import load_causal_lm\n"
+            "from known_speech.loading import load_causal_lm\n"
             "started = time.perf_counter()\n"
             "try:\n    load_causal_lm('smolm2')\n"
             "except ValueError as err:\n    print(f'{time.perf_counter() - started:.1f}'); print(err)\n")

@@ -166,7 +166,7 @@ def test_the_subjects_state_is_measured_against_the_backbones(organism, listenin
     fails both: by −0.02 and 0.00 on these 40. Four prompts were too few: one fresh build gave 0.04 for the moved
     span on them. The pair it reads is the one the entity_state test pins."""
     from known_speech.evaluation.organism.listening import subject_state_gaps
-    from known_speech.tracing.loading import load_causal_lm
+    from known_speech.loading import load_causal_lm
 
     gaps = subject_state_gaps(organism, listening_rows, load_causal_lm("smollm2")[0])
     assert [g.known_id for g in gaps] == [int(r["known_id"]) for r in listening_rows]

@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from known_speech.atomic import atomic_path, atomic_write_bytes
+from known_speech.corpus_spans import fact_entity_span, name_span, units_folder
 
-from known_speech.builders.corpus_facts import fact_entity_span
-from known_speech.builders.corpus_units import units_folder
-from known_speech.builders.corpus_text import name_span
 from known_speech.source import load_known
 
 from .sequences import Utterance
@@ -199,7 +197,7 @@ def make_bundle(corpus: str | Path, tokenizer_dir: str | Path, out: str | Path,
     """The bundle of a corpus and one of its unit tokenizers, the unit embeddings initialised on SmolLM2's; with
     `paired` (another tokenizer's folder, whose units of this corpus exist, and a trained model's rows of its units),
     from those rows on the same frames (`paired_unit_init`)."""
-    from known_speech.tracing.loading import load_causal_lm
+    from known_speech.loading import load_causal_lm
 
     tokenizer_dir = Path(tokenizer_dir)
     description = json.loads((tokenizer_dir / "unit_tokenizer.json").read_text(encoding="utf-8"))

@@ -205,7 +205,7 @@ def materialise(delta) -> Path:
         from peft import PeftModel
         from safetensors.torch import load_file
 
-        from known_speech.tracing.loading import load_causal_lm
+        from known_speech.loading import load_causal_lm
 
         backbone, tokenizer = load_causal_lm(str(gguf), dtype=torch.float32, device="cpu")
         model, processor = assemble(backbone, tokenizer, whisper, folder)

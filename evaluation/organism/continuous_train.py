@@ -153,7 +153,7 @@ def train_continuous(options: ContinuousTrainOptions) -> dict:
     if file_sha256(options.gguf) != bundle.record["gguf_sha256"]:
         raise ValueError(f"--gguf {options.gguf}: not the GGUF the bundle was made for ({bundle.record['gguf_file']}, "
                          f"sha256 {bundle.record['gguf_sha256'][:12]})")
-    from known_speech.tracing.loading import load_causal_lm
+    from known_speech.loading import load_causal_lm
 
     teacher, tokenizer = load_causal_lm(options.gguf, dtype=torch.float32, device=str(device))
     teacher.eval().requires_grad_(False)

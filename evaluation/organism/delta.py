@@ -144,7 +144,7 @@ def load_organism(name_or_path: str, dtype: torch.dtype = torch.float32, device:
     """(model, tokenizer, delta): the backbone GGUF dequantised to `dtype`, the tokens added, the LoRA merged."""
     from peft import PeftModel
 
-    from known_speech.tracing.loading import load_causal_lm
+    from known_speech.loading import load_causal_lm
 
     delta = OrganismDelta.resolve(name_or_path)
     if delta.kind != "discrete":

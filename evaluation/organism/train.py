@@ -289,7 +289,7 @@ def transcribe(model, tokenizer, builder: SequenceBuilder, utterances: list[Utte
 
 
 def _load_backbone(gguf: str, device: str):
-    from known_speech.tracing.loading import load_causal_lm
+    from known_speech.loading import load_causal_lm
 
     model, tokenizer = load_causal_lm(gguf, dtype=torch.float32, device="cpu")
     return model, tokenizer
