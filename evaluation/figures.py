@@ -81,8 +81,10 @@ def panel_figure(panels: list[Panel], kinds: list[str], scale: Scale, value_labe
         row_scale = _row_limit(panels, kind, scale)
         for column, panel in enumerate(panels):
             axis = axes[row][column]
-            if kind not in panel.estimates:
+            if kind not in panel.estimates:  # said, not left blank: this run did not trace this kind
                 axis.set_axis_off()
+                axis.text(0.5, 0.5, textwrap.fill(f"{KIND_TITLES[kind]}: not traced in {panel.title}", TITLE_WIDTH),
+                          ha="center", va="center", fontsize=8, color="0.4", transform=axis.transAxes)
                 continue
             estimate = panel.estimates[kind]
             if panel.difference:
