@@ -178,7 +178,9 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tmp_path):
     folder = tmp_path / "ds"
     argv = [sys.executable, "-m", "known_speech.cli", "build", "--engine", "espeak-ng", "--voice", "en-us",
             "--out", str(folder), "--limit", "10", "--workers", "2"]
-    build = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a terminal's SIGINT handling (pytest-xdist's workers ignore SIGINT, and an ignored signal is inherited)
+    build = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     items = folder / ".build" / "espeak-ng-en-us" / "items"
     deadline = time.time() + 240
     while not list(items.glob("*.flac")) and build.poll() is None and time.time() < deadline:

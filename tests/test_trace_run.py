@@ -39,8 +39,8 @@ def test_spiritlm_filter_trace_both_modalities_and_report(spiritlm_checkpoint, s
     assert cli_main(["trace", "--model", model, "--modality", "speech", "--config", VOICE, "--limit", "4", *common]) == 0
     run_root = out / "spirit-lm-base-7b"
     text_dir, speech_dir = run_root / "text", run_root / f"speech-{VOICE}"
-    # text prompts come from the whole Known source, speech from the built voice: pairs are the shared ones
-    assert RunFolder(text_dir).item_ids() == [0, 1, 2, 3] and RunFolder(speech_dir).item_ids() == [0, 3, 21, 65]
+    # text prompts come from the dataset's own source (source.json), speech from its built voice: the same facts
+    assert RunFolder(text_dir).item_ids() == [0, 3, 21, 65] and RunFolder(speech_dir).item_ids() == [0, 3, 21, 65]
     speech = RunFolder(speech_dir).load(21)
     assert speech.tokens[:3] == ["<s>", "▁", "[Speech]"] and speech.metadata["modality"] == "speech"
     assert speech.metadata["bos"] and speech.metadata["prompt_text"].startswith("[Speech][Hu")
@@ -57,7 +57,7 @@ def test_spiritlm_filter_trace_both_modalities_and_report(spiritlm_checkpoint, s
     assert "subject vs control span" in markdown and "figures/aie_log.png" in markdown
     assert (report / "figures" / "aie_signed.svg").stat().st_size > 10_000
     stats = json.loads((report / "statistics.json").read_text())
-    assert stats["paired"][model]["known_ids"] == [0, 3]
+    assert stats["paired"][model]["known_ids"] == [0, 3, 21, 65]  # every fact traced from both
     effects = collect_effects(speech_dir)
     assert effects.effects["hidden"].shape == (4, len(CATEGORIES), 4)
 
@@ -70,9 +70,9 @@ def test_interrupted_trace_resumes_without_redoing_items(spiritlm_checkpoint, sp
     run_dir = config.run_dir(tmp_path)
     stamps = {p.name: p.stat().st_mtime_ns for p in (run_dir / "items").glob("*.npz")}
     assert first.traced == 2 and len(stamps) == 2
-    # sigma is calibrated on the whole selection (all 1,209 Known prompts here), not on the first --limit
+    # sigma is calibrated on the whole selection (the dataset's own 6 facts here), not on the first --limit
     settings = RunFolder(run_dir).settings()
-    assert settings.calibrated_on == 1209 and settings.noise_std == first.noise_std
+    assert settings.calibrated_on == 6 and settings.noise_std == first.noise_std
     config.limit = 3
     second = run_trace(config, out=tmp_path)
     assert second.traced == 3 and second.noise_std == first.noise_std
@@ -110,7 +110,7 @@ def test_torchrun_split_equals_one_process(spiritlm_checkpoint, spoken_dataset, 
 
 
 @pytest.mark.slow
-def test_attribute_metric_run_scores_the_whole_attribute_teacher_forced(spiritlm_checkpoint, spoken_dataset, tmp_path):
+def test_attribute_metric_run_scores_the_whole_attribute_teacher_forced(spiritlm_checkpoint, tmp_path):
     """--metric attribute through the CLI: the input is Meta's prompt string ("[Text]" + prompt) and the
     attribute but its last token; the clean score equals log P(attribute) summed from the model's own forward; restorations stop
     at the prompt."""
@@ -120,7 +120,7 @@ def test_attribute_metric_run_scores_the_whole_attribute_teacher_forced(spiritlm
     from known_speech.evaluation.spiritlm import load_spiritlm_tokenizer
 
     model = spiritlm_checkpoint / "spiritlm_model" / "spirit-lm-base-7b"
-    argv = ["trace", "--model", str(model), "--modality", "text", "--dataset", str(spoken_dataset), "--limit", "70",
+    argv = ["trace", "--model", str(model), "--modality", "text", "--dataset", str(tmp_path / "known"), "--limit", "70",
             "--samples", "2", "--kinds", "hidden", "--unfiltered", "--no-control", "--metric", "attribute", "--out", str(tmp_path)]
     assert cli_main(argv) == 0
     run_dir = tmp_path / "spirit-lm-base-7b" / "text-attribute"
