@@ -183,7 +183,7 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tmp_path):
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     items = folder / ".build" / "espeak-ng-en-us" / "items"
     deadline = time.time() + 240
-    while not list(items.glob("*.flac")) and build.poll() is None and time.time() < deadline:
+    while not list(items.glob("*.json")) and build.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     os.killpg(build.pid, signal.SIGINT)
     out, err = build.communicate(timeout=120)
@@ -191,7 +191,7 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tmp_path):
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith(f"known-speech: interrupted: build stopped; what it finished is kept in {folder}, and the "
                           "same command resumes from there")
-    kept = len(list(items.glob("*.flac")))
+    kept = len(list(items.glob("*.json")))  # committed items (the JSON marks an item done; its FLAC comes first)
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     built, reused = map(int, re.search(r"\((\d+) built now, (\d+) reused\)", again.stdout).groups())
