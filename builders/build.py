@@ -153,9 +153,9 @@ def _keep_source(folder: DatasetFolder, source: Path) -> None:
 def _check_shrink(folder: DatasetFolder, options: BuildOptions, selected: int) -> None:
     """A build of fewer records than the voice config holds would drop the others from it: refused unless
     `prune` (a smaller `--limit` by mistake would otherwise shrink a published folder without a word)."""
-    if options.prune or not folder.build_stats.exists():
+    if options.prune:
         return
-    entry = json.loads(folder.build_stats.read_text(encoding="utf-8")).get(options.voice_config)
+    entry = read_build_stats(folder.root).get(options.voice_config)
     if entry and entry["items"] > selected:
         asked = f"--limit {options.limit}" if options.limit else f"a source of {selected} records"
         raise ValueError(f"{folder.root}: {options.voice_config} holds {entry['items']} items; {asked} would drop "

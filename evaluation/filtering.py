@@ -95,7 +95,8 @@ def _check_settings(path: Path, settings: dict) -> None:
     if settings_path.exists():
         saved = json.loads(settings_path.read_text(encoding="utf-8"))
         # rows made before the build's digest was recorded are not refused for lacking it
-        differing = setting_differences(saved, settings, ignore=tuple(k for k in ("build_items_sha256",) if k not in saved))
+        unrecorded = () if "build_items_sha256" in saved else ("build_items_sha256",)
+        differing = setting_differences(saved, settings, ignore=unrecorded)
         if differing and path.exists():
             raise ValueError(f"{path} was made with other settings ({differing}); delete it or use another --dataset")
     atomic_write_text(settings_path, json.dumps(settings, indent=2))

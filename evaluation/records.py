@@ -43,9 +43,10 @@ def own_source_sha256(dataset: str | Path | None) -> str | None:
     filter made on it records, so that rows of one source are never read as prompts of another."""
     from known_speech.source import bundled_source_path, file_sha256
 
-    if not dataset or not DatasetFolder(dataset).source.is_file():
+    source = DatasetFolder(dataset).source if dataset else None
+    if source is None or not source.is_file():
         return None
-    sha = file_sha256(DatasetFolder(dataset).source)
+    sha = file_sha256(source)
     return None if sha == file_sha256(bundled_source_path()) else sha
 
 
